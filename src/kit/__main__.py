@@ -1,0 +1,43 @@
+"""``python -m kit <command> [hydra overrides]``.
+
+The subcommand is removed from ``sys.argv`` before Hydra parses it. Before the
+Hydra app starts, the overrides are composed once (each sweep point too) so a
+bad option, type or value fails in one line, before any job runs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from kit.errors import KitError
+
+COMMANDS = {"train": "kit.cli:train_main"}
+USAGE = "usage: python -m kit {train} [group=option ...] [key=value ...] [-m]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"kit: error: unknown command {command!r}; expected one of {sorted(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        from kit.preflight import check_overrides
+
+        check_overrides("train", rest)
+    except KitError as e:
+        print(f"kit: error: {e}", file=sys.stderr)
+        return 2
+    module, func = COMMANDS[command].split(":")
+    import importlib
+
+    sys.argv = [f"kit {command}", *rest]
+    getattr(importlib.import_module(module), func)()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

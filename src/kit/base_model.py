@@ -1,0 +1,45 @@
+"""Resolve the base model folder: the tiny default, a local folder, or an HF id
+found in the local cache. Nothing is fetched unless the user allows the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kit.errors import KitError
+
+
+def network_allowed(model_cfg) -> bool:
+    return bool(model_cfg.allow_network) or os.environ.get("KIT_ALLOW_NETWORK") == "1"
+
+
+def resolve_base(model_cfg) -> Path:
+    if model_cfg.path:
+        path = Path(model_cfg.path).expanduser()
+        if not (path / "config.json").is_file():
+            raise KitError(
+                f"model.path {str(path)!r} is not a model folder (no config.json); "
+                "expected a local Hugging Face model folder"
+            )
+        return path.resolve()
+    if model_cfg.hf_id:
+        return _from_hub(model_cfg)
+    if model_cfg.name == "tiny":
+        from kit.tiny import tiny_model_dir
+
+        return tiny_model_dir()
+    raise KitError(f"model {model_cfg.name!r} has neither path nor hf_id; set model.path=<HF folder>")
+
+
+def _from_hub(model_cfg) -> Path:
+    from huggingface_hub import snapshot_download
+
+    allow = network_allowed(model_cfg)
+    try:
+        return Path(snapshot_download(model_cfg.hf_id, local_files_only=not allow))
+    except Exception:
+        how = (
+            f"download it once with `huggingface-cli download {model_cfg.hf_id} --local-dir DIR` "
+            "and pass model.path=DIR, or set KIT_ALLOW_NETWORK=1"
+        )
+        raise KitError(f"model {model_cfg.hf_id!r} not found locally; {how}") from None

@@ -1,0 +1,27 @@
+"""Where kit's configs live and the resolvers they use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from kit.errors import KitError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def conf_dir() -> Path:
+    if not (CONF_DIR / "train.yaml").is_file():
+        raise KitError(f"kit's config folder {str(CONF_DIR)!r} not found; install kit with `pip install -e .`")
+    return CONF_DIR
+
+
+def register_resolvers() -> None:
+    from kit.data import bundled
+    from kit.schema import register
+
+    register()
+    if not OmegaConf.has_resolver("kit.bundled"):
+        OmegaConf.register_new_resolver("kit.bundled", lambda name: str(bundled(name)))
+        OmegaConf.register_new_resolver("kit.mul", lambda a, b: a * b)

@@ -1,0 +1,24 @@
+"""Eval strategies (config group ``eval``): a small registry with lazy imports.
+
+Each strategy is a function ``evaluate(ctx) -> dict`` in its own module; the
+registry maps the ``eval.strategy`` name to ``module:function`` so a strategy's
+heavy imports load only when it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from kit.errors import KitError
+
+STRATEGIES = {
+    "merge": "kit.eval.merge:evaluate",
+    "none": "kit.eval.none:evaluate",
+}
+
+
+def get_strategy(name: str):
+    if name not in STRATEGIES:
+        raise KitError(f"eval strategy {name!r} unknown; expected one of {sorted(STRATEGIES)}")
+    module, func = STRATEGIES[name].split(":")
+    return getattr(importlib.import_module(module), func)

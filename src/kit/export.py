@@ -1,0 +1,87 @@
+"""Checkpointers: move torchtune's epoch output into the job dir's fixed layout.
+
+``full``    -> ``hf_model/``: the merged model shards + config/tokenizer files.
+``adapter`` -> ``adapter/``: ``adapter_model.safetensors`` + ``adapter_config.json``.
+
+Never both in one folder: transformers treats a folder holding
+``adapter_config.json`` as an adapter. torchtune's pickled ``adapter_model.pt``
+is dropped (kit loads safetensors only).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from kit.errors import KitError
+from kit.models import family_of
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+SKIP_IN_FULL = ADAPTER_FILES + ("adapter_model.pt", "adapter_model.bin")
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def undo_qk_permutation(adapter_file: Path, base: Path) -> None:
+    """Undo the Llama rotary permutation torchtune 0.6.1 applies to q/k ``lora_B``.
+
+    ``tune_to_peft_adapter_weights`` permutes q_proj/k_proj lora_B rows for every
+    model type, but only Llama-family base weights are stored permuted in HF
+    format; for Qwen2 the saved PEFT adapter is wrong (greedy outputs differ
+    from torchtune's own merged model). Undoing it here makes the adapter match.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from kit.models import read_config
+
+    c = read_config(base)
+    head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+    heads = {"q_proj": c["num_attention_heads"], "k_proj": c.get("num_key_value_heads", c["num_attention_heads"])}
+    tensors = load_file(adapter_file)
+    for key, value in tensors.items():
+        proj = next((p for p in heads if f".{p}." in key), None)
+        if proj and "lora_B" in key:
+            rank = value.shape[-1]
+            tensors[key] = (
+                value.view(heads[proj], 2, head_dim // 2, rank).transpose(1, 2)
+                .reshape(heads[proj] * head_dim, rank).contiguous()
+            )
+    save_file(tensors, adapter_file, metadata={"format": "pt"})
+
+
+def export_adapter(epoch_dir: Path, job_dir: Path, base: Path) -> Path:
+    out = job_dir / "adapter"
+    out.mkdir()
+    for name in ADAPTER_FILES:
+        src = epoch_dir / name
+        if not src.exists():
+            raise KitError(f"torchtune wrote no {name} in {str(epoch_dir)!r}; expected a PEFT adapter")
+        shutil.copy2(src, out / name)
+    config = json.loads((out / "adapter_config.json").read_text())
+    # torchtune leaves these out; PEFT needs them to load the adapter on its own
+    config.setdefault("base_model_name_or_path", str(base))
+    config.setdefault("task_type", "CAUSAL_LM")
+    config.setdefault("peft_type", "LORA")
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    if not family_of(base).hf_weights_permuted:
+        undo_qk_permutation(out / "adapter_model.safetensors", base)
+    return out
+
+
+def export_full(epoch_dir: Path, job_dir: Path) -> Path:
+    out = job_dir / "hf_model"
+    out.mkdir()
+    for src in epoch_dir.iterdir():
+        if src.is_file() and src.name not in SKIP_IN_FULL:
+            shutil.copy2(src, out / src.name)
+    if not list(out.glob("*.safetensors")):
+        raise KitError(f"torchtune wrote no model *.safetensors in {str(epoch_dir)!r}")
+    return out
+
+
+def export(kind: str, epoch_dir: Path, job_dir: Path, base: Path) -> dict:
+    path = export_adapter(epoch_dir, job_dir, base) if kind == "adapter" else export_full(epoch_dir, job_dir)
+    return {"kind": kind, "path": str(path), "bytes": folder_bytes(path)}

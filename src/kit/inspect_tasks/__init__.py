@@ -1,0 +1,5 @@
+"""Inspect tasks bundled with kit (registered as ``kit/<name>`` through the entry point)."""
+
+from kit.inspect_tasks.parity import parity
+
+__all__ = ["parity"]

@@ -1,0 +1,151 @@
+"""One training job: train -> export -> evaluate -> summary.json -> W&B.
+
+Read top to bottom, this is the whole workflow. A job dir that already holds a
+finished ``summary.json`` is never touched again (re-running a sweep resumes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from kit.errors import KitError
+
+SUMMARY = "summary.json"
+
+
+def read_summary(job_dir: Path) -> dict | None:
+    path = job_dir / SUMMARY
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_summary(job_dir: Path, summary: dict) -> None:
+    tmp = job_dir / f".{SUMMARY}.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(job_dir / SUMMARY)
+
+
+def plain_config(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def preflight(cfg: DictConfig) -> dict:
+    """Check every input before any work: one clear error, nothing written."""
+    from kit.base_model import resolve_base
+    from kit.data import read_jsonl
+    from kit.eval import get_strategy
+    from kit.inspect_runner import load_task_specs
+    from kit.models import family_of, weight_files
+
+    missing = OmegaConf.missing_keys(cfg)
+    if missing:
+        raise KitError(f"missing required config value(s) {sorted(missing)}; set them on the command line")
+    base = resolve_base(cfg.model)
+    family_of(base)
+    weight_files(base, cfg.model.allow_pickle)
+    read_jsonl(cfg.dataset.train_file, (cfg.dataset.prompt_column, cfg.dataset.response_column))
+    get_strategy(cfg.eval.strategy)
+    if cfg.eval.strategy != "none":
+        if not cfg.tasks.specs:
+            raise KitError("tasks.specs is empty; expected at least one Inspect task (e.g. kit/parity)")
+        load_task_specs(list(cfg.tasks.specs))
+    return {"base": base}
+
+
+def existing_outputs(job_dir: Path) -> list[str]:
+    return [n for n in ("adapter", "hf_model", "torchtune_out") if (job_dir / n).exists()]
+
+
+def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides: list[str]) -> dict:
+    done = read_summary(job_dir)
+    if done and done.get("status") == "done":
+        print(f"kit: {job_dir} already done; skipping (its results are kept)")
+        return done
+    leftovers = existing_outputs(job_dir)
+    if leftovers:  # a failed earlier attempt: keep its files, refuse to mix
+        raise KitError(
+            f"job dir {str(job_dir)!r} holds {leftovers} from an unfinished run; "
+            "expected an empty job dir (move them away to retry)"
+        )
+    checked = preflight(cfg)
+    from kit.versions import stack_versions
+
+    summary = {
+        "status": "running", "name": cfg.name, "group": group, "run_name": run_name,
+        "overrides": overrides, "job_dir": str(job_dir), "base_model": str(checked["base"]),
+        "started": time.time(), "versions": stack_versions(), "host": os.uname().nodename,
+    }
+    write_summary(job_dir, summary)
+    try:
+        summary.update(execute(cfg, job_dir, checked["base"], group, run_name))
+        summary["status"] = "done"
+    except BaseException as e:
+        summary["status"] = "failed"
+        summary["error"] = f"{type(e).__name__}: {e}"
+        if not isinstance(e, KitError):
+            summary["traceback"] = traceback.format_exc()
+        raise
+    finally:
+        summary["finished"] = time.time()
+        write_summary(job_dir, summary)
+    return summary
+
+
+def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: str) -> dict:
+    from kit import export, train
+    from kit.wandb_logger import log_eval, phase_run
+
+    config = plain_config(cfg)
+    with phase_run(cfg.logger, job_dir, "train", group, run_name, config):
+        trained = train.train(cfg, base, job_dir, Path(cfg.dataset.train_file))
+    start = time.perf_counter()
+    checkpoint = export.export(str(cfg.checkpointer.kind.value), Path(trained["epoch_dir"]), job_dir, base)
+    shutil.rmtree(job_dir / train.SCRATCH)  # torchtune's per-epoch copies; the export persists
+    export_seconds = time.perf_counter() - start
+    with phase_run(cfg.logger, job_dir, "eval", group, run_name, config) as run:
+        evaluated = evaluate(cfg, job_dir, base, checkpoint)
+        result = {
+            "train": {k: v for k, v in trained.items() if k != "epoch_dir"},
+            "checkpoint": checkpoint,
+            "eval": evaluated["eval"],
+            "scores": evaluated["scores"],
+            "base_scores": evaluated["base_scores"],
+            "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated["temp_peak_bytes"]},
+            "timings": {"train_s": trained["seconds"], "export_s": export_seconds, "eval_s": evaluated["eval"]["seconds"]},
+        }
+        log_eval(run, result)
+    return result
+
+
+def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict) -> dict:
+    from kit.base_scores import base_scores
+    from kit.eval import get_strategy
+    from kit.eval.context import EvalContext
+
+    log_dir = job_dir / "inspect_logs"
+    specs = list(cfg.tasks.specs)
+    ctx = EvalContext(
+        checkpoint_kind=checkpoint["kind"], checkpoint_path=Path(checkpoint["path"]), base=base,
+        tasks=specs, log_dir=log_dir, eval_cfg=cfg.eval,
+        tmp_root=Path(cfg.eval.tmp_dir) if cfg.eval.tmp_dir else job_dir,
+        trust_remote_code=cfg.model.trust_remote_code, limit=cfg.tasks.limit,
+    )
+    result = get_strategy(cfg.eval.strategy)(ctx)
+    base_result = {"scores": {}}
+    if cfg.eval.base_scores and cfg.eval.strategy != "none":
+        base_result = base_scores(base, specs, cfg.eval, log_dir, cfg.tasks.limit, cfg.model.trust_remote_code)
+    info = {k: v for k, v in result.items() if k not in ("scores",)}
+    info["strategy"] = cfg.eval.strategy
+    info["base_scores_cached"] = base_result.get("cached")
+    return {
+        "eval": info,
+        "scores": result["scores"],
+        "base_scores": base_result["scores"],
+        "temp_peak_bytes": result.get("temp_peak_bytes", 0),
+    }

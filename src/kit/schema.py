@@ -1,0 +1,128 @@
+"""Structured-config schema: Hydra checks every composed config against it, so a
+wrong type or an unknown key fails at compose time with the key's full name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class CheckpointKind(str, Enum):
+    full = "full"
+    adapter = "adapter"
+
+
+class LoggerKind(str, Enum):
+    wandb = "wandb"
+    none = "none"
+
+
+class WandbMode(str, Enum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    path: Optional[str] = None  # a local HF folder; wins over hf_id
+    hf_id: Optional[str] = None  # looked up in the local HF cache only, unless network allowed
+    allow_network: bool = False  # or KIT_ALLOW_NETWORK=1
+    allow_pickle: bool = False  # load *.bin pickles (refused by default)
+    trust_remote_code: bool = False
+
+
+@dataclass
+class CheckpointerConfig:
+    kind: CheckpointKind = CheckpointKind.adapter
+
+
+@dataclass
+class EvalConfig:
+    strategy: str = "merge"
+    batch_size: int = 32  # Inspect's max_connections: the hf provider's batch size
+    max_tokens: int = 8
+    temperature: float = 0.0  # 0 -> greedy
+    seed: int = 0
+    device: str = "auto"
+    base_scores: bool = True  # also score the untrained base (cached per base model)
+    tmp_dir: Optional[str] = None  # where merge writes its temporary model (default: job dir)
+
+
+@dataclass
+class PhaseConfig:
+    name: str = "training"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    train_file: str = MISSING
+    prompt_column: str = "input"
+    response_column: str = "output"
+
+
+@dataclass
+class TasksConfig:
+    specs: List[str] = field(default_factory=list)
+    limit: Optional[int] = None
+
+
+@dataclass
+class LoggerConfig:
+    kind: LoggerKind = LoggerKind.wandb
+    mode: WandbMode = WandbMode.offline
+    project: str = "kit"
+    entity: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainerConfig:
+    device: str = "auto"
+    dtype: str = "auto"
+    epochs: int = 1
+    max_steps_per_epoch: Optional[int] = None
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    clip_grad_norm: Optional[float] = None
+    seed: int = 0
+    compile: bool = False
+    activation_checkpointing: bool = False
+    nproc_per_node: int = 1
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    attn_modules: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    apply_to_mlp: bool = True
+    apply_to_output: bool = False
+
+
+@dataclass
+class KitConfig:
+    name: str = "default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    checkpointer: CheckpointerConfig = field(default_factory=CheckpointerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    phase: PhaseConfig = field(default_factory=PhaseConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="kit_schema", node=KitConfig)

@@ -1,0 +1,57 @@
+"""Config group ``logger``: one W&B run per job phase (job_type train / eval).
+
+Offline by default: run files land in ``<job>/wandb/`` and need no account.
+With ``logger=none`` every call here is a no-op.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def phase_run(logger_cfg, job_dir: Path, job_type: str, group: str, name: str, config: dict):
+    """Open a W&B run for one phase of a job; yields the run (or None)."""
+    if logger_cfg.kind == "none" or logger_cfg.mode == "disabled":
+        yield None
+        return
+    import wandb
+
+    run = wandb.init(
+        project=logger_cfg.project,
+        entity=logger_cfg.entity,
+        mode=str(logger_cfg.mode.value if hasattr(logger_cfg.mode, "value") else logger_cfg.mode),
+        dir=str(job_dir),
+        group=group,
+        job_type=job_type,
+        name=f"{name}-{job_type}",
+        tags=list(logger_cfg.tags),
+        config=config,
+        reinit="create_new",
+        settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
+    )
+    try:
+        yield run
+    except BaseException:
+        run.finish(exit_code=1)
+        raise
+    run.finish()
+
+
+def log_eval(run, summary: dict) -> None:
+    """Scores, base scores and storage into the eval run's summary."""
+    if run is None:
+        return
+    flat = {}
+    for prefix in ("scores", "base_scores"):
+        for task, metrics in (summary.get(prefix) or {}).items():
+            for metric, value in metrics.items():
+                flat[f"{prefix}/{task}/{metric}"] = value
+    for key, value in summary["storage"].items():
+        flat[f"storage/{key}"] = value
+    flat["checkpoint/bytes"] = summary["checkpoint"]["bytes"]
+    for key, value in summary["timings"].items():
+        flat[f"timings/{key}"] = value
+    run.log(flat)
+    run.summary.update(flat)
