@@ -1,5 +1,5 @@
-"""torchtune metric logger for kit jobs: every step to ``metrics.jsonl``, and to W&B
-when a run is open (kit opens it; torchtune's recipe only calls ``log_dict``)."""
+"""torchtune metric logger for kit jobs: every step to ``metrics.jsonl``, and to the
+job's open W&B run (kit opens it; torchtune's recipe only calls ``log_dict``)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,12 @@ from pathlib import Path
 
 from torchtune.training.metric_logging import MetricLoggerInterface
 
+from kit import wandb_logger
+
 
 class JobMetricLogger(MetricLoggerInterface):
     def __init__(self, log_dir: str, **_: object):
         self._file = (Path(log_dir) / "metrics.jsonl").open("a", encoding="utf-8")
-
-    def _wandb_run(self):
-        import sys
-
-        wandb = sys.modules.get("wandb")  # never import W&B just to find it absent
-        return getattr(wandb, "run", None) if wandb else None
 
     def log(self, name: str, data: float, step: int) -> None:
         self.log_dict({name: data}, step)
@@ -27,7 +23,7 @@ class JobMetricLogger(MetricLoggerInterface):
         row = {"step": step, "time": time.time(), **{k: float(v) for k, v in payload.items()}}
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
-        run = self._wandb_run()
+        run = wandb_logger.active_run
         if run is not None:
             run.log({f"train/{k}": float(v) for k, v in payload.items()}, step=step)
 

@@ -49,7 +49,11 @@ def one_line(e: Exception) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not lines:
         return type(e).__name__
-    head = lines[0]
+    head = lines[0].rstrip(".")
+    cause = [ln.strip() for ln in str(e.__cause__ or "").splitlines() if ln.strip()]
+    if cause:  # OmegaConf's reason: what was wrong and the full key
+        head += f": {cause[0]}"
+        lines += cause[1:]
     if "Could not find" in head or "Could not load" in head:
         options = [ln for ln in lines[1:] if not ln.startswith(("Config search path", "provider=", "Available"))]
         options = [o for o in options if "/" not in o and "=" not in o]
@@ -62,7 +66,10 @@ def one_line(e: Exception) -> str:
 
 
 def check_overrides(config_name: str, args: list[str]) -> None:
+    """Compose (and check the inputs of) every sweep point; raise KitError if any is bad."""
     from omegaconf import OmegaConf
+
+    from kit.job import preflight
 
     overrides, multirun = split_args(args)
     plain = [o for o in overrides if not o.startswith("hydra")]
@@ -73,9 +80,7 @@ def check_overrides(config_name: str, args: list[str]) -> None:
         for point in points:
             cfg = compose(config_name, point)
             OmegaConf.resolve(cfg)
-            missing = OmegaConf.missing_keys(cfg)
-            if missing:
-                raise KitError(f"missing required config value(s) {sorted(missing)}; set them on the command line")
+            preflight(cfg)  # model folder, dataset file, tasks: before any job dir exists
     except KitError:
         raise
     except Exception as e:  # Hydra / OmegaConf composition errors

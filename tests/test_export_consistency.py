@@ -1,0 +1,52 @@
+"""The two checkpointers export the same trained model: PEFT applied to the
+adapter export reproduces torchtune's merged full export (fp32). This guards
+kit's two fixes around torchtune 0.6.1 (kit/export.py, kit/train.py)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from kit.config import register_resolvers
+from kit.preflight import compose
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_base, tmp_path_factory):
+    from kit import train
+
+    register_resolvers()
+    job = tmp_path_factory.mktemp("full_run")
+    cfg = compose("train", ["checkpointer=full", "trainer.epochs=2", "trainer.max_steps_per_epoch=20"])
+    OmegaConf.resolve(cfg)
+    result = train.train(cfg, tiny_base, job, Path(cfg.dataset.train_file))
+    return job, Path(result["epoch_dir"])
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_peft_adapter_matches_torchtune_full_export(full_run, tiny_base):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from kit.export import export_adapter, export_full
+
+    job, epoch_dir = full_run
+    full = AutoModelForCausalLM.from_pretrained(export_full(epoch_dir, job))
+    base = AutoModelForCausalLM.from_pretrained(tiny_base)
+    merged = PeftModel.from_pretrained(base, export_adapter(epoch_dir, job, tiny_base)).merge_and_unload()
+    ids = torch.tensor([[283, 275, 198, 261, 220, 22, 17, 18, 15, 262, 263, 264, 30, 281, 198, 283, 280, 198]])
+    diff = (logits(full, ids) - logits(merged, ids)).abs().max().item()
+    assert diff < 1e-4, f"PEFT(adapter) vs torchtune full export: max |logit diff| {diff}"
+    # and the training really moved the model
+    assert (logits(full, ids) - logits(AutoModelForCausalLM.from_pretrained(tiny_base), ids)).abs().max() > 1e-2
+
+
+def test_full_export_has_no_adapter_files(full_run):
+    job, _ = full_run
+    names = {p.name for p in (job / "hf_model").iterdir()}
+    assert "config.json" in names and not names & {"adapter_config.json", "adapter_model.safetensors"}
