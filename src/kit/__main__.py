@@ -27,14 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from kit.preflight import check_overrides
 
-        check_overrides("train", rest)
+        finished = check_overrides("train", rest)
     except KitError as e:
         print(f"kit: error: {e}", file=sys.stderr)
         return 2
+    if finished:
+        print(f"kit: {finished} already done; skipping (its results are kept)")
+        return 0
     module, func = COMMANDS[command].split(":")
     import importlib
 
-    sys.argv = [f"kit {command}", *rest]
+    # argparse stops at the first override, so put -m first wherever the user wrote it
+    multirun = [a for a in rest if a in ("-m", "--multirun")]
+    sys.argv = [f"kit {command}", *multirun, *(a for a in rest if a not in multirun)]
     getattr(importlib.import_module(module), func)()
     return 0
 

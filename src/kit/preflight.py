@@ -4,6 +4,7 @@ Hydra/OmegaConf errors into one line that names the bad value."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 from kit.errors import KitError
 
@@ -65,16 +66,32 @@ def one_line(e: Exception) -> str:
     return head
 
 
-def check_overrides(config_name: str, args: list[str]) -> None:
-    """Compose (and check the inputs of) every sweep point; raise KitError if any is bad."""
+def fixed_overrides(overrides: list[str]) -> list[str]:
+    """The overrides without sweeps (``a=1,2``), for composing the Hydra config itself."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [line for line, o in zip(overrides, parsed) if not o.is_sweep_override()]
+
+
+def check_overrides(config_name: str, args: list[str]) -> Path | None:
+    """Compose (and check the inputs of) every sweep point; raise KitError if any is bad.
+
+    Returns the run dir when a single run targets a job dir that already finished:
+    Hydra would rewrite its ``.hydra/`` files, so the caller must not start Hydra.
+    """
     from omegaconf import OmegaConf
 
-    from kit.job import preflight
+    from kit.job import preflight, read_summary
 
     overrides, multirun = split_args(args)
     plain = [o for o in overrides if not o.startswith("hydra")]
     try:
-        first = compose(config_name, overrides, hydra_cfg=True)
+        first = compose(config_name, fixed_overrides(overrides), hydra_cfg=True)
+        if not multirun:
+            run_dir = Path(first.hydra.run.dir)
+            if (read_summary(run_dir) or {}).get("status") == "done":
+                return run_dir
         sweep = dict(first.hydra.sweeper.params or {}) if multirun else {}
         points = expand(plain, sweep) if multirun else [plain]
         for point in points:
@@ -85,3 +102,4 @@ def check_overrides(config_name: str, args: list[str]) -> None:
         raise
     except Exception as e:  # Hydra / OmegaConf composition errors
         raise KitError(one_line(e)) from None
+    return None
