@@ -47,7 +47,7 @@ def preflight(cfg: DictConfig) -> dict:
     if missing:
         raise KitError(f"missing required config value(s) {sorted(missing)}; set them on the command line")
     base = resolve_base(cfg.model)
-    family_of(base)
+    family_of(base).tokenizer_section(base, None)  # supported family, tokenizer files present
     weight_files(base, cfg.model.allow_pickle)
     read_jsonl(cfg.dataset.train_file, (cfg.dataset.prompt_column, cfg.dataset.response_column))
     get_strategy(cfg.eval.strategy)
