@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kit: error: {e}", file=sys.stderr)
         return 2
     if finished:
-        print(f"kit: {finished} already done; skipping (its results are kept)")
+        from kit.job import skip_message
+
+        print(skip_message(finished))
         return 0
     module, func = COMMANDS[command].split(":")
     import importlib

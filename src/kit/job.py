@@ -25,6 +25,14 @@ def read_summary(job_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def is_done(job_dir: Path) -> bool:
+    return (read_summary(job_dir) or {}).get("status") == "done"
+
+
+def skip_message(job_dir: Path) -> str:
+    return f"kit: {job_dir} already done; skipping (its results are kept)"
+
+
 def write_summary(job_dir: Path, summary: dict) -> None:
     tmp = job_dir / f".{SUMMARY}.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=str))
@@ -63,10 +71,9 @@ def existing_outputs(job_dir: Path) -> list[str]:
 
 
 def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides: list[str]) -> dict:
-    done = read_summary(job_dir)
-    if done and done.get("status") == "done":
-        print(f"kit: {job_dir} already done; skipping (its results are kept)")
-        return done
+    if is_done(job_dir):
+        print(skip_message(job_dir))
+        return read_summary(job_dir)
     leftovers = existing_outputs(job_dir)
     if leftovers:  # a failed earlier attempt: keep its files, refuse to mix
         raise KitError(

@@ -82,7 +82,7 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
     """
     from omegaconf import OmegaConf
 
-    from kit.job import preflight, read_summary
+    from kit.job import is_done, preflight
 
     overrides, multirun = split_args(args)
     plain = [o for o in overrides if not o.startswith("hydra")]
@@ -90,7 +90,7 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
         first = compose(config_name, fixed_overrides(overrides), hydra_cfg=True)
         if not multirun:
             run_dir = Path(first.hydra.run.dir)
-            if (read_summary(run_dir) or {}).get("status") == "done":
+            if is_done(run_dir):
                 return run_dir
         sweep = dict(first.hydra.sweeper.params or {}) if multirun else {}
         points = expand(plain, sweep) if multirun else [plain]
