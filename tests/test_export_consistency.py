@@ -9,6 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from kit.config import register_resolvers
+from kit.loader import load_model
 from kit.preflight import compose
 
 
@@ -31,19 +32,18 @@ def logits(model, ids):
 
 def test_peft_adapter_matches_torchtune_full_export(full_run, tiny_base):
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     from kit.export import export_adapter, export_full
 
     job, epoch_dir = full_run
-    full = AutoModelForCausalLM.from_pretrained(export_full(epoch_dir, job))
-    base = AutoModelForCausalLM.from_pretrained(tiny_base)
+    full = load_model(export_full(epoch_dir, job))
+    base = load_model(tiny_base)
     merged = PeftModel.from_pretrained(base, export_adapter(epoch_dir, job, tiny_base)).merge_and_unload()
     ids = torch.tensor([[283, 275, 198, 261, 220, 22, 17, 18, 15, 262, 263, 264, 30, 281, 198, 283, 280, 198]])
     diff = (logits(full, ids) - logits(merged, ids)).abs().max().item()
     assert diff < 1e-4, f"PEFT(adapter) vs torchtune full export: max |logit diff| {diff}"
     # and the training really moved the model
-    assert (logits(full, ids) - logits(AutoModelForCausalLM.from_pretrained(tiny_base), ids)).abs().max() > 1e-2
+    assert (logits(full, ids) - logits(load_model(tiny_base), ids)).abs().max() > 1e-2
 
 
 def test_full_export_has_no_adapter_files(full_run):

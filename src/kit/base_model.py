@@ -35,11 +35,15 @@ def _from_hub(model_cfg) -> Path:
     from huggingface_hub import snapshot_download
 
     allow = network_allowed(model_cfg)
+    revision, cache_dir = model_cfg.get("revision"), model_cfg.get("cache_dir")
     try:
-        return Path(snapshot_download(model_cfg.hf_id, local_files_only=not allow))
+        return Path(snapshot_download(model_cfg.hf_id, revision=revision, cache_dir=cache_dir,
+                                      local_files_only=not allow))
     except Exception:
+        at = f" --revision {revision}" if revision else ""
         how = (
-            f"download it once with `huggingface-cli download {model_cfg.hf_id} --local-dir DIR` "
-            "and pass model.path=DIR, or set KIT_ALLOW_NETWORK=1"
+            f"download it once with `huggingface-cli download {model_cfg.hf_id}{at} --local-dir DIR` "
+            "and pass model.path=DIR, or set KIT_ALLOW_NETWORK=1 (or model.allow_network=true)"
         )
-        raise KitError(f"model {model_cfg.hf_id!r} not found locally; {how}") from None
+        where = f" in cache_dir {cache_dir!r}" if cache_dir else ""
+        raise KitError(f"model {model_cfg.hf_id!r} not found locally{where}; {how}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -35,6 +35,15 @@ class ModelConfig:
     allow_network: bool = False  # or KIT_ALLOW_NETWORK=1
     allow_pickle: bool = False  # load *.bin pickles (refused by default)
     trust_remote_code: bool = False
+    # load arguments (kit/loader.py)
+    loader: str = "auto"  # auto | causal_lm | seq2seq_lm | masked_lm (auto: from config.json)
+    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    device_map: Optional[Any] = None  # passed to from_pretrained (e.g. auto)
+    attn_implementation: Optional[str] = None  # eager | sdpa | flash_attention_2
+    revision: Optional[str] = None  # hub revision (with hf_id)
+    cache_dir: Optional[str] = None  # HF cache to look in (with hf_id)
+    load_in_4bit: bool = False  # bitsandbytes + CUDA
+    load_in_8bit: bool = False
 
 
 @dataclass

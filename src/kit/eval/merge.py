@@ -18,14 +18,14 @@ from kit.inspect_runner import hf_model, run_inspect
 
 
 def merge_to_folder(base: Path, adapter: Path, out: Path) -> None:
-    import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
+    from kit.loader import load_model, load_tokenizer
+
+    model = load_model(base, dtype="float32")
     model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    load_tokenizer(base).save_pretrained(out)
     del model
 
 
