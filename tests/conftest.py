@@ -33,3 +33,32 @@ def run_kit(args: list[str], cache: Path, cwd: Path, timeout: int = 900) -> subp
     return subprocess.run(
         [sys.executable, "-m", "kit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@pytest.fixture(scope="session")
+def trained_job(kit_cache, tmp_path_factory) -> Path:
+    """The default job (4 epochs, adapter checkpoint), trained once per session, logger off."""
+    work = tmp_path_factory.mktemp("trained_job")
+    job = work / "job"
+    proc = run_kit(["train", "logger=none", f"hydra.run.dir={job}"], kit_cache, work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return job
+
+
+@pytest.fixture(scope="session")
+def rank_sweep(kit_cache, tmp_path_factory) -> Path:
+    """A 2-point sweep (rank 8 and 64, one epoch) trained once per session: two adapters, one base."""
+    work = tmp_path_factory.mktemp("rank_sweep")
+    sweep = work / "sweep"
+    args = ["train", "-m", "lora.rank=8,64", "trainer.epochs=1", "logger=none", "eval=none", f"hydra.sweep.dir={sweep}"]
+    proc = run_kit(args, kit_cache, work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep
+
+
+def copy_job(job: Path, dest: Path) -> Path:
+    """A copy of a finished job dir to evaluate or damage without touching the original."""
+    import shutil
+
+    shutil.copytree(job, dest)
+    return dest

@@ -54,12 +54,18 @@ def job_config(job_dir: Path, summary: dict, overrides: list[str]):
 
 
 def checkpoint_of(job_dir: Path, summary: dict) -> dict:
+    """The job's checkpoint, found inside the job dir even if the dir was moved since."""
     checkpoint = summary.get("checkpoint")
     if summary.get("status") != "done" or not checkpoint:
         raise KitError(f"job {str(job_dir)!r} has no finished checkpoint (status {summary.get('status')!r}); expected a done job")
-    if not Path(checkpoint["path"]).exists():
-        raise KitError(f"checkpoint {checkpoint['path']!r} of job {str(job_dir)!r} is missing")
-    return checkpoint
+    recorded = Path(checkpoint["path"])
+    try:
+        path = job_dir / recorded.relative_to(summary.get("job_dir", job_dir))
+    except ValueError:  # stored outside the job dir
+        path = recorded
+    if not path.exists():
+        raise KitError(f"checkpoint {str(path)!r} of job {str(job_dir)!r} is missing")
+    return {**checkpoint, "path": str(path)}
 
 
 def evaluate_job(job_dir: Path, cfg, summary: dict, peers: list[Path]) -> dict:
@@ -79,6 +85,19 @@ def evaluate_job(job_dir: Path, cfg, summary: dict, peers: list[Path]) -> dict:
     return entry
 
 
+def peer_adapters(plans: list) -> list[Path]:
+    """Every adapter of this call: one vLLM server is sized for all of them."""
+    peers = []
+    for job_dir, summary, _ in plans:
+        try:
+            checkpoint = checkpoint_of(job_dir, summary)
+        except KitError:
+            continue  # reported when that job's turn comes
+        if checkpoint["kind"] == "adapter":
+            peers.append(Path(checkpoint["path"]))
+    return peers
+
+
 def run(target: Path, overrides: list[str]) -> int:
     from kit.inspect_runner import load_task_specs
     from kit.job import read_summary
@@ -90,8 +109,7 @@ def run(target: Path, overrides: list[str]) -> int:
         cfg = job_config(job_dir, summary, overrides)
         plans.append((job_dir, summary, cfg))
     load_task_specs(list(plans[0][2].tasks.specs))
-    peers = [Path(s["checkpoint"]["path"]) for _, s, _ in plans
-             if (s.get("checkpoint") or {}).get("kind") == "adapter" and s.get("status") == "done"]
+    peers = peer_adapters(plans)
     failed, rows = [], []
     for job_dir, summary, cfg in plans:
         start = time.perf_counter()

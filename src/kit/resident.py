@@ -121,6 +121,7 @@ class ResidentBase:
                 return name
             _, shapes = read_adapter(folder, allow_pickle)
             check_fits(shapes, self.model, folder / "adapter_model.safetensors")
+            self.restore()  # PEFT unmerges by arithmetic when adapters change; keep it exact
             self._load(folder, name)
             self.attached[name] = folder
             self.adapter_loads += 1
@@ -144,8 +145,7 @@ class ResidentBase:
 
     def detach(self, name: str) -> None:
         with self.lock:
-            if name == self.merged:
-                self.restore()
+            self.restore()
             if len(self.peft.peft_config) == 1:  # PEFT needs one adapter left; keep it, unused
                 return
             self.peft.delete_adapter(name)

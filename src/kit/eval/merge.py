@@ -21,8 +21,11 @@ def merge_to_folder(base: Path, adapter: Path, out: Path) -> None:
     from peft import PeftModel
 
     from kit.loader import load_model, load_tokenizer
+    from kit.resident import check_fits, read_adapter
 
+    _, shapes = read_adapter(adapter)  # one-line errors naming the bad file, before any work
     model = load_model(base, dtype="float32")
+    check_fits(shapes, model, adapter / "adapter_model.safetensors")
     model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)
     load_tokenizer(base).save_pretrained(out)

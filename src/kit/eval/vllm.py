@@ -55,11 +55,12 @@ class Server:
 _servers: dict[str, Server] = {}
 
 
-def lora_rank(adapter: Path) -> int:
-    config = adapter / "adapter_config.json"
-    if not config.is_file():
-        raise KitError(f"{str(config)!r} is missing; expected a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)")
-    return int(json.loads(config.read_text())["r"])
+def lora_rank(adapter: Path) -> int | None:
+    """The adapter's rank, or None when its config is unreadable (that adapter fails on its own turn)."""
+    try:
+        return int(json.loads((adapter / "adapter_config.json").read_text())["r"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def server_rank(ranks: list[int], configured: int | None) -> int:
@@ -132,7 +133,8 @@ def wait_healthy(server: Server, timeout: int) -> None:
 def server_for(ctx: EvalContext, served: str, adapters: list[Path]) -> Server:
     """The running server for this base, (re)started when it cannot take these adapters."""
     cfg = ctx.eval_cfg
-    rank = server_rank([lora_rank(a) for a in adapters], cfg.vllm.max_lora_rank) if adapters else None
+    ranks = [r for r in map(lora_rank, adapters) if r is not None]
+    rank = server_rank(ranks, cfg.vllm.max_lora_rank) if adapters else None
     server = _servers.get(served)
     if server and server.process.poll() is None and (rank or 0) <= (server.max_lora_rank or 0):
         return server
@@ -151,7 +153,11 @@ def stop_all() -> None:
 def evaluate(ctx: EvalContext) -> dict:
     from inspect_ai.model import GenerateConfig, get_model
 
+    from kit.resident import read_adapter
+
     full = ctx.checkpoint_kind == "full"
+    if not full:
+        read_adapter(ctx.checkpoint_path)  # a broken folder fails here in one line, not inside Inspect
     served = str(ctx.checkpoint_path if full else ctx.base)
     adapters = [] if full else list(dict.fromkeys([*ctx.peers, ctx.checkpoint_path]))
     start_s = time.perf_counter()

@@ -1,0 +1,218 @@
+"""Eval strategies on one trained adapter: merge, merge_in_memory, direct (peft/ provider)
+and vllm (through kit's CPU stand-in server; see kit/vllm_standin.py) must give the same
+scores and the same completions, for two tasks in one call, at batch size 1 and 32."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import copy_job
+
+pytestmark = pytest.mark.slow
+
+TASKS = "tasks.specs=[kit/parity,kit/parity_long]"
+STRATEGIES = {
+    "merge": [],
+    "merge_in_memory": [],
+    "direct": [],
+    "vllm": ["eval.vllm.server=standin"],
+}
+
+
+def completions(log_files: list[str]) -> dict:
+    from inspect_ai.log import read_eval_log
+
+    out = {}
+    for path in log_files:
+        log = read_eval_log(path)
+        for sample in log.samples:
+            out[(log.eval.task, sample.id)] = sample.output.completion
+    return out
+
+
+@pytest.fixture(scope="module")
+def strategy_runs(trained_job, tmp_path_factory):
+    from kit.eval_command import checkpoint_of, job_config
+    from kit.job import evaluate, read_summary
+
+    job = copy_job(trained_job, tmp_path_factory.mktemp("strategies") / "job")
+    summary = read_summary(job)
+    runs = {}
+    for strategy, extra in STRATEGIES.items():
+        for batch in (1, 32):
+            overrides = [f"eval={strategy}", f"eval.batch_size={batch}", TASKS, "tasks.limit=40", "eval.base_scores=false", *extra]
+            cfg = job_config(job, summary, overrides)
+            result = evaluate(cfg, job, Path(summary["base_model"]), checkpoint_of(job, summary))
+            runs[(strategy, batch)] = {"scores": result["scores"], "completions": completions(result["eval"]["logs"]),
+                                       "eval": result["eval"]}
+    return runs
+
+
+def test_every_strategy_gives_the_same_scores_and_completions(strategy_runs):
+    reference = strategy_runs[("merge", 32)]
+    assert set(reference["scores"]) == {"parity", "parity_long"}
+    long_score = reference["scores"]["parity_long"]["mean"]
+    assert 0.0 < long_score < 1.0, "a task with a score strictly between 0 and 1 makes the comparison meaningful"
+    assert len(reference["completions"]) == 80
+    for key, run in strategy_runs.items():
+        assert run["scores"] == reference["scores"], key
+        assert run["completions"] == reference["completions"], key
+
+
+def test_no_temporary_disk_except_merge(strategy_runs):
+    for (strategy, _), run in strategy_runs.items():
+        if strategy == "merge":
+            assert run["eval"]["temp_peak_bytes"] > 0
+        else:
+            assert run["eval"]["temp_peak_bytes"] == 0
+
+
+def test_merge_in_memory_restores_the_base_bit_exactly(trained_job):
+    from kit.resident import release_all, resident_for
+    from kit.job import read_summary
+
+    release_all()
+    summary = read_summary(trained_job)
+    resident = resident_for(Path(summary["base_model"]), "cpu", "fp32")
+    before = resident.fingerprint()
+    name = resident.attach(trained_job / "adapter")
+    with resident.lock:
+        resident.activate(name, merged=True)
+        merged = resident.fingerprint()
+        resident.restore()
+    assert merged != before, "the merge changed the resident weights"
+    assert resident.fingerprint() == before
+
+
+def test_peft_provider_loads_the_base_once_for_tasks_and_adapters(trained_job, rank_sweep, tmp_path):
+    from inspect_ai import eval as inspect_eval
+    from inspect_ai.model import get_model
+
+    from kit import resident
+    from kit.job import read_summary
+
+    resident.release_all()
+    base = read_summary(trained_job)["base_model"]
+    loads = resident.LOADS
+    adapters = [trained_job / "adapter", rank_sweep / "0" / "adapter", rank_sweep / "1" / "adapter"]
+    for adapter in adapters:  # Inspect also builds provider instances for its model-info lookup
+        model = get_model(f"peft/{adapter}", base=base, do_sample=False, memoize=False)
+        logs = inspect_eval(["kit/parity", "kit/parity_long"], model=model, limit=4, max_tokens=8,
+                            log_dir=str(tmp_path), display="none")
+        assert [log.status for log in logs] == ["success", "success"]
+    assert resident.LOADS - loads == 1
+    assert resident.resident_for(Path(base), "cpu", "fp32").adapter_loads == 3
+
+
+def test_peft_provider_from_inspects_own_cli(trained_job, tmp_path, kit_cache):
+    import os
+    import subprocess
+
+    from kit.job import read_summary
+
+    from conftest import OFFLINE
+
+    base = read_summary(trained_job)["base_model"]
+    inspect = Path(sys.executable).parent / "inspect"
+    cmd = [str(inspect), "eval", "kit/parity", "--model", f"peft/{trained_job / 'adapter'}", "-M", f"base={base}",
+           "-M", "do_sample=false", "--limit", "10", "--max-tokens", "8", "--log-dir", str(tmp_path), "--display", "none"]
+    proc = subprocess.run(cmd, env={**os.environ, **OFFLINE, "KIT_CACHE": str(kit_cache)}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from inspect_ai.log import list_eval_logs, read_eval_log
+
+    log = read_eval_log(list_eval_logs(str(tmp_path))[0])
+    assert log.status == "success" and log.eval.model == f"peft/{trained_job / 'adapter'}"
+    assert log.results.scores[0].metrics["mean"].value == 1.0  # the trained adapter, not the bare base (0.0)
+
+
+def rss_mib() -> float:
+    import os
+
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_memory_flat_over_100_adapter_switches(trained_job, rank_sweep):
+    """Three adapters (one rank 64, ~0.75 MB) cycled 100 times on one base with room for two,
+    so every switch evicts and reloads one; merged and unmerged turns alternate."""
+    import torch
+
+    from kit.job import read_summary
+    from kit.resident import release_all, resident_for
+
+    release_all()
+    resident = resident_for(Path(read_summary(trained_job)["base_model"]), "cpu", "fp32", max_adapters=2)
+    before = resident.fingerprint()
+    adapters = [trained_job / "adapter", rank_sweep / "0" / "adapter", rank_sweep / "1" / "adapter"]
+    prompt = resident.tokenizer("Is 12 even or odd?", return_tensors="pt")
+    samples, outputs = {}, {}
+    for i in range(100):
+        with resident.lock, torch.inference_mode():
+            name = resident.attach(adapters[i % 3])
+            resident.activate(name, merged=i % 2 == 0)
+            out = resident.forward_model(name).generate(**prompt, max_new_tokens=4, do_sample=False)
+        outputs.setdefault(i % 3, set()).add(tuple(out[0].tolist()))
+        if i in (9, 99):
+            samples[i] = rss_mib()
+    with resident.lock:
+        resident.restore()
+    assert resident.adapter_loads == 100  # every switch really loaded an adapter
+    assert all(len(seen) == 1 for seen in outputs.values()), "each adapter computes the same, merged or not"
+    assert len(resident.peft.peft_config) <= 2
+    assert samples[99] - samples[9] < 16, samples  # 90 leaked rank-64 loads alone would add ~45 MiB
+    assert resident.fingerprint() == before
+
+
+def test_resident_base_survives_bad_adapters(trained_job, tmp_path):
+    from kit.errors import KitError
+    from kit.job import read_summary
+    from kit.resident import release_all, resident_for
+
+    release_all()
+    resident = resident_for(Path(read_summary(trained_job)["base_model"]), "cpu", "fp32")
+    before = resident.fingerprint()
+    broken = shutil.copytree(trained_job / "adapter", tmp_path / "broken")
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(KitError, match="adapter_model.safetensors.*unreadable"):
+        resident.attach(broken)
+    name = resident.attach(trained_job / "adapter")  # the next adapter still loads and computes
+    assert name in resident.peft.peft_config and resident.fingerprint() == before
+
+
+def test_vllm_server_rank_rounds_up_to_what_vllm_accepts():
+    from kit.errors import KitError
+    from kit.eval.vllm import server_rank
+
+    assert server_rank([4], None) == 8
+    assert server_rank([8, 64], None) == 64
+    assert server_rank([65], None) == 128
+    assert server_rank([8], 32) == 32
+    with pytest.raises(KitError, match="600"):
+        server_rank([600], None)
+
+
+def _vllm_importable() -> bool:
+    import importlib.util
+
+    try:
+        import torch
+    except ImportError:
+        return False
+    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _vllm_importable(), reason="real vLLM needs a CUDA machine with vllm installed")
+def test_real_vllm_matches_direct(trained_job, tmp_path):
+    from kit.eval_command import checkpoint_of, job_config
+    from kit.job import evaluate, read_summary
+
+    job = copy_job(trained_job, tmp_path / "job")
+    summary = read_summary(job)
+    scores = {}
+    for strategy in ("vllm", "direct"):
+        cfg = job_config(job, summary, [f"eval={strategy}", TASKS, "eval.base_scores=false", "eval.dtype=fp32"])
+        scores[strategy] = evaluate(cfg, job, Path(summary["base_model"]), checkpoint_of(job, summary))["scores"]
+    assert scores["vllm"] == scores["direct"]
