@@ -11,8 +11,11 @@ import sys
 
 from kit.errors import KitError
 
-COMMANDS = {"train": "kit.cli:train_main"}
-USAGE = "usage: python -m kit {train} [group=option ...] [key=value ...] [-m]"
+COMMANDS = {"train": "kit.cli:train_main", "describe": "kit.describe:main", "plugins": "kit.plugins:main"}
+PLAIN = ("describe", "plugins")  # argparse commands: no Hydra app, their main(argv) returns the exit code
+USAGE = ("usage: python -m kit {train} [group=option ...] [key=value ...] [-m]\n"
+         "       python -m kit describe [model=<preset>] [model.path=DIR] [--json]\n"
+         "       python -m kit plugins [--json]")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"kit: error: unknown command {command!r}; expected one of {sorted(COMMANDS)}", file=sys.stderr)
         return 2
+    module, func = COMMANDS[command].split(":")
+    import importlib
+
+    if command in PLAIN:
+        return getattr(importlib.import_module(module), func)(rest)
     try:
         from kit.preflight import check_overrides
 
@@ -36,9 +44,6 @@ def main(argv: list[str] | None = None) -> int:
 
         print(skip_message(finished))
         return 0
-    module, func = COMMANDS[command].split(":")
-    import importlib
-
     # argparse stops at the first override, so put -m first wherever the user wrote it
     multirun = [a for a in rest if a in ("-m", "--multirun")]
     sys.argv = [f"kit {command}", *multirun, *(a for a in rest if a not in multirun)]
