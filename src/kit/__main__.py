@@ -7,15 +7,19 @@ bad option, type or value fails in one line, before any job runs.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from kit.errors import KitError
 
-COMMANDS = {"train": "kit.cli:train_main", "describe": "kit.describe:main", "plugins": "kit.plugins:main"}
-PLAIN = ("describe", "plugins")  # argparse commands: no Hydra app, their main(argv) returns the exit code
-USAGE = ("usage: python -m kit {train} [group=option ...] [key=value ...] [-m]\n"
-         "       python -m kit describe [model=<preset>] [model.path=DIR] [--json]\n"
-         "       python -m kit plugins [--json]")
+COMMANDS = {"train": "kit.cli:train_main"}  # Hydra apps: overrides composed and checked first
+PLAIN_COMMANDS = {  # main(args) -> exit status
+    "eval": "kit.eval_command:main",
+    "describe": "kit.describe:main",
+    "plugins": "kit.plugins:main",
+}
+USAGE = ("usage: python -m kit {train,eval,describe,plugins} ...  (train: [group=option ...] [key=value ...] [-m];"
+         " describe: [model=<preset>] [model.path=DIR] [--json]; plugins: [--json])")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,14 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command in PLAIN_COMMANDS:
+        return run_plain(PLAIN_COMMANDS[command], rest)
     if command not in COMMANDS:
-        print(f"kit: error: unknown command {command!r}; expected one of {sorted(COMMANDS)}", file=sys.stderr)
+        expected = sorted({**COMMANDS, **PLAIN_COMMANDS})
+        print(f"kit: error: unknown command {command!r}; expected one of {expected}", file=sys.stderr)
         return 2
-    module, func = COMMANDS[command].split(":")
-    import importlib
-
-    if command in PLAIN:
-        return getattr(importlib.import_module(module), func)(rest)
     try:
         from kit.preflight import check_overrides
 
@@ -44,11 +46,21 @@ def main(argv: list[str] | None = None) -> int:
 
         print(skip_message(finished))
         return 0
+    module, func = COMMANDS[command].split(":")
     # argparse stops at the first override, so put -m first wherever the user wrote it
     multirun = [a for a in rest if a in ("-m", "--multirun")]
     sys.argv = [f"kit {command}", *multirun, *(a for a in rest if a not in multirun)]
     getattr(importlib.import_module(module), func)()
     return 0
+
+
+def run_plain(target: str, args: list[str]) -> int:
+    module, func = target.split(":")
+    try:
+        return getattr(importlib.import_module(module), func)(args)
+    except KitError as e:
+        print(f"kit: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

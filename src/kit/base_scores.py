@@ -2,7 +2,9 @@
 
 The cache key covers what changes the number: the base folder's identity
 (path, weight file names, sizes and mtimes), the task specs and the generation
-settings. Every job of a sweep reuses one evaluation.
+settings. Every job of a sweep reuses one evaluation. Strategies that keep a
+resident base (direct, merge_in_memory) score it through that same copy
+(``peft/base``), so the base is never loaded a second time.
 """
 
 from __future__ import annotations
@@ -13,25 +15,40 @@ from pathlib import Path
 
 from kit.tiny import cache_root
 
+RESIDENT_STRATEGIES = ("direct", "merge_in_memory")
+
+
+def resolved_dtype(eval_cfg) -> str:
+    from kit.train import resolve_device, resolve_dtype
+
+    return resolve_dtype(eval_cfg.dtype, resolve_device(eval_cfg.device))
+
 
 def cache_key(base: Path, tasks: list[str], eval_cfg, limit) -> str:
     files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in base.glob("*.safetensors"))
     ident = {
         "base": str(base), "files": files, "tasks": list(tasks), "limit": limit,
-        "gen": [eval_cfg.max_tokens, eval_cfg.temperature, eval_cfg.seed],
+        "gen": [eval_cfg.max_tokens, eval_cfg.temperature, eval_cfg.seed, resolved_dtype(eval_cfg)],
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def base_scores(base: Path, tasks: list[str], eval_cfg, log_dir: Path, limit=None, trust_remote_code=False) -> dict:
-    path = cache_root() / "base_scores" / f"{cache_key(base, tasks, eval_cfg, limit)}.json"
-    if path.exists():
-        return {**json.loads(path.read_text()), "cached": True}
-    from kit.eval.context import EvalContext
+def score_base(ctx) -> dict:
+    from dataclasses import replace
+
+    from kit.eval.direct import evaluate_with_peft
     from kit.eval.merge import evaluate_folder
 
-    ctx = EvalContext("full", base, base, tasks, log_dir, eval_cfg, log_dir, trust_remote_code, limit)
-    result = evaluate_folder(ctx, base, "kit-base")
+    if ctx.eval_cfg.strategy in RESIDENT_STRATEGIES:
+        return evaluate_with_peft(replace(ctx, checkpoint_kind="adapter", checkpoint_path=Path("base")), merge=False)
+    return evaluate_folder(replace(ctx, checkpoint_kind="full", checkpoint_path=ctx.base), ctx.base, "kit-base")
+
+
+def base_scores(ctx) -> dict:
+    path = cache_root() / "base_scores" / f"{cache_key(ctx.base, ctx.tasks, ctx.eval_cfg, ctx.limit)}.json"
+    if path.exists():
+        return {**json.loads(path.read_text()), "cached": True}
+    result = score_base(ctx)
     record = {"scores": result["scores"], "logs": result["logs"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{id(record)}.tmp")

@@ -80,15 +80,21 @@ def hf_model(path: Path, name: str, eval_cfg, trust_remote_code: bool = False):
     from inspect_ai.model._model_data.model_data import ModelInfo
     from inspect_ai.model._model_info import set_model_info
 
-    from kit.train import resolve_device
+    import torch
 
+    from kit.resident import TORCH_DTYPES
+    from kit.train import resolve_device, resolve_dtype
+
+    device = resolve_device(eval_cfg.device)
+    dtype = getattr(torch, TORCH_DTYPES[resolve_dtype(eval_cfg.dtype, device)])
     set_model_info(f"hf/{name}", ModelInfo(organization="kit"))
     return get_model(
         f"hf/{name}",
         memoize=False,
         config=GenerateConfig(max_connections=int(eval_cfg.batch_size)),
         model_path=str(path),
-        device=resolve_device(eval_cfg.device),
+        device=device,
+        dtype=dtype,
         do_sample=float(eval_cfg.temperature) > 0,
         trust_remote_code=trust_remote_code,
     )

@@ -123,6 +123,7 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
             "eval": evaluated["eval"],
             "scores": evaluated["scores"],
             "base_scores": evaluated["base_scores"],
+            "evals": [eval_entry(cfg, evaluated, "train")],
             "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated["temp_peak_bytes"]},
             "timings": {"train_s": trained["seconds"], "export_s": export_seconds, "eval_s": evaluated["eval"]["seconds"]},
         }
@@ -130,7 +131,18 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
     return result
 
 
-def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict) -> dict:
+def eval_entry(cfg: DictConfig, evaluated: dict, command: str) -> dict:
+    """One evaluation of a checkpoint, as ``summary.json`` keeps it in ``evals`` (appended, never replaced)."""
+    settings = {k: cfg.eval[k] for k in ("batch_size", "max_tokens", "temperature", "seed", "device", "dtype")}
+    return {
+        "command": command, "when": time.time(), "strategy": cfg.eval.strategy, "tasks": list(cfg.tasks.specs),
+        "limit": cfg.tasks.limit, "settings": settings, "scores": evaluated["scores"],
+        "base_scores": evaluated["base_scores"], "eval": evaluated["eval"],
+        "temp_peak_bytes": evaluated["temp_peak_bytes"],
+    }
+
+
+def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers: list[Path] = ()) -> dict:
     from kit.base_scores import base_scores
     from kit.eval import get_strategy
     from kit.eval.context import EvalContext
@@ -141,12 +153,12 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict) -> di
         checkpoint_kind=checkpoint["kind"], checkpoint_path=Path(checkpoint["path"]), base=base,
         tasks=specs, log_dir=log_dir, eval_cfg=cfg.eval,
         tmp_root=Path(cfg.eval.tmp_dir) if cfg.eval.tmp_dir else job_dir,
-        trust_remote_code=cfg.model.trust_remote_code, limit=cfg.tasks.limit,
+        trust_remote_code=cfg.model.trust_remote_code, limit=cfg.tasks.limit, peers=list(peers),
     )
     result = get_strategy(cfg.eval.strategy)(ctx)
     base_result = {"scores": {}}
     if cfg.eval.base_scores and cfg.eval.strategy != "none":
-        base_result = base_scores(base, specs, cfg.eval, log_dir, cfg.tasks.limit, cfg.model.trust_remote_code)
+        base_result = base_scores(ctx)
     info = {k: v for k, v in result.items() if k not in ("scores",)}
     info["strategy"] = cfg.eval.strategy
     info["base_scores_cached"] = base_result.get("cached")

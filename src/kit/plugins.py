@@ -64,10 +64,11 @@ PLUGINS: dict[str, dict[str, tuple[str, tuple[Check, ...]]]] = {
 
 # eval strategies come from kit.eval.STRATEGIES; what each one needs beyond its module
 EVAL_NEEDS: dict[str, tuple[str, tuple[Check, ...]]] = {
-    "merge": ("merge into a temporary folder, Inspect hf provider", (INSPECT, PEFT)),
-    "merge_in_memory": ("merge in memory, restore the base exactly", (INSPECT, PEFT)),
-    "direct": ("PEFT model unmerged, Inspect", (INSPECT, PEFT)),
-    "vllm": ("vLLM server with LoRA adapters", (module("vllm"), cuda)),
+    "merge": ("merge_and_unload into a temporary folder, Inspect hf provider", (INSPECT, PEFT)),
+    "merge_in_memory": ("merge into the resident base, restore it after", (INSPECT, PEFT)),
+    "direct": ("unmerged PEFT through the peft/ provider", (INSPECT, PEFT)),
+    "vllm": ("vLLM server with native LoRA (vllm.server=standin: CPU stand-in, tests only)",
+             (INSPECT, module("vllm"), cuda)),
     "none": ("no evaluation", ()),
 }
 

@@ -1,3 +1,5 @@
-"""Inspect AI entry point: importing this registers kit's tasks (``kit/parity``)."""
+"""Inspect AI entry point: importing this registers kit's tasks (``kit/parity``, ...)
+and model providers (``peft/<adapter>``)."""
 
+from kit import providers  # noqa: F401
 from kit.inspect_tasks import parity  # noqa: F401

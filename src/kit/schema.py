@@ -51,6 +51,23 @@ class CheckpointerConfig:
     kind: CheckpointKind = CheckpointKind.adapter
 
 
+class VllmServer(str, Enum):
+    vllm = "vllm"  # the real `vllm serve` (needs a GPU build of vLLM)
+    standin = "standin"  # kit.vllm_standin: same HTTP endpoints, PEFT on CPU (tests only)
+
+
+@dataclass
+class VllmConfig:
+    server: VllmServer = VllmServer.vllm
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    max_loras: int = 4  # adapters in one batch on the server
+    max_lora_rank: Optional[int] = None  # None: the largest rank among the adapters evaluated
+    max_model_len: Optional[int] = None
+    startup_timeout: int = 900  # seconds to wait for /health
+    extra_args: List[str] = field(default_factory=list)  # more `vllm serve` flags
+
+
 @dataclass
 class EvalConfig:
     strategy: str = "merge"
@@ -59,8 +76,12 @@ class EvalConfig:
     temperature: float = 0.0  # 0 -> greedy
     seed: int = 0
     device: str = "auto"
+    dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     base_scores: bool = True  # also score the untrained base (cached per base model)
     tmp_dir: Optional[str] = None  # where merge writes its temporary model (default: job dir)
+    max_adapters: int = 4  # adapters kept attached to a resident base (LRU beyond)
+    check_restore: bool = True  # merge_in_memory: fingerprint the base after each restore
+    vllm: VllmConfig = field(default_factory=VllmConfig)
 
 
 @dataclass

@@ -46,15 +46,29 @@ def phase_run(logger_cfg, job_dir: Path, job_type: str, group: str, name: str, c
     run.finish()
 
 
-def log_eval(run, summary: dict) -> None:
-    """Scores, base scores and storage into the eval run's summary."""
-    if run is None:
-        return
+def flat_scores(summary: dict) -> dict:
     flat = {}
     for prefix in ("scores", "base_scores"):
         for task, metrics in (summary.get(prefix) or {}).items():
             for metric, value in metrics.items():
                 flat[f"{prefix}/{task}/{metric}"] = value
+    return flat
+
+
+def log_scores(run, entry: dict) -> None:
+    """One ``kit eval`` result (an ``evals`` entry) into its eval run's summary."""
+    if run is None:
+        return
+    flat = {**flat_scores(entry), "eval/strategy": entry["strategy"], "timings/eval_s": entry["eval"]["seconds"]}
+    run.log({k: v for k, v in flat.items() if not isinstance(v, str)})
+    run.summary.update(flat)
+
+
+def log_eval(run, summary: dict) -> None:
+    """Scores, base scores and storage into the eval run's summary."""
+    if run is None:
+        return
+    flat = flat_scores(summary)
     for key, value in summary["storage"].items():
         flat[f"storage/{key}"] = value
     flat["checkpoint/bytes"] = summary["checkpoint"]["bytes"]

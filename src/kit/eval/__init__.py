@@ -2,7 +2,8 @@
 
 Each strategy is a function ``evaluate(ctx) -> dict`` in its own module; the
 registry maps the ``eval.strategy`` name to ``module:function`` so a strategy's
-heavy imports load only when it is used.
+heavy imports load only when it is used. Every strategy evaluates a full
+checkpoint (``checkpointer=full``) as a plain ``hf`` model.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import importlib
 from kit.errors import KitError
 
 STRATEGIES = {
-    "merge": "kit.eval.merge:evaluate",
+    "merge": "kit.eval.merge:evaluate",  # merge_and_unload -> temporary folder -> hf
+    "merge_in_memory": "kit.eval.merge_in_memory:evaluate",  # merge into the resident base, restore after
+    "direct": "kit.eval.direct:evaluate",  # unmerged PEFT through the peft/ provider
+    "vllm": "kit.eval.vllm:evaluate",  # Inspect's vLLM provider, native LoRA, one server per base
     "none": "kit.eval.none:evaluate",
 }
 

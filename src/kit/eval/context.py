@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -17,3 +17,4 @@ class EvalContext:
     tmp_root: Path  # where temporary merged models may go
     trust_remote_code: bool = False
     limit: int | None = None
+    peers: list[Path] = field(default_factory=list)  # every adapter of this eval call (one vLLM server for all)
