@@ -15,8 +15,11 @@ from kit.errors import KitError
 COMMANDS = {"train": "kit.cli:train_main"}  # Hydra apps: overrides composed and checked first
 PLAIN_COMMANDS = {  # main(args) -> exit status
     "eval": "kit.eval_command:main",
+    "describe": "kit.describe:main",
+    "plugins": "kit.plugins:main",
 }
-USAGE = "usage: python -m kit {train,eval} ...  (train: [group=option ...] [key=value ...] [-m])"
+USAGE = ("usage: python -m kit {train,eval,describe,plugins} ...  (train: [group=option ...] [key=value ...] [-m];"
+         " describe: [model=<preset>] [model.path=DIR] [--json]; plugins: [--json])")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,9 @@ def network_allowed(model_cfg) -> bool:
     return bool(model_cfg.allow_network) or os.environ.get("KIT_ALLOW_NETWORK") == "1"
 
 
-def resolve_base(model_cfg) -> Path:
+def resolve_base(model_cfg, config_only: bool = False) -> Path:
+    """The model folder. ``config_only``: a hub model needs only its config.json
+    (cached, or fetched alone when the network is allowed), e.g. for describe."""
     if model_cfg.path:
         path = Path(model_cfg.path).expanduser()
         if not (path / "config.json").is_file():
@@ -23,7 +25,7 @@ def resolve_base(model_cfg) -> Path:
             )
         return path.resolve()
     if model_cfg.hf_id:
-        return _from_hub(model_cfg)
+        return _from_hub(model_cfg, ["config.json"] if config_only else None)
     if model_cfg.name == "tiny":
         from kit.tiny import tiny_model_dir
 
@@ -31,14 +33,14 @@ def resolve_base(model_cfg) -> Path:
     raise KitError(f"model {model_cfg.name!r} has neither path nor hf_id; set model.path=<HF folder>")
 
 
-def _from_hub(model_cfg) -> Path:
+def _from_hub(model_cfg, allow_patterns=None) -> Path:
     from huggingface_hub import snapshot_download
 
     allow = network_allowed(model_cfg)
     revision, cache_dir = model_cfg.get("revision"), model_cfg.get("cache_dir")
     try:
         return Path(snapshot_download(model_cfg.hf_id, revision=revision, cache_dir=cache_dir,
-                                      local_files_only=not allow))
+                                      allow_patterns=allow_patterns, local_files_only=not allow))
     except Exception:
         at = f" --revision {revision}" if revision else ""
         how = (

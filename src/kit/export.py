@@ -25,30 +25,21 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def undo_qk_permutation(adapter_file: Path, base: Path) -> None:
-    """Undo the Llama rotary permutation torchtune 0.6.1 applies to q/k ``lora_B``.
+def fix_adapter_file(adapter_file: Path, base: Path) -> None:
+    """Apply the family's fix to torchtune's PEFT adapter (kit/models.py: Family.fix_peft_adapter).
 
     ``tune_to_peft_adapter_weights`` permutes q_proj/k_proj lora_B rows for every
     model type, but only Llama-family base weights are stored permuted in HF
-    format; for Qwen2 the saved PEFT adapter is wrong (greedy outputs differ
-    from torchtune's own merged model). Undoing it here makes the adapter match.
+    format; for Qwen2 the saved PEFT adapter computed a different model.
     """
     from safetensors.torch import load_file, save_file
 
     from kit.models import read_config
 
-    c = read_config(base)
-    head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
-    heads = {"q_proj": c["num_attention_heads"], "k_proj": c.get("num_key_value_heads", c["num_attention_heads"])}
-    tensors = load_file(adapter_file)
-    for key, value in tensors.items():
-        proj = next((p for p in heads if f".{p}." in key), None)
-        if proj and "lora_B" in key:
-            rank = value.shape[-1]
-            tensors[key] = (
-                value.view(heads[proj], 2, head_dim // 2, rank).transpose(1, 2)
-                .reshape(heads[proj] * head_dim, rank).contiguous()
-            )
+    family = family_of(base)
+    if family.hf_weights_permuted:
+        return
+    tensors = family.fix_peft_adapter(load_file(adapter_file), read_config(base))
     save_file(tensors, adapter_file, metadata={"format": "pt"})
 
 
@@ -66,8 +57,7 @@ def export_adapter(epoch_dir: Path, job_dir: Path, base: Path) -> Path:
     config.setdefault("task_type", "CAUSAL_LM")
     config.setdefault("peft_type", "LORA")
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    if not family_of(base).hf_weights_permuted:
-        undo_qk_permutation(out / "adapter_model.safetensors", base)
+    fix_adapter_file(out / "adapter_model.safetensors", base)
     return out
 
 

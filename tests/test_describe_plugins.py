@@ -1,0 +1,143 @@
+"""``kit describe`` (from config.json on the meta device) and ``kit plugins`` (real readiness checks)."""
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_kit
+
+from kit.describe import describe, describe_folder
+from kit.loader import load_model
+
+LLAMA_3_1_8B = {  # the real config.json values of meta-llama/Llama-3.1-8B
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+    "intermediate_size": 14336, "num_attention_heads": 32, "num_hidden_layers": 32,
+    "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+}
+
+
+def llama_parameter_count(c: dict) -> int:
+    """Counted by hand: embeddings, lm_head, per layer q/k/v/o + gated MLP + 2 norms, final norm."""
+    h, kv = c["hidden_size"], c["num_key_value_heads"] * c["hidden_size"] // c["num_attention_heads"]
+    layer = 2 * h * h + 2 * h * kv + 3 * h * c["intermediate_size"] + 2 * h
+    embed = c["vocab_size"] * h * (1 if c["tie_word_embeddings"] else 2)
+    return c["num_hidden_layers"] * layer + embed + h
+
+
+def fake_hub_cache(cache: Path, repo_id: str, config: dict) -> None:
+    """The HF cache layout with only config.json fetched (as `huggingface-cli download ID config.json`)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(config))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+
+
+def test_describe_from_config_matches_the_loaded_model(tiny_base):
+    model = load_model(tiny_base)
+    meta = describe_folder(tiny_base)
+    loaded = describe(model)
+    assert loaded.pop("on_meta") is False
+    assert {k: meta[k] for k in loaded} == loaded
+    assert meta["parameters"] == sum(p.numel() for p in model.parameters())
+    c = model.config
+    assert (meta["layers"], meta["heads"], meta["kv_heads"], meta["hidden"], meta["mlp"], meta["vocab"]) == (
+        c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.hidden_size,
+        c.intermediate_size, c.vocab_size)
+    assert meta["lora_targets"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                                    "lm_head"]
+    assert meta["weights"]["bytes"] == (tiny_base / "model.safetensors").stat().st_size
+    assert meta["torchtune"]["builder"] == "torchtune.models.qwen2.lora_qwen2"
+
+
+def test_describe_8b_preset_from_cached_config_only(kit_cache, tmp_path):
+    hub = tmp_path / "hub"
+    fake_hub_cache(hub, "meta-llama/Llama-3.1-8B", LLAMA_3_1_8B)
+    proc = run_kit(["describe", "model=llama3_1_8b", f"model.cache_dir={hub}", "--json"], kit_cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads(proc.stdout)
+    assert info["parameters"] == llama_parameter_count(LLAMA_3_1_8B) == 8_030_261_248
+    assert (info["layers"], info["heads"], info["kv_heads"], info["head_dim"]) == (32, 32, 8, 128)
+    assert info["dtype"] == "bfloat16" and info["tied_embeddings"] is False
+    assert info["weights"]["files"] == [] and info["torchtune"]["builder"].endswith("lora_llama3_1")
+    table = run_kit(["describe", "model=llama3_1_8b", f"model.cache_dir={hub}"], kit_cache, tmp_path).stdout
+    assert "8,030,261,248" in table and "none here (config.json only)" in table
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_tied_embeddings_seen(tmp_path, tied):
+    config = {**LLAMA_3_1_8B, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 100, "tie_word_embeddings": tied}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    info = describe_folder(tmp_path)
+    assert info["tied_embeddings"] is tied and info["parameters"] == llama_parameter_count(config)
+
+
+def test_describe_encoder_decoder_and_masked(tmp_path):
+    from transformers import BertConfig, T5Config
+
+    T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2).save_pretrained(tmp_path / "t5")
+    BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=32).save_pretrained(tmp_path / "bert")
+    t5, bert = describe_folder(tmp_path / "t5"), describe_folder(tmp_path / "bert")
+    assert (t5["loader"], t5["mlp"], t5["hidden"], t5["torchtune"]) == ("seq2seq_lm", 32, 16, None)
+    assert (bert["loader"], bert["mlp"], bert["tied_embeddings"]) == ("masked_lm", 32, True)
+    assert "q" in t5["lora_targets"] and "query" in bert["lora_targets"]
+
+
+def test_describe_bad_input_one_line(kit_cache, tmp_path):
+    proc = run_kit(["describe", "model.path=/no/such/model"], kit_cache, tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("kit: error:") == 1 and "/no/such/model" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def plugins(kit_cache, tmp_path, env_path=None):
+    import subprocess
+
+    env = dict(os.environ, KIT_CACHE=str(kit_cache), PATH=env_path or os.environ["PATH"])
+    return subprocess.run([sys.executable, "-m", "kit", "plugins", "--json"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_plugins_lists_every_group_and_checks_for_real(kit_cache, tmp_path):
+    from kit.eval import STRATEGIES
+
+    proc = plugins(kit_cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {(r["group"], r["name"]): r for r in json.loads(proc.stdout)}
+    assert {n for g, n in rows if g == "eval"} == set(STRATEGIES)
+    for key in [("checkpointer", "adapter"), ("checkpointer", "full"), ("launcher", "basic"),
+                ("launcher", "submitit_slurm"), ("logger", "wandb"), ("logger", "none"),
+                ("loader", "causal_lm"), ("loader", "seq2seq_lm"), ("loader", "masked_lm")]:
+        assert key in rows
+    assert rows[("launcher", "submitit_slurm")]["ready"] == (shutil.which("sbatch") is not None)
+    quantized = rows[("loader", "quantized")]
+    has_bnb, has_cuda = importlib.util.find_spec("bitsandbytes") is not None, torch.cuda.is_available()
+    assert quantized["ready"] == (has_bnb and has_cuda)
+    assert ("bitsandbytes not installed" in quantized["missing"]) == (not has_bnb)
+    assert ("no CUDA device" in quantized["missing"]) == (not has_cuda)
+
+
+def test_plugins_sees_a_missing_executable(kit_cache, tmp_path):
+    proc = plugins(kit_cache, tmp_path, env_path=str(Path(sys.executable).parent))
+    rows = {(r["group"], r["name"]): r for r in json.loads(proc.stdout)}
+    assert rows[("launcher", "submitit_slurm")]["missing"] == ["no sbatch on PATH"]
+    assert rows[("launcher", "basic")]["ready"]
+
+
+def test_vllm_strategy_needs_vllm_and_cuda():
+    from kit.plugins import EVAL_NEEDS
+
+    _, needs = EVAL_NEEDS["vllm"]
+    missing = [m for m in (check() for check in needs) if m]
+    assert ("vllm not installed" in missing) == (importlib.util.find_spec("vllm") is None)
+    assert ("no CUDA device" in missing) == (not torch.cuda.is_available())
