@@ -10,8 +10,10 @@ one epoch, tiny default) with the real CLI. For each strategy and adapter:
   (merge: PEFT merge_and_unload + save + reload from disk; merge_in_memory: load
   the adapter onto the resident base + merge into its weights, plus restoring the
   previous adapter's weights; direct: load the adapter + select it). Median over adapters.
-- throughput: generated tokens per second for ``--batch`` prompts, every sequence
-  forced to ``--new-tokens`` tokens (min_new_tokens) so all paths do equal work.
+- throughput: generated tokens per second for ``--batch`` prompts with the last
+  adapter, every sequence forced to ``--new-tokens`` tokens (min_new_tokens) so all
+  paths do equal work; median over ``--rounds`` rounds that run every strategy
+  and the bare base in turn, so machine noise falls on all of them alike.
 - temporary disk bytes.
 
 ``vllm`` runs only where vLLM is importable (a CUDA machine), with vLLM's own
@@ -65,40 +67,28 @@ def prompts(tokenizer, batch: int, device: str):
     return tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
 
 
-def throughput(model, inputs, new_tokens: int) -> float:
+def generate_tok_s(model, inputs, new_tokens: int) -> float:
     import torch
 
-    def once() -> float:
-        if inputs["input_ids"].is_cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-        if out.is_cuda:
-            torch.cuda.synchronize()
-        return (out.shape[1] - inputs["input_ids"].shape[1]) * out.shape[0] / (time.perf_counter() - start)
-
-    once()  # warm-up
-    return statistics.median(once() for _ in range(3))
-
-
-def bench_base(base: Path, device: str, dtype: str, inputs_for, new_tokens: int) -> dict:
-    from kit.loader import load_model, load_tokenizer
-
+    if inputs["input_ids"].is_cuda:
+        torch.cuda.synchronize()
     start = time.perf_counter()
-    model = load_model(base, dtype=dtype, device=device)
-    load_s = time.perf_counter() - start
-    return {"setup_s": load_s, "tok_s": throughput(model, inputs_for(load_tokenizer(base)), new_tokens), "temp_bytes": 0}
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    if out.is_cuda:
+        torch.cuda.synchronize()
+    return (out.shape[1] - inputs["input_ids"].shape[1]) * out.shape[0] / (time.perf_counter() - start)
 
 
-def bench_merge(base: Path, adapters: list[Path], device: str, dtype: str, inputs_for, new_tokens: int) -> dict:
+def setup_merge(base: Path, adapters: list[Path], device: str, dtype: str) -> tuple[dict, object]:
+    """merge: merge_and_unload + save + reload, per adapter; keeps the last merged model."""
     import shutil
 
     from kit.eval.merge import merge_to_folder
     from kit.export import folder_bytes
-    from kit.loader import load_model, load_tokenizer
+    from kit.loader import load_model
 
-    setups, speeds, temp = [], [], 0
+    setups, temp, model = [], 0, None
     for adapter in adapters:
         tmp = Path(tempfile.mkdtemp(prefix="kit-bench-merged-"))
         try:
@@ -107,39 +97,41 @@ def bench_merge(base: Path, adapters: list[Path], device: str, dtype: str, input
             model = load_model(tmp, dtype=dtype, device=device)
             setups.append(time.perf_counter() - start)
             temp = max(temp, folder_bytes(tmp))
-            speeds.append(throughput(model, inputs_for(load_tokenizer(tmp)), new_tokens))
-            del model
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return {"setup_s": statistics.median(setups), "tok_s": statistics.median(speeds), "temp_bytes": temp}
+    return {"setup_s": statistics.median(setups), "temp_bytes": temp}, model
 
 
-def bench_resident(base: Path, adapters: list[Path], device: str, dtype: str, inputs_for, new_tokens: int, merged: bool) -> dict:
-    from kit.resident import release_all, resident_for
-
-    release_all()
-    short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[dtype]
-    resident = resident_for(base, device, short, max_adapters=len(adapters) + 1)
-    resident.attach(adapters[0])  # wrap the base once, outside the timings (first-use cost)
-    inputs = inputs_for(resident.tokenizer)
-    setups, speeds = [], []
+def setup_resident(resident, adapters: list[Path], merged: bool, device: str) -> dict:
+    """merge_in_memory / direct: attach + activate each adapter (restoring the previous merge)."""
+    setups = []
     for adapter in adapters:
         start = time.perf_counter()
         with resident.lock:
-            name = resident.attach(adapter)
-            resident.activate(name, merged=merged, check=False)
+            resident.activate(resident.attach(adapter), merged=merged, check=False)
         if device.startswith("cuda"):
             import torch
 
             torch.cuda.synchronize()
         setups.append(time.perf_counter() - start)
-        with resident.lock:
-            speeds.append(throughput(resident.forward_model(name), inputs, new_tokens))
     start = time.perf_counter()
     with resident.lock:
-        resident.restore(check=True)  # the last restore, with the fingerprint check timed
-    return {"setup_s": statistics.median(setups), "tok_s": statistics.median(speeds), "temp_bytes": 0,
+        resident.restore(check=True)  # one restore with the fingerprint check, timed
+    return {"setup_s": statistics.median(setups), "temp_bytes": 0,
             "restore_with_check_s": time.perf_counter() - start if merged else None}
+
+
+def interleaved_tok_s(runners: dict, inputs, new_tokens: int, rounds: int) -> dict:
+    """Median tok/s per runner over rounds that take every runner in turn, so machine
+    noise falls on all of them alike. A runner is (prepare, model)."""
+    speeds = {name: [] for name in runners}
+    for r in range(rounds + 1):
+        for name, (prepare, model) in runners.items():
+            prepare()
+            tok_s = generate_tok_s(model, inputs, new_tokens)
+            if r:  # round 0 is warm-up
+                speeds[name].append(tok_s)
+    return {name: statistics.median(v) for name, v in speeds.items()}
 
 
 def bench_vllm(base: Path, adapters: list[Path], batch: int, new_tokens: int) -> dict:
@@ -175,12 +167,43 @@ def bench_vllm(base: Path, adapters: list[Path], batch: int, new_tokens: int) ->
             "base_tok_s_vllm": base_tok_s, "ratio_to_vllm_base": statistics.median(speeds) / base_tok_s}
 
 
+def measure(base: Path, adapters: list[Path], args, device: str, dtype: str) -> dict:
+    from kit.loader import load_model
+    from kit.resident import release_all, resident_for
+
+    bare = load_model(base, dtype=dtype, device=device)
+    release_all()
+    short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[dtype]
+    resident = resident_for(base, device, short, max_adapters=1)  # one at a time: every attach is a real load
+    resident.attach(adapters[-1])  # wrap the base once, outside the timings (first-use cost)
+    rows = {"base": {"setup_s": None, "temp_bytes": 0}}
+    rows["merge"], merged_model = setup_merge(base, adapters, device, dtype)
+    rows["merge_in_memory"] = setup_resident(resident, adapters, True, device)
+    rows["direct"] = setup_resident(resident, adapters, False, device)
+    last = resident.attach(adapters[-1])
+
+    def activate(merged: bool):
+        return lambda: resident.activate(last, merged=merged, check=False)
+
+    runners = {"base": (lambda: None, bare), "merge": (lambda: None, merged_model),
+               "merge_in_memory": (activate(True), resident.forward_model(last)),
+               "direct": (activate(False), resident.forward_model(last))}
+    inputs = prompts(resident.tokenizer, args.batch, device)
+    with resident.lock:
+        for name, tok_s in interleaved_tok_s(runners, inputs, args.new_tokens, args.rounds).items():
+            rows[name]["tok_s"] = tok_s
+        resident.restore()
+    rows["vllm"] = bench_vllm(base, adapters, args.batch, args.new_tokens)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sweep", type=Path, help="an existing sweep dir of adapter jobs (default: train one)")
     p.add_argument("--adapters", type=int, default=4)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--new-tokens", type=int, default=16)
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=7)
     args = p.parse_args()
 
     import torch
@@ -191,12 +214,7 @@ def main() -> None:
         sweep = args.sweep or train_sweep(args.adapters, Path(tmp))
         base, adapters = sweep_adapters(sweep)
         adapters = adapters[: args.adapters]
-        inputs_for = lambda tok: prompts(tok, args.batch, device)
-        rows = {"base": bench_base(base, device, dtype, inputs_for, args.new_tokens)}
-        rows["merge"] = bench_merge(base, adapters, device, dtype, inputs_for, args.new_tokens)
-        rows["merge_in_memory"] = bench_resident(base, adapters, device, dtype, inputs_for, args.new_tokens, merged=True)
-        rows["direct"] = bench_resident(base, adapters, device, dtype, inputs_for, args.new_tokens, merged=False)
-        rows["vllm"] = bench_vllm(base, adapters, args.batch, args.new_tokens)
+        rows = measure(base, adapters, args, device, dtype)
     report(rows, base, adapters, device, dtype, args)
 
 
@@ -210,7 +228,7 @@ def report(rows: dict, base: Path, adapters: list[Path], device: str, dtype: str
             print(f"| {name} | not run: {r['skipped']} | | | |")
             continue
         r["ratio_to_base"] = r["tok_s"] / base_speed
-        setup = "(model load)" if name == "base" else f"{r['setup_s']:.4f}"
+        setup = "-" if r["setup_s"] is None else f"{r['setup_s']:.4f}"
         print(f"| {name} | {setup} | {r['tok_s']:.1f} | {r['ratio_to_base']:.3f} | {r['temp_bytes']:,} |")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"device": device, "dtype": dtype, "batch": args.batch, "new_tokens": args.new_tokens,
