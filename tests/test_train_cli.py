@@ -12,12 +12,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def default_job(kit_cache, tmp_path_factory):
-    work = tmp_path_factory.mktemp("default_job")
-    job = work / "job"
-    proc = run_kit(["train", f"hydra.run.dir={job}"], kit_cache, work)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return job
+def default_job(trained_job):
+    """``python -m kit train`` on the embedded default, W&B offline (conftest.trained_job)."""
+    return trained_job
 
 
 def summary(job: Path) -> dict:
