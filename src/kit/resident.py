@@ -197,9 +197,13 @@ class ResidentBase:
             return
         from kit.snapshot import fingerprint
 
+        from peft.tuners.lora import LoraLayer
+
         snap, print_before = self.snapshots[self._merged_targets]
-        self.peft.base_model.unmerge_adapter()  # PEFT's bookkeeping; its arithmetic drifts,
-        snap.restore(self.model)  # so the saved bits overwrite the result
+        snap.restore(self.model)  # the saved bits, not PEFT's unmerge arithmetic (it drifts in bf16)
+        for module in self.model.modules():  # and PEFT's bookkeeping to match: nothing merged
+            if isinstance(module, LoraLayer):
+                module.merged_adapters.clear()
         if check and fingerprint(self.model, snap.names) != print_before:
             raise KitError(f"base {str(self.base)!r} weights differ from their snapshot after unmerge")
         self.merged = None
