@@ -19,7 +19,8 @@ from pathlib import Path
 
 from kit.errors import KitError
 
-USAGE = "usage: python -m kit eval <job dir | sweep dir> [eval=<strategy>] [tasks.specs=[...]] [key=value ...]"
+USAGE = ("usage: python -m kit eval <job dir | sweep dir> [eval=<strategy>] [tasks.specs=[...]] [key=value ...]\n"
+         "       python -m kit eval --server URL [--model auto|base|<modifier>] [tasks.specs=[...]] [key=value ...]")
 
 
 def find_jobs(target: Path) -> list[Path]:
@@ -130,6 +131,10 @@ def run(target: Path, overrides: list[str]) -> int:
 
 
 def main(args: list[str]) -> int:
+    if any(a == "--server" or a.startswith("--server=") for a in args):  # a running kit serve
+        from kit.serve.remote_eval import main as eval_server
+
+        return eval_server(args)
     paths = [a for a in args if "=" not in a and not a.startswith("-")]
     if len(paths) != 1 or any(a.startswith("-") for a in args):
         print(USAGE, file=sys.stderr)

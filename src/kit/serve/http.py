@@ -44,7 +44,7 @@ def make_handler(app, api_key: str | None, max_body_bytes: int):
         def do_GET(self):
             path = self.path.split("?")[0]
             if path == "/health":
-                return self.reply(200, {"status": "ok"})
+                return self.reply(200, {"status": "ok", "requests": app.engine.rows, "generate_calls": app.engine.batches})
 
             def work():
                 self.authorise()
