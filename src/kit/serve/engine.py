@@ -89,9 +89,10 @@ class Engine:
         return batch
 
     def _fits(self, batch: list[Job], job: Job) -> bool:
-        """At most ``max_loaded`` distinct modifiers per batch: all must stay attached at once."""
+        """Same ``min_tokens``, and at most ``max_loaded`` distinct modifiers (all stay attached at once)."""
         names = {j.modifier for j in batch if j.modifier} | ({job.modifier} if job.modifier else set())
-        return len(names) <= self.store.max_loaded
+        same_floor = job.settings["min_new_tokens"] == batch[0].settings["min_new_tokens"]
+        return same_floor and len(names) <= self.store.max_loaded
 
     def _run(self, batch: list[Job]) -> None:
         import torch
@@ -101,7 +102,8 @@ class Engine:
         encoded = tok([j.prompt for j in batch], return_tensors="pt", padding=True,
                       padding_side="left", add_special_tokens=False)
         longest = max(j.settings["max_new_tokens"] for j in batch)
-        kwargs = {"max_new_tokens": longest, "pad_token_id": tok.pad_token_id or tok.eos_token_id}
+        kwargs = {"max_new_tokens": longest, "pad_token_id": tok.pad_token_id or tok.eos_token_id,
+                  "min_new_tokens": batch[0].settings["min_new_tokens"]}
         first = batch[0].settings
         if first["temperature"] > 0:
             kwargs.update(do_sample=True, temperature=first["temperature"], top_p=first["top_p"])
@@ -118,7 +120,7 @@ class Engine:
             job.result = self._decode(out[row, width:width + job.settings["max_new_tokens"]], prompt_tokens)
 
     def _generate(self, encoded, names: list[str | None], kwargs: dict):
-        if len(names) == 1 or self.resident.peft is None:  # one modifier (or the base): plain switch
+        if len(set(names)) == 1 or self.resident.peft is None:  # one modifier (or the base) for all rows
             self.resident.activate(names[0])
             return self.resident.forward_model(names[0]).generate(**encoded, **kwargs)
         self.resident.activate(None)  # unmerged, nothing forced: the rows choose

@@ -66,7 +66,8 @@ def sampling(body: dict, default_max_tokens: int, max_tokens_limit: int) -> dict
     limit = body.get("max_completion_tokens") if body.get("max_tokens") is None else body.get("max_tokens")
     max_tokens = number({"max_tokens": limit}, "max_tokens", default_max_tokens, 1, max_tokens_limit, int)
     temperature = number(body, "temperature", 0.0, 0.0, 2.0)
-    return {"max_new_tokens": max_tokens, "temperature": temperature,
+    min_tokens = number(body, "min_tokens", 0, 0, max_tokens, int)  # vLLM's extension: no stop before this
+    return {"max_new_tokens": max_tokens, "min_new_tokens": min_tokens, "temperature": temperature,
             "top_p": number(body, "top_p", 1.0, 0.0, 1.0), "seed": number(body, "seed", 0, 0, 2**63 - 1, int)}
 
 
