@@ -59,6 +59,9 @@ def checkpoint_of(job_dir: Path, summary: dict) -> dict:
     checkpoint = summary.get("checkpoint")
     if summary.get("status") != "done" or not checkpoint:
         raise KitError(f"job {str(job_dir)!r} has no finished checkpoint (status {summary.get('status')!r}); expected a done job")
+    if checkpoint["kind"] == "modifiers":
+        raise KitError(f"job {str(job_dir)!r} is a phase=modifier job; expected a training job "
+                       "(serve its modifiers with kit serve and use kit eval --server)")
     recorded = Path(checkpoint["path"])
     try:
         path = job_dir / recorded.relative_to(summary.get("job_dir", job_dir))

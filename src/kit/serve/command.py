@@ -58,6 +58,10 @@ def build(cfg):
     return app, server
 
 
+def stop(*_) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends serve_forever the way Ctrl-C does
+
+
 def main(args: list[str]) -> int:
     if args and args[0] in ("-h", "--help"):
         print(USAGE)
@@ -67,7 +71,7 @@ def main(args: list[str]) -> int:
     host, port = server.server_address[:2]
     print(f"kit: serving {len(app.registry.modifiers)} modifier(s) {app.registry.names()} on base {str(app.base)!r} "
           f"(router {app.router.kind}, batching {app.engine.batching}) at http://{host}:{port}/v1", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -129,8 +129,7 @@ class Engine:
     def _decode(self, new, prompt_tokens: int) -> tuple:
         tok = self.resident.tokenizer
         ids = new.tolist()
-        stops = {tok.eos_token_id, tok.pad_token_id}
-        end = next((i for i, t in enumerate(ids) if t in stops), None)
+        end = next((i for i, t in enumerate(ids) if t == tok.eos_token_id), None)  # pads come only after it
         finish = "stop" if end is not None else "length"
         ids = ids[:end] if end is not None else ids
         return tok.decode(ids, skip_special_tokens=True), prompt_tokens, len(ids) + (end is not None), finish
