@@ -8,7 +8,7 @@ from kit.config import conf_dir
 from kit.errors import KitError
 from kit.preflight import check_overrides, compose, expand
 
-GROUPS = ["model", "checkpointer", "eval", "phase", "dataset", "tasks", "logger", "trainer", "lora"]
+GROUPS = ["model", "checkpointer", "eval", "phase", "serve", "router", "dataset", "tasks", "logger", "trainer", "lora"]
 
 
 def options(group: str) -> list[str]:

@@ -17,9 +17,11 @@ PLAIN_COMMANDS = {  # main(args) -> exit status
     "eval": "kit.eval_command:main",
     "describe": "kit.describe:main",
     "plugins": "kit.plugins:main",
+    "serve": "kit.serve.command:main",
 }
-USAGE = ("usage: python -m kit {train,eval,describe,plugins} ...  (train: [group=option ...] [key=value ...] [-m];"
-         " describe: [model=<preset>] [model.path=DIR] [--json]; plugins: [--json])")
+USAGE = ("usage: python -m kit {train,eval,describe,plugins,serve} ...  (train: [group=option ...] [key=value ...] [-m];"
+         " describe: [model=<preset>] [model.path=DIR] [--json]; plugins: [--json];"
+         " serve: serve.registry=<modifier job dir> [serve.port=N] [router=...])")
 
 
 def main(argv: list[str] | None = None) -> int:

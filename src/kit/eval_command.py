@@ -19,7 +19,8 @@ from pathlib import Path
 
 from kit.errors import KitError
 
-USAGE = "usage: python -m kit eval <job dir | sweep dir> [eval=<strategy>] [tasks.specs=[...]] [key=value ...]"
+USAGE = ("usage: python -m kit eval <job dir | sweep dir> [eval=<strategy>] [tasks.specs=[...]] [key=value ...]\n"
+         "       python -m kit eval --server URL [--model auto|base|<modifier>] [tasks.specs=[...]] [key=value ...]")
 
 
 def find_jobs(target: Path) -> list[Path]:
@@ -58,6 +59,9 @@ def checkpoint_of(job_dir: Path, summary: dict) -> dict:
     checkpoint = summary.get("checkpoint")
     if summary.get("status") != "done" or not checkpoint:
         raise KitError(f"job {str(job_dir)!r} has no finished checkpoint (status {summary.get('status')!r}); expected a done job")
+    if checkpoint["kind"] == "modifiers":
+        raise KitError(f"job {str(job_dir)!r} is a phase=modifier job; expected a training job "
+                       "(serve its modifiers with kit serve and use kit eval --server)")
     recorded = Path(checkpoint["path"])
     try:
         path = job_dir / recorded.relative_to(summary.get("job_dir", job_dir))
@@ -130,6 +134,10 @@ def run(target: Path, overrides: list[str]) -> int:
 
 
 def main(args: list[str]) -> int:
+    if any(a == "--server" or a.startswith("--server=") for a in args):  # a running kit serve
+        from kit.serve.remote_eval import main as eval_server
+
+        return eval_server(args)
     paths = [a for a in args if "=" not in a and not a.startswith("-")]
     if len(paths) != 1 or any(a.startswith("-") for a in args):
         print(USAGE, file=sys.stderr)

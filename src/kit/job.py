@@ -50,6 +50,7 @@ def preflight(cfg: DictConfig) -> dict:
     from kit.eval import get_strategy
     from kit.inspect_runner import load_task_specs
     from kit.models import family_of, weight_files
+    from kit.phases import check as check_phase
 
     missing = OmegaConf.missing_keys(cfg)
     if missing:
@@ -59,7 +60,8 @@ def preflight(cfg: DictConfig) -> dict:
     weight_files(base, cfg.model.allow_pickle)
     read_jsonl(cfg.dataset.train_file, (cfg.dataset.prompt_column, cfg.dataset.response_column))
     get_strategy(cfg.eval.strategy)
-    if cfg.eval.strategy != "none":
+    check_phase(cfg)
+    if cfg.eval.strategy != "none" and cfg.phase.name == "training":
         if not cfg.tasks.specs:
             raise KitError("tasks.specs is empty; expected at least one Inspect task (e.g. kit/parity)")
         load_task_specs(list(cfg.tasks.specs))
@@ -67,7 +69,7 @@ def preflight(cfg: DictConfig) -> dict:
 
 
 def existing_outputs(job_dir: Path) -> list[str]:
-    return [n for n in ("adapter", "hf_model", "torchtune_out") if (job_dir / n).exists()]
+    return [n for n in ("adapter", "hf_model", "merged", "modifiers", "torchtune_out") if (job_dir / n).exists()]
 
 
 def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides: list[str]) -> dict:
@@ -105,15 +107,19 @@ def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides
 
 
 def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: str) -> dict:
-    from kit import export, train
+    from kit import export, phases, train
     from kit.wandb_logger import log_eval, phase_run
 
+    if cfg.phase.name == "modifier":  # several adapters kept separate: kit/phases.py
+        return phases.execute_modifiers(cfg, job_dir, base, group, run_name)
     config = plain_config(cfg)
     with phase_run(cfg.logger, job_dir, "train", group, run_name, config):
         trained = train.train(cfg, base, job_dir, Path(cfg.dataset.train_file))
     start = time.perf_counter()
     checkpoint = export.export(str(cfg.checkpointer.kind.value), Path(trained["epoch_dir"]), job_dir, base)
     shutil.rmtree(job_dir / train.SCRATCH)  # torchtune's per-epoch copies; the export persists
+    if cfg.phase.merge:  # the adapter becomes part of a standalone model and is deleted
+        checkpoint = phases.merge_training(cfg, job_dir, base, checkpoint)
     export_seconds = time.perf_counter() - start
     with phase_run(cfg.logger, job_dir, "eval", group, run_name, config) as run:
         evaluated = evaluate(cfg, job_dir, base, checkpoint)

@@ -2,4 +2,4 @@
 and model providers (``peft/<adapter>``)."""
 
 from kit import providers  # noqa: F401
-from kit.inspect_tasks import parity  # noqa: F401
+from kit.inspect_tasks import modifiers, parity  # noqa: F401

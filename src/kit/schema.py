@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -85,8 +85,59 @@ class EvalConfig:
 
 
 @dataclass
+class ModifierSpec:
+    """One runtime modifier of ``phase=modifier``: its dataset and how a rules router spots it."""
+
+    train_file: str = MISSING
+    prompt_column: str = "input"
+    response_column: str = "output"
+    rank: Optional[int] = None  # None: lora.rank
+    tasks: List[str] = field(default_factory=list)  # Inspect tasks that score this modifier
+    keywords: List[str] = field(default_factory=list)  # rules router: case-insensitive substrings
+    patterns: List[str] = field(default_factory=list)  # rules router: case-insensitive regexes
+
+
+@dataclass
 class PhaseConfig:
-    name: str = "training"
+    name: str = "training"  # training | modifier | runtime (kit/phases.py; runtime: python -m kit serve)
+    merge: bool = False  # training: merge the adapter into the base -> <job>/merged, a standalone model
+    modifiers: Dict[str, ModifierSpec] = field(default_factory=dict)  # modifier: name -> spec
+
+
+class RouterKind(str, Enum):
+    rules = "rules"  # the modifiers' keywords/patterns, first match in registry order
+    learned = "learned"  # bag-of-words centroids learned from the modifiers' own datasets
+    none = "none"  # auto always means the base
+
+
+@dataclass
+class RouterConfig:
+    kind: RouterKind = RouterKind.rules
+    min_score: float = 0.3  # learned: below this cosine similarity, auto means the base
+
+
+class Batching(str, Enum):
+    switch = "switch"  # one request at a time; the adapter is switched per request
+    mixed = "mixed"  # requests that arrive together run as one batch with per-row adapters
+
+
+@dataclass
+class ServeConfig:
+    registry: Optional[str] = None  # a modifier job dir or its modifiers.json
+    base: Optional[str] = None  # serve on this base folder instead of the registry's (fingerprint checked)
+    host: str = "127.0.0.1"
+    port: int = 8000  # 0: any free port (printed at start)
+    api_key: Optional[str] = None  # or $KIT_API_KEY; unset: no key required
+    max_body_bytes: int = 1_000_000  # larger requests get 413
+    max_tokens: int = 64  # when a request does not say
+    max_tokens_limit: int = 1024  # larger max_tokens get 400
+    preload: bool = True  # attach every modifier at start; false: on first use
+    max_loaded: int = 4  # modifiers kept attached (least recently used evicted)
+    batching: Batching = Batching.mixed
+    batch_wait_ms: int = 5  # mixed: how long the first request waits for company
+    max_batch: int = 16
+    device: str = "auto"
+    dtype: str = "auto"
 
 
 @dataclass
@@ -147,6 +198,8 @@ class KitConfig:
     checkpointer: CheckpointerConfig = field(default_factory=CheckpointerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     phase: PhaseConfig = field(default_factory=PhaseConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)

@@ -20,12 +20,11 @@ import argparse
 import json
 import os
 import sys
-import time
-import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from kit.errors import KitError
+from kit.serve.openai_api import JsonHandler, completion_response, model_entry, text_of
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -53,12 +52,6 @@ def record(event: dict) -> None:
             f.write(json.dumps(event) + "\n")
 
 
-def text_of(content) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content or [])
-
-
 class StandIn:
     def __init__(self, args: argparse.Namespace):
         from kit.resident import resident_for
@@ -71,9 +64,7 @@ class StandIn:
         self.loras: dict[str, tuple[str, str]] = {}  # lora_name -> (lora_path, peft name)
 
     def models(self) -> dict:
-        entry = lambda id_, root, parent: {"id": id_, "object": "model", "created": int(time.time()),
-                                           "owned_by": "vllm", "root": root, "parent": parent,
-                                           "max_model_len": self.max_model_len}
+        entry = lambda id_, root, parent: model_entry(id_, "vllm", root=root, parent=parent, max_model_len=self.max_model_len)
         data = [entry(self.args.model, self.args.model, None)]
         data += [entry(name, path, self.args.model) for name, (path, _) in self.loras.items()]
         return {"object": "list", "data": data}
@@ -121,12 +112,7 @@ class StandIn:
             prompt = self.resident.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:
             prompt = body["prompt"]
-        text, n_in, n_out, finish = self.generate(model, prompt, body)
-        choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
-                  if chat else {"index": 0, "text": text, "finish_reason": finish, "logprobs": None})
-        return 200, {"id": f"cmpl-{uuid.uuid4().hex}", "object": "chat.completion" if chat else "text_completion",
-                     "created": int(time.time()), "model": model, "choices": [choice],
-                     "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}}
+        return 200, completion_response(model, *self.generate(model, prompt, body), chat)
 
 
 def error(message: str, kind: str, code: int) -> dict:
@@ -134,18 +120,7 @@ def error(message: str, kind: str, code: int) -> dict:
 
 
 def handler(standin: StandIn):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):  # quiet; requests go to the record instead
-            pass
-
-        def reply(self, code: int, payload) -> None:
-            data = (json.dumps(payload) if not isinstance(payload, str) else payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json" if not isinstance(payload, str) else "text/plain")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):  # quiet; requests go to the record instead
         def authorised(self) -> bool:
             key = standin.args.api_key
             if key and self.headers.get("Authorization") != f"Bearer {key}":
