@@ -17,8 +17,10 @@ PLAIN_COMMANDS = {  # main(args) -> exit status
     "eval": "kit.eval_command:main",
     "describe": "kit.describe:main",
     "plugins": "kit.plugins:main",
+    "verify": "kit.verify.command:main",
 }
-USAGE = ("usage: python -m kit {train,eval,describe,plugins} ...  (train: [group=option ...] [key=value ...] [-m];"
+USAGE = ("usage: python -m kit {train,eval,verify,describe,plugins} ...  (train: [group=option ...] [key=value ...] [-m];"
+         " verify: <job dir | sweep dir> [key=value ...];"
          " describe: [model=<preset>] [model.path=DIR] [--json]; plugins: [--json])")
 
 
