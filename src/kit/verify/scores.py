@@ -65,6 +65,9 @@ def run(ctx: VerifyContext, name: str, kind: str, path: Path, specs: list[str], 
 
     eval_cfg = copy.deepcopy(ctx.cfg.eval)
     eval_cfg.dtype, eval_cfg.device, eval_cfg.temperature = ctx.dtype, ctx.device, 0.0
+    # Inspect's hf provider waits 2 s for more requests unless a batch is full; a batch of
+    # ``limit`` fills at once (tasks run one after another), which keeps this check cheap
+    eval_cfg.batch_size = int(ctx.cfg.verify.limit)
     strategy = name if kind == "adapter" else "merge"  # a full model is a plain hf model on every strategy
     ectx = EvalContext(checkpoint_kind=kind, checkpoint_path=path, base=ctx.base, tasks=specs,
                        log_dir=tmp / name, eval_cfg=eval_cfg, tmp_root=tmp,
