@@ -49,6 +49,10 @@ def test_verify_full_checkpointer(kit_cache, tmp_path):
                     f"hydra.run.dir={job}"], kit_cache, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = report(job)
+    assert [c["name"] for c in rep["checks"]] == [c for c in CHECKS if c != "inspect"]  # eval=none: no Inspect run
+    proc = run_kit(["verify", str(job)], kit_cache, tmp_path)  # the CLI, every check
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = report(job)
     assert_all_pass(rep, {"full", "merge_in_memory", "direct"})
     assert "full_model" in rep["checks"][2]["figures"]["strategies"]
 

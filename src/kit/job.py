@@ -143,6 +143,9 @@ def verify_after_train(cfg: DictConfig, job_dir: Path, checkpoint: dict, summary
     from kit.verify.command import verify_job
     from kit.verify.report import summary_entry
 
+    if cfg.eval.strategy == "none":  # train and export only: no Inspect run, the other checks still do
+        cfg = cfg.copy()
+        cfg.verify.checks = [c for c in cfg.verify.checks if c != "inspect"]
     report = verify_job(cfg, job_dir, summary, checkpoint, [], summary["run_name"])
     if not report["passed"]:
         failed = [c["name"] for c in report["checks"] if not c["passed"]]
