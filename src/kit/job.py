@@ -6,6 +6,7 @@ finished ``summary.json`` is never touched again (re-running a sweep resumes).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -144,7 +145,7 @@ def verify_after_train(cfg: DictConfig, job_dir: Path, checkpoint: dict, summary
     from kit.verify.report import summary_entry
 
     if cfg.eval.strategy == "none":  # train and export only: no Inspect run, the other checks still do
-        cfg = cfg.copy()
+        cfg = copy.deepcopy(cfg)
         cfg.verify.checks = [c for c in cfg.verify.checks if c != "inspect"]
     report = verify_job(cfg, job_dir, summary, checkpoint, [], summary["run_name"])
     if not report["passed"]:

@@ -71,8 +71,7 @@ def run(target: Path, overrides: list[str]) -> int:
 
 
 def main(args: list[str]) -> int:
-    paths = [a for a in args if "=" not in a and not a.startswith("-")]
-    if len(paths) != 1 or any(a.startswith("-") for a in args):
-        print(USAGE, file=sys.stderr)
-        return 2
-    return run(Path(paths[0]), [a for a in args if "=" in a])
+    from kit.eval_command import target_and_overrides
+
+    parsed = target_and_overrides(args, USAGE)
+    return 2 if parsed is None else run(*parsed)
