@@ -29,6 +29,10 @@ def short(value) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
+def cell(text) -> str:
+    return str(text).replace("|", "\\|")  # "max|diff|" must not split a table cell
+
+
 def markdown(report: dict) -> str:
     env = report["verified_configuration"]
     lines = [
@@ -38,8 +42,8 @@ def markdown(report: dict) -> str:
         "| check | result | what was measured | tolerance | s |", "| --- | --- | --- | --- | --- |",
     ]
     for c in report["checks"]:
-        lines.append(f"| {c['name']} | {'pass' if c['passed'] else '**FAIL**'} | {c['detail']} | "
-                     f"{short(c.get('tolerance', {}))} | {c['seconds']} |")
+        lines.append(f"| {c['name']} | {'pass' if c['passed'] else '**FAIL**'} | {cell(c['detail'])} | "
+                     f"{cell(short(c.get('tolerance', {})))} | {c['seconds']} |")
     lines += ["", "## Figures", ""]
     for c in report["checks"]:
         lines += [f"### {c['name']}", "", "```json", json.dumps(c.get("figures", {}), indent=1, default=str), "```", ""]
