@@ -18,10 +18,11 @@ PLAIN_COMMANDS = {  # main(args) -> exit status
     "describe": "kit.describe:main",
     "plugins": "kit.plugins:main",
     "serve": "kit.serve.command:main",
+    "verify": "kit.verify.command:main",
 }
-USAGE = ("usage: python -m kit {train,eval,describe,plugins,serve} ...  (train: [group=option ...] [key=value ...] [-m];"
-         " describe: [model=<preset>] [model.path=DIR] [--json]; plugins: [--json];"
-         " serve: serve.registry=<modifier job dir> [serve.port=N] [router=...])")
+USAGE = ("usage: python -m kit {train,eval,verify,describe,plugins,serve} ...  (train: [group=option ...] [key=value ...] [-m];"
+         " eval|verify: <job dir | sweep dir> [key=value ...]; describe: [model=<preset>] [model.path=DIR] [--json];"
+         " plugins: [--json]; serve: serve.registry=<modifier job dir> [serve.port=N] [router=...])")
 
 
 def main(argv: list[str] | None = None) -> int:

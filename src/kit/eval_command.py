@@ -133,13 +133,19 @@ def run(target: Path, overrides: list[str]) -> int:
     return 0
 
 
+def target_and_overrides(args: list[str], usage: str) -> tuple[Path, list[str]] | None:
+    """``<job dir | sweep dir> [key=value ...]`` (shared with ``kit verify``); None after printing usage."""
+    paths = [a for a in args if "=" not in a and not a.startswith("-")]
+    if len(paths) != 1 or any(a.startswith("-") for a in args):
+        print(usage, file=sys.stderr)
+        return None
+    return Path(paths[0]), [a for a in args if "=" in a]
+
+
 def main(args: list[str]) -> int:
     if any(a == "--server" or a.startswith("--server=") for a in args):  # a running kit serve
         from kit.serve.remote_eval import main as eval_server
 
         return eval_server(args)
-    paths = [a for a in args if "=" not in a and not a.startswith("-")]
-    if len(paths) != 1 or any(a.startswith("-") for a in args):
-        print(USAGE, file=sys.stderr)
-        return 2
-    return run(Path(paths[0]), [a for a in args if "=" in a])
+    parsed = target_and_overrides(args, USAGE)
+    return 2 if parsed is None else run(*parsed)

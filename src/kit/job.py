@@ -6,6 +6,7 @@ finished ``summary.json`` is never touched again (re-running a sweep resumes).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -108,6 +109,7 @@ def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides
 
 def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: str) -> dict:
     from kit import export, phases, train
+    from kit.verify.reference import keep_torchtune_adapter
     from kit.wandb_logger import log_eval, phase_run
 
     if cfg.phase.name == "modifier":  # several adapters kept separate: kit/phases.py
@@ -117,6 +119,7 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
         trained = train.train(cfg, base, job_dir, Path(cfg.dataset.train_file))
     start = time.perf_counter()
     checkpoint = export.export(str(cfg.checkpointer.kind.value), Path(trained["epoch_dir"]), job_dir, base)
+    keep_torchtune_adapter(Path(trained["epoch_dir"]), job_dir)  # the training model, for verify
     shutil.rmtree(job_dir / train.SCRATCH)  # torchtune's per-epoch copies; the export persists
     if cfg.phase.merge:  # the adapter becomes part of a standalone model and is deleted
         checkpoint = phases.merge_training(cfg, job_dir, base, checkpoint)
@@ -134,7 +137,27 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
             "timings": {"train_s": trained["seconds"], "export_s": export_seconds, "eval_s": evaluated["eval"]["seconds"]},
         }
         log_eval(run, result)
+    if cfg.verify.after_train:
+        result["verify"] = verify_after_train(cfg, job_dir, checkpoint, {**result, "base_model": str(base),
+                                                                        "group": group, "run_name": run_name})
     return result
+
+
+def verify_after_train(cfg: DictConfig, job_dir: Path, checkpoint: dict, summary: dict) -> dict:
+    """``kit verify`` on the fresh checkpoint (verify.after_train); a failure is reported, the job's results kept."""
+    import sys
+
+    from kit.verify.command import verify_job
+    from kit.verify.report import summary_entry
+
+    if cfg.eval.strategy == "none":  # train and export only: no Inspect run, the other checks still do
+        cfg = copy.deepcopy(cfg)
+        cfg.verify.checks = [c for c in cfg.verify.checks if c != "inspect"]
+    report = verify_job(cfg, job_dir, summary, checkpoint, [], summary["run_name"])
+    if not report["passed"]:
+        failed = [c["name"] for c in report["checks"] if not c["passed"]]
+        print(f"kit: verify FAILED for {job_dir}: {failed}; see {job_dir / 'verify.md'}", file=sys.stderr)
+    return summary_entry(report)
 
 
 def eval_entry(cfg: DictConfig, evaluated: dict, command: str) -> dict:

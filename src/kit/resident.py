@@ -92,7 +92,12 @@ class ResidentBase:
         LOADS += 1
         self.base = Path(base)
         self.device = device
-        self.model = load_model(base, dtype=TORCH_DTYPES.get(dtype, dtype), device=device, trust_remote_code=trust_remote_code)
+        import torch
+
+        # never as inference tensors (a first use inside torch.inference_mode would make them so):
+        # in-memory merges and restores update these weights in place
+        with torch.inference_mode(False):
+            self.model = load_model(base, dtype=TORCH_DTYPES.get(dtype, dtype), device=device, trust_remote_code=trust_remote_code)
         self.tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
         self.base_params = [n for n, _ in self.model.named_parameters()]  # names before PEFT wraps layers
         self.max_adapters = max_adapters

@@ -98,6 +98,31 @@ class ModifierSpec:
 
 
 @dataclass
+class SampleConfig:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 1234
+
+
+@dataclass
+class VerifyConfig:  # conf/verify/default.yaml explains each key; kit/verify/
+    after_train: bool = True
+    checks: List[str] = field(default_factory=lambda: ["logits", "generation", "inspect", "adapters", "adapter_folder"])
+    probes: int = 4
+    max_new_tokens: int = 8
+    dtype: str = "auto"
+    device: str = "auto"
+    fp32_max_abs: float = 1e-4
+    margin_ulps: float = 4.0
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    strategies: List[str] = field(default_factory=lambda: ["merge", "merge_in_memory", "direct"])
+    tasks: Optional[List[str]] = None
+    limit: int = 8
+    rounds: int = 3
+    max_rss_growth_mib: float = 16.0
+
+
+@dataclass
 class PhaseConfig:
     name: str = "training"  # training | modifier | runtime (kit/phases.py; runtime: python -m kit serve)
     merge: bool = False  # training: merge the adapter into the base -> <job>/merged, a standalone model
@@ -205,6 +230,7 @@ class KitConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
 
 def register() -> None:

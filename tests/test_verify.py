@@ -1,0 +1,190 @@
+"""``kit verify``: every evaluation path gives the same answer on the tiny default (Qwen2, both
+checkpointers) and on a tiny Llama 3 (torchtune LoRA model + kit's export path), and a corrupted
+adapter fails with the check and the figure named."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import copy_job, run_kit
+
+pytestmark = pytest.mark.slow
+
+CHECKS = ["logits", "generation", "inspect", "adapters", "adapter_folder"]
+
+
+def report(job: Path) -> dict:
+    return json.loads((job / "verify.json").read_text())
+
+
+def assert_all_pass(rep: dict, paths: set[str]):
+    assert [c["name"] for c in rep["checks"]] == CHECKS
+    assert rep["passed"], [(c["name"], c["detail"]) for c in rep["checks"] if not c["passed"]]
+    logits = rep["checks"][0]["figures"]["paths"]
+    assert set(logits) == paths
+    assert all(f["max_abs_diff"] <= 1e-4 and f["top1_agreement"] == 1.0 for f in logits.values())
+    folder = rep["checks"][4]["figures"]
+    assert folder["training_model"]["max_abs_diff"] <= 1e-4  # compared against torchtune's own model
+    inspect = rep["checks"][2]["figures"]
+    assert len(inspect["tasks"]) == 2
+    for pkg in ("torch", "torchtune", "peft", "transformers", "inspect_ai"):
+        assert rep["verified_configuration"]["versions"][pkg]
+
+
+def test_verify_after_training_passes_on_the_tiny_default(trained_job):
+    """verify.after_train is on by default: the session's trained job already carries its report."""
+    rep = report(trained_job)
+    assert_all_pass(rep, {"merge_in_memory", "direct"})
+    summary = json.loads((trained_job / "summary.json").read_text())
+    assert summary["verify"]["passed"] and summary["verify"]["report"] == "verify.json"
+    md = (trained_job / "verify.md").read_text()
+    assert md.startswith("# kit verify: PASSED") and "| torchtune | 0.6.1 |" in md
+
+
+def test_verify_full_checkpointer(kit_cache, tmp_path):
+    job = tmp_path / "job"
+    proc = run_kit(["train", "checkpointer=full", "trainer.epochs=1", "eval=none", "logger=none",
+                    f"hydra.run.dir={job}"], kit_cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = report(job)
+    assert [c["name"] for c in rep["checks"]] == [c for c in CHECKS if c != "inspect"]  # eval=none: no Inspect run
+    proc = run_kit(["verify", str(job)], kit_cache, tmp_path)  # the CLI, every check
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = report(job)
+    assert_all_pass(rep, {"full", "merge_in_memory", "direct"})
+    assert "full_model" in rep["checks"][2]["figures"]["strategies"]
+
+
+def corrupt(job: Path, how: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    adapter = job / "adapter"
+    if how == "alpha":
+        config = json.loads((adapter / "adapter_config.json").read_text())
+        config["lora_alpha"] = config["lora_alpha"] / 2
+        (adapter / "adapter_config.json").write_text(json.dumps(config))
+        return
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    key = next(k for k in sorted(tensors) if "layers.0.mlp.down_proj.lora_B" in k)
+    if how == "scale":
+        tensors[key] = tensors[key] * 1.5
+    else:  # permute the output rows
+        tensors[key] = tensors[key][torch.randperm(tensors[key].shape[0], generator=torch.Generator().manual_seed(0))]
+    save_file(tensors, adapter / "adapter_model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("how,named", [
+    ("scale", "PEFT(adapter) vs torchtune's training model: max|logit diff|"),
+    ("permute", "PEFT(adapter) vs torchtune's training model: max|logit diff|"),
+    ("alpha", "adapter_config.json lora_alpha=8.0 but torchtune.yaml trained lora_alpha=16.0"),
+])
+def test_corrupted_adapter_fails_naming_check_and_figure(trained_job, tmp_path, capsys, how, named):
+    from kit.__main__ import main
+
+    job = copy_job(trained_job, tmp_path / "job")
+    corrupt(job, how)
+    status = main(["verify", str(job), "verify.checks=[logits,adapter_folder]"])
+    assert status == 1
+    rep = report(job)
+    folder = rep["checks"][1]
+    assert not rep["passed"] and not folder["passed"] and named in folder["detail"]
+    assert rep["checks"][0]["passed"]  # every path reads the same (corrupt) adapter: they agree with each other
+    if how != "alpha":
+        figure = folder["figures"]["training_model"]["max_abs_diff"]
+        assert figure > 1e-2 and f"{figure:.3g}" in folder["detail"]
+    out = capsys.readouterr().out
+    assert "adapter_folder\tFAIL" in out and "**FAIL**" in (job / "verify.md").read_text()
+    assert not json.loads((job / "summary.json").read_text())["verify"]["passed"]
+
+
+def test_bad_check_name_is_one_line(trained_job, tmp_path, capsys):
+    from kit.__main__ import main
+
+    assert main(["verify", str(trained_job), "verify.checks=[logits,nope]"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["kit: error: verify.checks has unknown check(s) ['nope']; expected some of "
+                   "['logits', 'generation', 'inspect', 'adapters', 'adapter_folder']"]
+
+
+# -- Llama 3 family ---------------------------------------------------------------------
+# No Llama 3 tiktoken tokenizer can be built offline here, so torchtune's recipe cannot train
+# one. Instead: a tiny Llama 3 base (HF LlamaForCausalLM, the tiny default's tokenizer files),
+# torchtune's own LoRA model for it (the builder kit's torchtune.yaml names) with non-zero
+# adapter weights, saved by torchtune's FullModelHFCheckpointer exactly as the recipe saves an
+# epoch, then exported by kit (kit/export.py) and verified.
+
+def tiny_llama_base(tiny_base: Path, out: Path) -> Path:
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    q = json.loads((tiny_base / "config.json").read_text())
+    config = LlamaConfig(vocab_size=q["vocab_size"], hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                         bos_token_id=q["bos_token_id"], eos_token_id=q["eos_token_id"], pad_token_id=q["pad_token_id"])
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config = GenerationConfig(bos_token_id=q["bos_token_id"], eos_token_id=q["eos_token_id"],
+                                               pad_token_id=q["pad_token_id"])
+    model.save_pretrained(out, safe_serialization=True)
+    for f in tiny_base.iterdir():
+        if f.name not in ("config.json", "generation_config.json", "model.safetensors", "kit_tiny_spec.json"):
+            shutil.copy2(f, out / f.name)
+    return out
+
+
+def llama_job(base: Path, job: Path, kind: str, cfg) -> dict:
+    from torchtune.modules.peft import get_adapter_state_dict, get_lora_module_names, get_merged_lora_ckpt
+    from torchtune.training import FullModelHFCheckpointer
+    from omegaconf import OmegaConf
+
+    from kit import export, train
+    from kit.models import _call, family_of
+    from kit.verify.reference import keep_torchtune_adapter
+
+    family = family_of(base)
+    section = train.model_section(cfg, family, base)
+    assert section["_component_"] == "torchtune.models.llama3.lora_llama3"
+    args = dict(section)
+    model = _call(args.pop("_component_"), **args)
+    checkpointer = FullModelHFCheckpointer(checkpoint_dir=str(base), checkpoint_files=["model.safetensors"],
+                                           model_type="LLAMA3", output_dir=str(job / "torchtune_out"))
+    model.load_state_dict(checkpointer.load_checkpoint()["model"], strict=False)  # as the recipe loads the base
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in get_adapter_state_dict(model.state_dict()).values():
+            p.normal_(0, 0.05)  # "trained": lora_B starts at zero
+    ckpt = {"adapter": get_adapter_state_dict(model.state_dict()),
+            "adapter_config": {"r": section["lora_rank"], "lora_alpha": section["lora_alpha"], "peft_type": "LORA",
+                               "target_modules": get_lora_module_names(section["lora_attn_modules"],
+                                                                       section["apply_lora_to_mlp"],
+                                                                       section["apply_lora_to_output"])}}
+    if kind == "full":
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        ckpt["model"] = get_merged_lora_ckpt(state, rank=section["lora_rank"], alpha=section["lora_alpha"])
+    checkpointer.save_checkpoint(ckpt, epoch=0, adapter_only=kind == "adapter")
+    epoch_dir = job / "torchtune_out" / "epoch_0"
+    checkpoint = export.export(kind, epoch_dir, job, base)
+    keep_torchtune_adapter(epoch_dir, job)
+    OmegaConf.save(OmegaConf.create({"model": section}), job / "torchtune.yaml")
+    shutil.rmtree(job / "torchtune_out")
+    return checkpoint
+
+
+@pytest.mark.parametrize("kind", ["adapter", "full"])
+def test_verify_passes_on_a_tiny_llama3(tiny_base, tmp_path, kind):
+    from omegaconf import OmegaConf
+
+    from kit.preflight import compose
+    from kit.verify import verify_checkpoint
+
+    base = tiny_llama_base(tiny_base, tmp_path / "llama")
+    cfg = compose("train", [f"model.path={base}", "logger=none", f"checkpointer={kind}", "verify.limit=4"])
+    OmegaConf.resolve(cfg)
+    job = tmp_path / "job"
+    job.mkdir()
+    checkpoint = llama_job(base, job, kind, cfg)
+    rep = verify_checkpoint(cfg, job, base, checkpoint)
+    assert_all_pass(rep, {"full", "merge_in_memory", "direct"} if kind == "full" else {"merge_in_memory", "direct"})
+    assert rep["checks"][4]["figures"]["target_modules"] == 15  # q, k, v, o, gate, up, down x 2 layers + lm_head
