@@ -11,8 +11,12 @@ import sys
 
 from kit.errors import KitError
 
-COMMANDS = {"train": "kit.cli:train_main"}
-USAGE = "usage: python -m kit {train} [group=option ...] [key=value ...] [-m]"
+COMMANDS = {"train": "kit.cli:train_main"}  # Hydra apps: overrides composed and checked first
+PLAIN_COMMANDS = {  # main(args) -> exit status
+    "report": "kit.sweep:report_main",
+}
+USAGE = ("usage: python -m kit {train,report} ...  (train: [group=option ...] [key=value ...] [-m]; "
+         "report: <sweep_dir>)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,8 +25,11 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command in PLAIN_COMMANDS:
+        return run_plain(PLAIN_COMMANDS[command], rest)
     if command not in COMMANDS:
-        print(f"kit: error: unknown command {command!r}; expected one of {sorted(COMMANDS)}", file=sys.stderr)
+        expected = sorted({**COMMANDS, **PLAIN_COMMANDS})
+        print(f"kit: error: unknown command {command!r}; expected one of {expected}", file=sys.stderr)
         return 2
     try:
         from kit.preflight import check_overrides
@@ -44,6 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = [f"kit {command}", *multirun, *(a for a in rest if a not in multirun)]
     getattr(importlib.import_module(module), func)()
     return 0
+
+
+def run_plain(target: str, args: list[str]) -> int:
+    import importlib
+
+    module, func = target.split(":")
+    try:
+        return getattr(importlib.import_module(module), func)(args)
+    except KitError as e:
+        print(f"kit: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

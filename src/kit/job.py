@@ -33,6 +33,37 @@ def skip_message(job_dir: Path) -> str:
     return f"kit: {job_dir} already done; skipping (its results are kept)"
 
 
+ATTEMPTS = "attempts"  # <job>/attempts/<n>/: the files of earlier unfinished attempts
+
+
+def set_aside(job_dir: Path) -> Path | None:
+    """Move an unfinished attempt's files to ``<job>/attempts/<n>/`` so the job can run
+    again in a clean dir; returns where they went (None: nothing to move, or a done job,
+    which is never touched)."""
+    if not job_dir.is_dir() or is_done(job_dir):
+        return None
+    entries = [p for p in job_dir.iterdir() if p.name != ATTEMPTS]
+    if not entries:
+        return None
+    attempts = job_dir / ATTEMPTS
+    n = 1 + max((int(p.name) for p in attempts.glob("*") if p.name.isdigit()), default=0)
+    dest = attempts / str(n)
+    dest.mkdir(parents=True)
+    for entry in entries:
+        entry.rename(dest / entry.name)
+    return dest
+
+
+def mark_failed(job_dir: Path, overrides: list[str], error: str) -> None:
+    """Record a failure the job could not write itself (killed, out of memory, time limit)."""
+    if is_done(job_dir):
+        return
+    job_dir.mkdir(parents=True, exist_ok=True)
+    summary = read_summary(job_dir) or {"overrides": overrides, "job_dir": str(job_dir)}
+    summary.update(status="failed", error=error, finished=time.time())
+    write_summary(job_dir, summary)
+
+
 def write_summary(job_dir: Path, summary: dict) -> None:
     tmp = job_dir / f".{SUMMARY}.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=str))
@@ -78,7 +109,7 @@ def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides
     if leftovers:  # a failed earlier attempt: keep its files, refuse to mix
         raise KitError(
             f"job dir {str(job_dir)!r} holds {leftovers} from an unfinished run; "
-            "expected an empty job dir (move them away to retry)"
+            "expected an empty job dir (kit's launchers move such attempts to <job>/attempts/)"
         )
     checked = preflight(cfg)
     from kit.versions import stack_versions
@@ -105,7 +136,7 @@ def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides
 
 
 def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: str) -> dict:
-    from kit import export, train
+    from kit import export, storage, train
     from kit.wandb_logger import log_eval, phase_run
 
     config = plain_config(cfg)
@@ -126,6 +157,7 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
             "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated["temp_peak_bytes"]},
             "timings": {"train_s": trained["seconds"], "export_s": export_seconds, "eval_s": evaluated["eval"]["seconds"]},
         }
+        result["storage"]["estimate"] = storage.other_checkpointer(cfg, base, trained["dtype"])
         log_eval(run, result)
     return result
 
