@@ -41,7 +41,7 @@ def expected_points(sweep_dir: Path) -> list[list[str]]:
     if not path.is_file():
         return []
     hydra = OmegaConf.load(path).hydra
-    params = OmegaConf.to_container(hydra.sweeper.params) or {}
+    params = OmegaConf.to_container(hydra.sweeper.params) if hydra.sweeper.params else {}
     return expand(list(hydra.overrides.task), {k: str(v) for k, v in params.items()})
 
 
@@ -279,8 +279,12 @@ class SweepReport(Callback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
-        summary = write(sweep_dir)
-        log_to_wandb(config.logger, sweep_dir, summary)
+        try:
+            summary = write(sweep_dir)
+            log_to_wandb(config.logger, sweep_dir, summary)
+        except Exception as e:  # Hydra would turn it into a warning and exit 0
+            print(f"kit: error: the sweep summary of {sweep_dir} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
         line = failure_line(summary)
         if line:
             print(f"kit: error: {line}", file=sys.stderr)
