@@ -127,17 +127,17 @@ class SubmititLauncher(BaseSubmititLauncher):
     """Submits the points that need a run as one submitit job array, then awaits them all."""
 
     def executor(self):
+        """submitit's executor with this config's settings, built as hydra-submitit-launcher does."""
         import submitit
         from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
         from omegaconf import OmegaConf
 
-        init_keys = {"submitit_folder", "max_num_timeout"}
-        executor = submitit.AutoExecutor(
-            cluster=self._EXECUTOR, folder=self.params["submitit_folder"],
-            **{f"{self._EXECUTOR}_max_num_timeout": v for k, v in self.params.items() if k == "max_num_timeout"})
-        shared = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{k if k in shared else f"{self._EXECUTOR}_{k}": v
-                                      for k, v in self.params.items() if k not in init_keys})
+        params = dict(self.params)
+        folder = params.pop("submitit_folder")
+        init = {f"{self._EXECUTOR}_max_num_timeout": params.pop("max_num_timeout")} if "max_num_timeout" in params else {}
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=folder, **init)
+        shared = set(OmegaConf.structured(BaseQueueConf).keys())  # the rest take the executor's prefix
+        executor.update_parameters(**{k if k in shared else f"{self._EXECUTOR}_{k}": v for k, v in params.items()})
         return executor
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
