@@ -214,7 +214,7 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     """State of each job (``123`` or array task ``123_4``): sacct, or scontrol when the
     cluster keeps no accounting (sacct then fails; scontrol knows jobs for MinJobAge)."""
     masters = sorted({i.split("_")[0] for i in job_ids})
-    sacct = subprocess.run(["sacct", "-o", "JobID,State", "--parsable2", "-X", *(f"-j{m}" for m in masters)],
+    sacct = subprocess.run(["sacct", "-o", "JobID,State", "--parsable2", "-X", "-j", ",".join(masters)],
                            capture_output=True, text=True)
     states = {}
     if sacct.returncode == 0:
@@ -234,7 +234,8 @@ def scontrol_states(master: str, job_ids: list[str]) -> dict[str, str]:
     states = {}
     for line in proc.stdout.splitlines():
         fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
-        task = fields.get("ArrayTaskId")
-        job_id = f"{fields['ArrayJobId']}_{task}" if task and task.isdigit() else fields.get("JobId")
-        states[job_id] = fields.get("JobState", "UNKNOWN")
+        state, task = fields.get("JobState", "UNKNOWN"), fields.get("ArrayTaskId", "")
+        states[fields.get("JobId")] = state
+        if task.isdigit():  # an array task: submitit calls it <array job id>_<task>
+            states[f"{fields['ArrayJobId']}_{task}"] = state
     return states
