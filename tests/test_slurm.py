@@ -86,6 +86,7 @@ def test_killed_job_ends_the_sweep_with_its_name_and_resume_reruns_only_it(slurm
         finally:
             proc.kill()
     stderr = err.read_text()
+    print(f"killed job named {noticed:.1f} s after the kill; sweep ended {time.time() - killed:.1f} s after it")
     assert noticed < 30, noticed
     assert rc == 1, stderr[-3000:]
     error_lines = [ln for ln in stderr.splitlines() if ln.startswith("kit: error:")]

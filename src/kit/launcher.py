@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher as HydraBasicLauncher
-from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import open_dict
 
@@ -102,7 +102,12 @@ def as_reported(point: Point, ret: JobReturn) -> JobReturn:
     """A job that raised becomes a failed JobReturn, so the sweep goes on to its summary."""
     if ret.status == JobStatus.COMPLETED:
         return ret
-    return failed(point, f"{type(ret._return_value).__name__}: {ret._return_value}")
+    return failed(point, one_line(ret._return_value))
+
+
+def one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
 
 
 class BasicLauncher(HydraBasicLauncher):
@@ -110,6 +115,7 @@ class BasicLauncher(HydraBasicLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         results = []
         for point in plan(self, job_overrides, initial_job_idx):
@@ -120,6 +126,7 @@ class BasicLauncher(HydraBasicLauncher):
             ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
                           config=point.config, job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             results.append(as_reported(point, ret))
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)  # the front's logging again
         return results
 
 
@@ -192,7 +199,7 @@ class SubmititLauncher(BaseSubmititLauncher):
         try:
             return as_reported(point, job.results()[0])
         except Exception as e:  # the job raised outside Hydra's run_job (e.g. unpickling)
-            return failed(point, f"{type(e).__name__}: {str(e).strip().splitlines()[0]}; log: {job.paths.stderr}")
+            return failed(point, f"{one_line(e)}; log: {job.paths.stderr}")
 
 
 class LocalLauncher(SubmititLauncher):
