@@ -31,6 +31,16 @@ def slurm(*args: str) -> str:
     return subprocess.run(list(args), capture_output=True, text=True, check=True).stdout
 
 
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 def test_two_point_sweep_through_slurm(slurm_cluster, kit_cache, tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_kit(sweep_args(sweep), kit_cache, tmp_path, timeout=600)
@@ -45,20 +55,11 @@ def test_two_point_sweep_through_slurm(slurm_cluster, kit_cache, tmp_path):
     # the jobs ran as SLURM jobs, which the controller saw complete
     job_ids = [line.split()[-1] for line in proc.stdout.splitlines() if "submitted as slurm job" in line]
     assert len(job_ids) == 2
-    for job_id in job_ids:
-        assert "JobState=COMPLETED" in slurm("scontrol", "-o", "show", "job", job_id)
+    for job_id in job_ids:  # the result file lands before SLURM has finished COMPLETING the job
+        wait_for(lambda: "JobState=COMPLETED" in slurm("scontrol", "-o", "show", "job", job_id), 60,
+                 f"SLURM to mark job {job_id} COMPLETED")
     table = json.loads((sweep / "sweep_summary.json").read_text())
     assert [r["status"] for r in table["jobs"]] == ["done", "done"]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def running_task(index: int) -> str | None:
