@@ -19,8 +19,10 @@ def test_set_aside_keeps_every_attempt_and_never_moves_a_done_job(tmp_path):
     assert (job / "attempts" / "1" / "adapter" / "adapter_model.safetensors").read_bytes() == b"partial"
     mark_failed(job, ["lora.rank=4"], "killed")
     assert json.loads((job / "summary.json").read_text())["status"] == "failed"
+    (job / "notes.txt").write_text("not kit's")
     assert set_aside(job) == job / "attempts" / "2"
     assert set_aside(job) is None  # nothing left to move
+    assert (job / "notes.txt").read_text() == "not kit's"  # only what a job writes moves
 
     write_summary(job, {"status": "done"})
     before = (job / "summary.json").read_text()

@@ -34,17 +34,18 @@ def skip_message(job_dir: Path) -> str:
 
 
 ATTEMPTS = "attempts"  # <job>/attempts/<n>/: the files of earlier unfinished attempts
+# What a job writes in its dir. Only these move aside: a run dir may be shared (hydra.run.dir=.).
+JOB_FILES = (SUMMARY, f".{SUMMARY}.tmp", "adapter", "hf_model", "torchtune_out", "torchtune.yaml",
+             "metrics.jsonl", "inspect_logs", "wandb", ".hydra", "cli.log")
 
 
 def set_aside(job_dir: Path) -> Path | None:
     """Move an unfinished attempt's files to ``<job>/attempts/<n>/`` so the job can run
-    again in a clean dir; returns where they went (None: nothing to move, or a done job,
-    which is never touched)."""
-    if not job_dir.is_dir() or is_done(job_dir):
+    again in a clean dir; returns where they went (None: no unfinished attempt there; a
+    done job is never touched)."""
+    if not job_dir.is_dir() or is_done(job_dir) or not (read_summary(job_dir) or existing_outputs(job_dir)):
         return None
-    entries = [p for p in job_dir.iterdir() if p.name != ATTEMPTS]
-    if not entries:
-        return None
+    entries = [job_dir / n for n in JOB_FILES if (job_dir / n).exists()] + sorted(job_dir.glob("kit-merged-*"))
     attempts = job_dir / ATTEMPTS
     n = 1 + max((int(p.name) for p in attempts.glob("*") if p.name.isdigit()), default=0)
     dest = attempts / str(n)
