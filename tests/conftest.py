@@ -63,3 +63,43 @@ def copy_job(job: Path, dest: Path) -> Path:
 
     shutil.copytree(job, dest)
     return dest
+
+
+SLURM_BINARIES = ("slurmctld", "slurmd", "munged", "mungekey", "sbatch", "scontrol", "squeue", "scancel")
+
+
+def free_port_pair() -> int:
+    """A port p with p and p+1 free (slurmctld, slurmd)."""
+    import socket
+
+    for port in range(16817, 17817, 2):
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for the test SLURM cluster")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node SLURM cluster (munged, slurmctld, slurmd) for the session:
+    launchers/local_slurm/start.sh brings it up, stop.sh takes it down."""
+    import shutil
+
+    missing = [b for b in SLURM_BINARIES if shutil.which(b) is None]
+    if missing:
+        pytest.skip(f"SLURM binaries {missing} not installed; run launchers/local_slurm/install.sh")
+    scripts = ROOT / "launchers" / "local_slurm"
+    env = {**os.environ, "KIT_SLURM_DIR": str(tmp_path_factory.mktemp("slurm")), "KIT_SLURM_PORT": str(free_port_pair())}
+    started = subprocess.run([str(scripts / "start.sh")], env=env, capture_output=True, text=True, timeout=120)
+    try:
+        assert started.returncode == 0, started.stderr
+        conf = env["KIT_SLURM_DIR"] + "/slurm.conf"
+        os.environ["SLURM_CONF"] = conf
+        yield conf
+    finally:
+        os.environ.pop("SLURM_CONF", None)
+        subprocess.run([str(scripts / "stop.sh")], env=env, timeout=60)

@@ -16,7 +16,7 @@ def test_two_point_rank_sweep(kit_cache, tmp_path):
         kit_cache, tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    jobs = sorted(p for p in sweep.iterdir() if p.name.isdigit())
     summaries = [json.loads((j / "summary.json").read_text()) for j in jobs]
     assert [s["status"] for s in summaries] == ["done", "done"]
     ranks = [json.loads((j / "adapter" / "adapter_config.json").read_text())["r"] for j in jobs]
@@ -25,9 +25,9 @@ def test_two_point_rank_sweep(kit_cache, tmp_path):
     assert summaries[1]["checkpoint"]["bytes"] > summaries[0]["checkpoint"]["bytes"]
     assert summaries[1]["eval"]["base_scores_cached"] is True
     assert summaries[0]["base_scores"] == summaries[1]["base_scores"]
-    # one table at the end, one row per job
-    table = (sweep / "sweep_table.md").read_text()
-    assert "lora.rank=4" in table and "lora.rank=16" in table and "checkpoint_bytes" in table
+    # one table at the end, one row per job, keyed by the swept value
+    table = (sweep / "sweep_summary.md").read_text()
+    assert "| # | lora.rank | status |" in table and "| 0 | 4 | done |" in table and "| 1 | 16 | done |" in table
     assert table.strip() in proc.stdout
     # W&B: all runs of the sweep share one group, tagged by the experiment
     infos = [run_info(f) for f in sweep.glob("*/wandb/offline-run-*/run-*.wandb")]

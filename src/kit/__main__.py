@@ -15,13 +15,15 @@ from kit.errors import KitError
 COMMANDS = {"train": "kit.cli:train_main"}  # Hydra apps: overrides composed and checked first
 PLAIN_COMMANDS = {  # main(args) -> exit status
     "eval": "kit.eval_command:main",
+    "report": "kit.sweep:report_main",
     "describe": "kit.describe:main",
     "plugins": "kit.plugins:main",
     "serve": "kit.serve.command:main",
     "verify": "kit.verify.command:main",
 }
-USAGE = ("usage: python -m kit {train,eval,verify,describe,plugins,serve} ...  (train: [group=option ...] [key=value ...] [-m];"
-         " eval|verify: <job dir | sweep dir> [key=value ...]; describe: [model=<preset>] [model.path=DIR] [--json];"
+USAGE = ("usage: python -m kit {train,eval,verify,report,describe,plugins,serve} ...  (train: [group=option ...] [key=value ...] [-m];"
+         " eval|verify: <job dir | sweep dir> [key=value ...]; report: <sweep_dir>;"
+         " describe: [model=<preset>] [model.path=DIR] [--json];"
          " plugins: [--json]; serve: serve.registry=<modifier job dir> [serve.port=N] [router=...])")
 
 

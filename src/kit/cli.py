@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from kit.config import conf_dir, register_resolvers
 from kit.errors import KitError
+from kit.sweep import sweep_group
 
 register_resolvers()
 
@@ -23,8 +24,7 @@ def job_identity() -> tuple[Path, str, str, list[str]]:
     job_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
     if hc.mode == RunMode.MULTIRUN:
-        sweep_dir = Path(hc.sweep.dir)
-        group = f"{sweep_dir.parent.name}-{sweep_dir.name}"
+        group = sweep_group(Path(hc.sweep.dir))
         name = ",".join(o for o in overrides if not o.startswith("+experiment")) or f"job{hc.job.num}"
     else:
         group = f"{job_dir.parent.name}-{job_dir.name}"

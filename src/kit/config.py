@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -22,6 +23,9 @@ def register_resolvers() -> None:
     from kit.schema import register
 
     register()
+    # conf/hydra/launcher/{basic,submitit_*}.yaml extend the launcher schemas of the same name;
+    # Hydra 1.3 merges them as intended and warns on every compose that this is deprecated.
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
     if not OmegaConf.has_resolver("kit.bundled"):
         OmegaConf.register_new_resolver("kit.bundled", lambda name: str(bundled(name)))
         OmegaConf.register_new_resolver("kit.mul", lambda a, b: a * b)

@@ -34,6 +34,38 @@ def skip_message(job_dir: Path) -> str:
     return f"kit: {job_dir} already done; skipping (its results are kept)"
 
 
+ATTEMPTS = "attempts"  # <job>/attempts/<n>/: the files of earlier unfinished attempts
+# What a job writes in its dir. Only these move aside: a run dir may be shared (hydra.run.dir=.).
+JOB_FILES = (SUMMARY, f".{SUMMARY}.tmp", "adapter", "hf_model", "torchtune_out", "torchtune.yaml",
+             "metrics.jsonl", "inspect_logs", "wandb", ".hydra", "cli.log")
+
+
+def set_aside(job_dir: Path) -> Path | None:
+    """Move an unfinished attempt's files to ``<job>/attempts/<n>/`` so the job can run
+    again in a clean dir; returns where they went (None: no unfinished attempt there; a
+    done job is never touched)."""
+    if not job_dir.is_dir() or is_done(job_dir) or not (read_summary(job_dir) or existing_outputs(job_dir)):
+        return None
+    entries = [job_dir / n for n in JOB_FILES if (job_dir / n).exists()] + sorted(job_dir.glob("kit-merged-*"))
+    attempts = job_dir / ATTEMPTS
+    n = 1 + max((int(p.name) for p in attempts.glob("*") if p.name.isdigit()), default=0)
+    dest = attempts / str(n)
+    dest.mkdir(parents=True)
+    for entry in entries:
+        entry.rename(dest / entry.name)
+    return dest
+
+
+def mark_failed(job_dir: Path, overrides: list[str], error: str) -> None:
+    """Record a failure the job could not write itself (killed, out of memory, time limit)."""
+    if is_done(job_dir):
+        return
+    job_dir.mkdir(parents=True, exist_ok=True)
+    summary = read_summary(job_dir) or {"overrides": overrides, "job_dir": str(job_dir)}
+    summary.update(status="failed", error=error, finished=time.time())
+    write_summary(job_dir, summary)
+
+
 def write_summary(job_dir: Path, summary: dict) -> None:
     tmp = job_dir / f".{SUMMARY}.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=str))
@@ -81,7 +113,7 @@ def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides
     if leftovers:  # a failed earlier attempt: keep its files, refuse to mix
         raise KitError(
             f"job dir {str(job_dir)!r} holds {leftovers} from an unfinished run; "
-            "expected an empty job dir (move them away to retry)"
+            "expected an empty job dir (kit's launchers move such attempts to <job>/attempts/)"
         )
     checked = preflight(cfg)
     from kit.versions import stack_versions
@@ -108,7 +140,7 @@ def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides
 
 
 def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: str) -> dict:
-    from kit import export, phases, train
+    from kit import export, phases, storage, train
     from kit.verify.reference import keep_torchtune_adapter
     from kit.wandb_logger import log_eval, phase_run
 
@@ -136,6 +168,7 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
             "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated["temp_peak_bytes"]},
             "timings": {"train_s": trained["seconds"], "export_s": export_seconds, "eval_s": evaluated["eval"]["seconds"]},
         }
+        result["storage"]["estimate"] = storage.other_checkpointer(cfg, base, trained["dtype"])
         log_eval(run, result)
     if cfg.verify.after_train:
         result["verify"] = verify_after_train(cfg, job_dir, checkpoint, {**result, "base_model": str(base),

@@ -79,10 +79,12 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
 
     Returns the run dir when a single run targets a job dir that already finished:
     Hydra would rewrite its ``.hydra/`` files, so the caller must not start Hydra.
+    A single run into a dir with an unfinished attempt moves that attempt to
+    ``<dir>/attempts/<n>/`` first (sweeps do this in kit.launcher).
     """
     from omegaconf import OmegaConf
 
-    from kit.job import is_done, preflight
+    from kit.job import is_done, preflight, set_aside
 
     overrides, multirun = split_args(args)
     plain = [o for o in overrides if not o.startswith("hydra")]
@@ -102,4 +104,7 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
         raise
     except Exception as e:  # Hydra / OmegaConf composition errors
         raise KitError(one_line(e)) from None
+    moved = None if multirun else set_aside(run_dir)
+    if moved:
+        print(f"kit: unfinished attempt in {run_dir} moved to {moved}; running it again")
     return None

@@ -70,7 +70,10 @@ def log_eval(run, summary: dict) -> None:
         return
     flat = flat_scores(summary)
     for key, value in summary["storage"].items():
-        flat[f"storage/{key}"] = value
+        if isinstance(value, dict):  # the other checkpointer's estimate (kit.storage)
+            flat[f"storage/estimate/{value['kind']}_checkpoint_bytes"] = value["checkpoint_bytes"]
+        elif value is not None:
+            flat[f"storage/{key}"] = value
     flat["checkpoint/bytes"] = summary["checkpoint"]["bytes"]
     for key, value in summary["timings"].items():
         flat[f"timings/{key}"] = value
