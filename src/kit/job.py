@@ -36,8 +36,9 @@ def skip_message(job_dir: Path) -> str:
 
 ATTEMPTS = "attempts"  # <job>/attempts/<n>/: the files of earlier unfinished attempts
 # What a job writes in its dir. Only these move aside: a run dir may be shared (hydra.run.dir=.).
-JOB_FILES = (SUMMARY, f".{SUMMARY}.tmp", "adapter", "hf_model", "torchtune_out", "torchtune.yaml",
-             "metrics.jsonl", "inspect_logs", "wandb", ".hydra", "cli.log")
+JOB_FILES = (SUMMARY, f".{SUMMARY}.tmp", "adapter", "hf_model", "merged", "modifiers", "modifiers.json",
+             "router_learned.json", "torchtune_out", "torchtune.yaml", "metrics.jsonl", "inspect_logs",
+             "verify", "verify.json", "verify.md", "wandb", ".hydra", "cli.log")
 
 
 def set_aside(job_dir: Path) -> Path | None:
