@@ -186,9 +186,7 @@ class ResidentBase:
                 if isinstance(m, LoraLayer) and name in m.lora_A]
 
     def _snapshot_for(self, name: str) -> None:
-        from kit.snapshot import Snapshot
-
-        from kit.snapshot import fingerprint
+        from kit.snapshot import Snapshot, fingerprint
 
         targets = frozenset(self._targets(name))
         if targets not in self.snapshots:  # taken while unmerged: the weights are pristine

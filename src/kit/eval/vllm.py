@@ -72,10 +72,12 @@ def server_rank(ranks: list[int], configured: int | None) -> int:
 
 
 def server_command(cfg, served: str, port: int, api_key: str, max_lora_rank: int | None, dtype: str) -> list[str]:
+    from kit.resident import TORCH_DTYPES
+
     v = cfg.vllm
-    program = ["vllm"] if str(getattr(v.server, "value", v.server)) == "vllm" else [sys.executable, "-m", "kit.vllm_standin"]
+    program = ["vllm"] if real_vllm(cfg) else [sys.executable, "-m", "kit.vllm_standin"]
     cmd = [*program, "serve", served, "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key,
-           "--dtype", {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype],
+           "--dtype", TORCH_DTYPES[dtype],
            "--seed", str(cfg.seed), "--gpu-memory-utilization", str(v.gpu_memory_utilization),
            "--tensor-parallel-size", str(v.tensor_parallel_size)]
     if max_lora_rank:
@@ -83,6 +85,11 @@ def server_command(cfg, served: str, port: int, api_key: str, max_lora_rank: int
     if v.max_model_len:
         cmd += ["--max-model-len", str(v.max_model_len)]
     return cmd + [str(a) for a in v.extra_args]
+
+
+def real_vllm(cfg) -> bool:
+    """eval.vllm.server: the real `vllm serve`, or kit's CPU stand-in."""
+    return str(getattr(cfg.vllm.server, "value", cfg.vllm.server)) == "vllm"
 
 
 def free_port() -> int:
@@ -94,7 +101,7 @@ def free_port() -> int:
 def start(cfg, served: str, max_lora_rank: int | None, log_dir: Path) -> Server:
     from kit.train import resolve_device, resolve_dtype
 
-    if str(getattr(cfg.vllm.server, "value", cfg.vllm.server)) == "vllm":
+    if real_vllm(cfg):
         import importlib.util
 
         if importlib.util.find_spec("vllm") is None:
