@@ -84,9 +84,9 @@ def setup_merge(base: Path, adapters: list[Path], device: str, dtype: str) -> tu
     """merge: merge_and_unload + save + reload, per adapter; keeps the last merged model."""
     import shutil
 
-    from kit.eval.merge import merge_to_folder
-    from kit.export import folder_bytes
-    from kit.loader import load_model
+    from kit.stages.eval.merge import merge_to_folder
+    from kit.stages.export import folder_bytes
+    from kit.core.loader import load_model
 
     setups, temp, model = [], 0, None
     for adapter in adapters:
@@ -168,8 +168,8 @@ def bench_vllm(base: Path, adapters: list[Path], batch: int, new_tokens: int) ->
 
 
 def measure(base: Path, adapters: list[Path], args, device: str, dtype: str) -> dict:
-    from kit.loader import load_model
-    from kit.resident import release_all, resident_for
+    from kit.core.loader import load_model
+    from kit.stages.resident import release_all, resident_for
 
     bare = load_model(base, dtype=dtype, device=device)
     release_all()

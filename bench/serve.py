@@ -104,8 +104,8 @@ def switch_times(registry: Path, repeats: int = 50) -> dict:
     """In process: set_adapter between two attached modifiers, and a lazy attach from disk."""
     import torch
 
-    from kit.modifiers import read_registry
-    from kit.resident import ResidentBase
+    from kit.stages.modifiers import read_registry
+    from kit.stages.resident import ResidentBase
 
     reg = read_registry(registry)
     resident = ResidentBase(reg.base, "cpu", "fp32", max_adapters=len(reg.modifiers))

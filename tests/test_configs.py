@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from kit.config import conf_dir
-from kit.errors import KitError
-from kit.preflight import check_overrides, compose, expand
+from kit.core.config import conf_dir
+from kit.core.errors import KitError
+from kit.stages.preflight import check_overrides, compose, expand
 
 GROUPS = ["model", "checkpointer", "eval", "phase", "serve", "router", "dataset", "tasks", "logger", "trainer", "lora"]
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from kit.models import FAMILIES, _call
+from kit.core.models import FAMILIES, _call
 
 TOL = 1e-4
 SHAPE = dict(vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,

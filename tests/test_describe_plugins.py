@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import run_kit
 
-from kit.describe import describe, describe_folder
-from kit.loader import load_model
+from kit.commands.describe import describe, describe_folder
+from kit.core.loader import load_model
 
 LLAMA_3_1_8B = {  # the real config.json values of meta-llama/Llama-3.1-8B
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
@@ -109,7 +109,7 @@ def plugins(kit_cache, tmp_path, env_path=None):
 
 
 def test_plugins_lists_every_group_and_checks_for_real(kit_cache, tmp_path):
-    from kit.eval import STRATEGIES
+    from kit.stages.eval import STRATEGIES
 
     proc = plugins(kit_cache, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -135,7 +135,7 @@ def test_plugins_sees_a_missing_executable(kit_cache, tmp_path):
 
 
 def test_vllm_strategy_needs_vllm_and_cuda():
-    from kit.plugins import EVAL_NEEDS
+    from kit.commands.plugins import EVAL_NEEDS
 
     _, needs = EVAL_NEEDS["vllm"]
     missing = [m for m in (check() for check in needs) if m]

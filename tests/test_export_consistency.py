@@ -8,14 +8,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kit.config import register_resolvers
-from kit.loader import load_model
-from kit.preflight import compose
+from kit.core.config import register_resolvers
+from kit.core.loader import load_model
+from kit.stages.preflight import compose
 
 
 @pytest.fixture(scope="module")
 def full_run(tiny_base, tmp_path_factory):
-    from kit import train
+    from kit.stages import train
 
     register_resolvers()
     job = tmp_path_factory.mktemp("full_run")
@@ -33,7 +33,7 @@ def logits(model, ids):
 def test_peft_adapter_matches_torchtune_full_export(full_run, tiny_base):
     from peft import PeftModel
 
-    from kit.export import export_adapter, export_full
+    from kit.stages.export import export_adapter, export_full
 
     job, epoch_dir = full_run
     full = load_model(export_full(epoch_dir, job))

@@ -4,8 +4,8 @@ turns into the sbatch script a user expects (GPUs follow trainer.nproc_per_node)
 import pytest
 from hydra.utils import instantiate
 
-from kit.config import conf_dir
-from kit.preflight import compose
+from kit.core.config import conf_dir
+from kit.stages.preflight import compose
 
 LAUNCHERS = sorted(p.stem for p in (conf_dir() / "hydra" / "launcher").glob("*.yaml"))
 KIT_CLASSES = {"BasicLauncher", "LocalLauncher", "SlurmLauncher"}

@@ -1,4 +1,4 @@
-"""kit.loader: the Auto class from config.json, load arguments passed through,
+"""kit.core.loader: the Auto class from config.json, load arguments passed through,
 safetensors only, no remote code, nothing fetched, clear one-line errors."""
 
 import json
@@ -7,9 +7,9 @@ import shutil
 import pytest
 import torch
 
-from kit.errors import KitError
-from kit.loader import load_model, load_model_from_config, load_tokenizer, loader_for
-from kit.preflight import compose
+from kit.core.errors import KitError
+from kit.core.loader import load_model, load_model_from_config, load_tokenizer, loader_for
+from kit.stages.preflight import compose
 
 
 def save_tiny(model_cls, config, folder):

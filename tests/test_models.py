@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from kit.errors import KitError
-from kit.models import FAMILIES, family_of, weight_files
-from kit.train import torchrun_command
+from kit.core.errors import KitError
+from kit.core.models import FAMILIES, family_of, weight_files
+from kit.stages.train import torchrun_command
 
 LORA = dict(lora_attn_modules=["q_proj", "v_proj"], apply_lora_to_mlp=True, lora_rank=2, lora_alpha=4)
 SMALL = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -57,8 +57,8 @@ def chat(c, model, text):
 
 
 def test_registry_records_separate_modifiers_on_one_base(modifier_job, tiny_base):
-    from kit.export import folder_bytes
-    from kit.modifiers import base_fingerprint
+    from kit.stages.export import folder_bytes
+    from kit.stages.modifiers import base_fingerprint
 
     registry = json.loads((modifier_job / "modifiers.json").read_text())
     fingerprint = base_fingerprint(tiny_base)
@@ -153,9 +153,9 @@ def test_inspect_and_kit_eval_through_the_server(server, modifier_job, kit_cache
 
 
 def test_routers_learned_and_rules(modifier_job):
-    from kit.data import bundled, read_jsonl
-    from kit.modifiers import read_registry
-    from kit.serve.router import LearnedRouter, RulesRouter
+    from kit.core.data import bundled, read_jsonl
+    from kit.stages.modifiers import read_registry
+    from kit.stages.serve.router import LearnedRouter, RulesRouter
 
     registry = read_registry(modifier_job)
     learned = LearnedRouter.load(registry.learned_router, 0.3)
@@ -174,10 +174,10 @@ def test_lazy_store_evicts_and_never_reloads_the_base(modifier_job):
     """In process: preload off, room for 2 of 3 modifiers; the base is loaded once."""
     from omegaconf import OmegaConf
 
-    import kit.resident as resident
-    from kit.modifiers import read_registry
-    from kit.schema import RouterConfig, ServeConfig
-    from kit.serve.app import ServeApp
+    import kit.stages.resident as resident
+    from kit.stages.modifiers import read_registry
+    from kit.core.schema import RouterConfig, ServeConfig
+    from kit.stages.serve.app import ServeApp
 
     resident.release_all()
     loads = resident.LOADS

@@ -42,7 +42,7 @@ def test_learning_signal_on_held_out_rows(default_job):
 
 
 def test_held_out_rows_are_not_training_rows():
-    from kit.data import bundled, read_jsonl
+    from kit.core.data import bundled, read_jsonl
 
     train = {r["question"] for r in read_jsonl(bundled("parity_train.jsonl"))}
     test = {r["question"] for r in read_jsonl(bundled("parity_test.jsonl"))}

@@ -139,9 +139,9 @@ def llama_job(base: Path, job: Path, kind: str, cfg) -> dict:
     from torchtune.training import FullModelHFCheckpointer
     from omegaconf import OmegaConf
 
-    from kit import export, train
-    from kit.models import _call, family_of
-    from kit.verify.reference import keep_torchtune_adapter
+    from kit.stages import export, train
+    from kit.core.models import _call, family_of
+    from kit.stages.verify.reference import keep_torchtune_adapter
 
     family = family_of(base)
     section = train.model_section(cfg, family, base)
@@ -176,8 +176,8 @@ def llama_job(base: Path, job: Path, kind: str, cfg) -> dict:
 def test_verify_passes_on_a_tiny_llama3(tiny_base, tmp_path, kind):
     from omegaconf import OmegaConf
 
-    from kit.preflight import compose
-    from kit.verify import verify_checkpoint
+    from kit.stages.preflight import compose
+    from kit.stages.verify import verify_checkpoint
 
     base = tiny_llama_base(tiny_base, tmp_path / "llama")
     cfg = compose("train", [f"model.path={base}", "logger=none", f"checkpointer={kind}", "verify.limit=4"])

@@ -10,16 +10,16 @@ from __future__ import annotations
 import importlib
 import sys
 
-from kit.errors import KitError
+from kit.core.errors import KitError
 
-COMMANDS = {"train": "kit.cli:train_main"}  # Hydra apps: overrides composed and checked first
+COMMANDS = {"train": "kit.commands.train:train_main"}  # Hydra apps: overrides composed and checked first
 PLAIN_COMMANDS = {  # main(args) -> exit status
-    "eval": "kit.eval_command:main",
-    "report": "kit.sweep:report_main",
-    "describe": "kit.describe:main",
-    "plugins": "kit.plugins:main",
-    "serve": "kit.serve.command:main",
-    "verify": "kit.verify.command:main",
+    "eval": "kit.commands.eval:main",
+    "report": "kit.stages.sweep:report_main",
+    "describe": "kit.commands.describe:main",
+    "plugins": "kit.commands.plugins:main",
+    "serve": "kit.commands.serve:main",
+    "verify": "kit.commands.verify:main",
 }
 USAGE = ("usage: python -m kit {train,eval,verify,report,describe,plugins,serve} ...  (train: [group=option ...] [key=value ...] [-m];"
          " eval|verify: <job dir | sweep dir> [key=value ...]; report: <sweep_dir>;"
@@ -40,14 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kit: error: unknown command {command!r}; expected one of {expected}", file=sys.stderr)
         return 2
     try:
-        from kit.preflight import check_overrides
+        from kit.stages.preflight import check_overrides
 
         finished = check_overrides("train", rest)
     except KitError as e:
         print(f"kit: error: {e}", file=sys.stderr)
         return 2
     if finished:
-        from kit.job import skip_message
+        from kit.stages.job import skip_message
 
         print(skip_message(finished))
         return 0

@@ -4,7 +4,7 @@ Hydra instantiates launchers only from classes defined under the ``hydra_plugins
 package, so they are named here; what they do is in kit/launcher.py.
 """
 
-from kit import launcher
+from kit.stages import launcher
 
 
 class BasicLauncher(launcher.BasicLauncher):

@@ -1,0 +1,81 @@
+"""Config group ``logger``: one W&B run per job phase (job_type train / eval).
+
+Offline by default: run files land in ``<job>/wandb/`` and need no account.
+With ``logger=none`` every call here is a no-op.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+# The open run of the current phase; torchtune's metric logger writes to it.
+active_run = None
+
+
+@contextmanager
+def phase_run(logger_cfg, job_dir: Path, job_type: str, group: str, name: str, config: dict):
+    """Open a W&B run for one phase of a job; yields the run (or None)."""
+    if logger_cfg.kind == "none" or logger_cfg.mode == "disabled":
+        yield None
+        return
+    import wandb
+
+    run = wandb.init(
+        project=logger_cfg.project,
+        entity=logger_cfg.entity,
+        mode=str(logger_cfg.mode.value if hasattr(logger_cfg.mode, "value") else logger_cfg.mode),
+        dir=str(job_dir),
+        group=group,
+        job_type=job_type,
+        name=f"{name}-{job_type}",
+        tags=list(logger_cfg.tags),
+        config=config,
+        reinit="create_new",
+        settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
+    )
+    global active_run
+    active_run = run
+    try:
+        yield run
+    except BaseException:
+        run.finish(exit_code=1)
+        raise
+    finally:
+        active_run = None
+    run.finish()
+
+
+def flat_scores(summary: dict) -> dict:
+    flat = {}
+    for prefix in ("scores", "base_scores"):
+        for task, metrics in (summary.get(prefix) or {}).items():
+            for metric, value in metrics.items():
+                flat[f"{prefix}/{task}/{metric}"] = value
+    return flat
+
+
+def log_scores(run, entry: dict) -> None:
+    """One ``kit eval`` result (an ``evals`` entry) into its eval run's summary."""
+    if run is None:
+        return
+    flat = {**flat_scores(entry), "eval/strategy": entry["strategy"], "timings/eval_s": entry["eval"]["seconds"]}
+    run.log({k: v for k, v in flat.items() if not isinstance(v, str)})
+    run.summary.update(flat)
+
+
+def log_eval(run, summary: dict) -> None:
+    """Scores, base scores and storage into the eval run's summary."""
+    if run is None:
+        return
+    flat = flat_scores(summary)
+    for key, value in summary["storage"].items():
+        if isinstance(value, dict):  # the other checkpointer's estimate (kit.stages.storage)
+            flat[f"storage/estimate/{value['kind']}_checkpoint_bytes"] = value["checkpoint_bytes"]
+        elif value is not None:
+            flat[f"storage/{key}"] = value
+    flat["checkpoint/bytes"] = summary["checkpoint"]["bytes"]
+    for key, value in summary["timings"].items():
+        flat[f"timings/{key}"] = value
+    run.log(flat)
+    run.summary.update(flat)

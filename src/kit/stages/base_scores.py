@@ -1,0 +1,57 @@
+"""Scores of the untrained base on the same tasks, cached per base model.
+
+The cache key covers what changes the number: the base folder's identity
+(path, weight file names, sizes and mtimes), the task specs and the generation
+settings. Every job of a sweep reuses one evaluation. Strategies that keep a
+resident base (direct, merge_in_memory) score it through that same copy
+(``peft/base``), so the base is never loaded a second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from kit.core.tiny import cache_root
+
+RESIDENT_STRATEGIES = ("direct", "merge_in_memory")
+
+
+def resolved_dtype(eval_cfg) -> str:
+    from kit.stages.train import resolve_device, resolve_dtype
+
+    return resolve_dtype(eval_cfg.dtype, resolve_device(eval_cfg.device))
+
+
+def cache_key(base: Path, tasks: list[str], eval_cfg, limit) -> str:
+    files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in base.glob("*.safetensors"))
+    ident = {
+        "base": str(base), "files": files, "tasks": list(tasks), "limit": limit,
+        "gen": [eval_cfg.max_tokens, eval_cfg.temperature, eval_cfg.seed, resolved_dtype(eval_cfg)],
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def score_base(ctx) -> dict:
+    from dataclasses import replace
+
+    from kit.stages.eval.direct import evaluate_with_peft
+    from kit.stages.eval.merge import evaluate_folder
+
+    if ctx.eval_cfg.strategy in RESIDENT_STRATEGIES:
+        return evaluate_with_peft(replace(ctx, checkpoint_kind="adapter", checkpoint_path=Path("base")), merge=False)
+    return evaluate_folder(replace(ctx, checkpoint_kind="full", checkpoint_path=ctx.base), ctx.base, "kit-base")
+
+
+def base_scores(ctx) -> dict:
+    path = cache_root() / "base_scores" / f"{cache_key(ctx.base, ctx.tasks, ctx.eval_cfg, ctx.limit)}.json"
+    if path.exists():
+        return {**json.loads(path.read_text()), "cached": True}
+    result = score_base(ctx)
+    record = {"scores": result["scores"], "logs": result["logs"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{id(record)}.tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(path)  # atomic: parallel sweep jobs never read half a file
+    return {**record, "cached": False}

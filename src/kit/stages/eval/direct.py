@@ -1,0 +1,49 @@
+"""``eval=direct``: the base plus the unmerged adapter, through kit's ``peft/``
+Inspect provider. The base is loaded once per process and reused by every task
+and every adapter; nothing is written to disk."""
+
+from __future__ import annotations
+
+import time
+
+from kit.stages.eval.context import EvalContext
+from kit.stages.eval.merge import evaluate_folder
+from kit.stages.inspect_runner import run_inspect
+
+
+def peft_model(ctx: EvalContext, merge: bool):
+    from inspect_ai.model import GenerateConfig, get_model
+
+    cfg = ctx.eval_cfg
+    return get_model(
+        f"peft/{ctx.checkpoint_path}",
+        memoize=False,
+        config=GenerateConfig(max_connections=int(cfg.batch_size)),
+        base=str(ctx.base),
+        device=cfg.device,
+        dtype=cfg.dtype,
+        merge=merge,
+        check_restore=bool(cfg.check_restore),
+        max_adapters=int(cfg.max_adapters),
+        do_sample=float(cfg.temperature) > 0,
+        trust_remote_code=ctx.trust_remote_code,
+    )
+
+
+def evaluate_with_peft(ctx: EvalContext, merge: bool) -> dict:
+    if ctx.checkpoint_kind == "full":
+        return {**evaluate_folder(ctx, ctx.checkpoint_path, "kit-full"), "temp_peak_bytes": 0}
+    start = time.perf_counter()
+    model = peft_model(ctx, merge)
+    setup = time.perf_counter() - start
+    try:
+        result = run_inspect(model, ctx.tasks, ctx.log_dir, ctx.eval_cfg, ctx.limit)
+    finally:
+        model.api.close()  # restores the base after an in-memory merge
+    from kit.stages import resident
+
+    return {**result, "temp_peak_bytes": 0, "setup_seconds": setup, "base_loads_in_process": resident.LOADS}
+
+
+def evaluate(ctx: EvalContext) -> dict:
+    return evaluate_with_peft(ctx, merge=False)

@@ -1,0 +1,55 @@
+"""``eval=merge``: PEFT base + adapter -> ``merge_and_unload`` -> temporary folder
+-> Inspect's ``hf`` provider. The folder is removed whatever happens, Ctrl-C
+included (``finally``), and its size is reported as ``temp_peak_bytes``.
+
+A full checkpoint is already a merged model: it is evaluated as a plain ``hf`` model.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from kit.stages.eval.context import EvalContext
+from kit.stages.export import folder_bytes
+from kit.stages.inspect_runner import hf_model, run_inspect
+
+
+def merge_to_folder(base: Path, adapter: Path, out: Path) -> None:
+    from peft import PeftModel
+
+    from kit.core.loader import load_model, load_tokenizer
+    from kit.stages.resident import check_fits, read_adapter
+
+    _, shapes = read_adapter(adapter)  # one-line errors naming the bad file, before any work
+    model = load_model(base, dtype="float32")
+    check_fits(shapes, model, adapter / "adapter_model.safetensors")
+    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    load_tokenizer(base).save_pretrained(out)
+    del model
+
+
+def evaluate_folder(ctx: EvalContext, path: Path, name: str) -> dict:
+    model = hf_model(path, name, ctx.eval_cfg, ctx.trust_remote_code)
+    try:
+        return run_inspect(model, ctx.tasks, ctx.log_dir, ctx.eval_cfg, ctx.limit)
+    finally:
+        model.api.close()
+
+
+def evaluate(ctx: EvalContext) -> dict:
+    if ctx.checkpoint_kind == "full":
+        return {**evaluate_folder(ctx, ctx.checkpoint_path, "kit-full"), "temp_peak_bytes": 0}
+    tmp = Path(tempfile.mkdtemp(prefix="kit-merged-", dir=ctx.tmp_root))
+    try:
+        start = time.perf_counter()
+        merge_to_folder(ctx.base, ctx.checkpoint_path, tmp)
+        merge_seconds = time.perf_counter() - start
+        temp_bytes = folder_bytes(tmp)
+        result = evaluate_folder(ctx, tmp, "kit-merged")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {**result, "temp_peak_bytes": temp_bytes, "merge_seconds": merge_seconds}

@@ -1,0 +1,14 @@
+"""Inspect AI model providers kit registers (entry point ``inspect_ai = kit.stages.registry``).
+
+Each provider is a factory that imports its heavy class lazily, as Inspect's own
+providers do, so importing kit's registry costs nothing.
+"""
+
+from inspect_ai.model import modelapi
+
+
+@modelapi(name="peft")
+def peft():
+    from kit.stages.providers.peft_api import PeftAPI
+
+    return PeftAPI
