@@ -6,7 +6,8 @@ import pytest
 
 from kit.core.config import conf_dir
 from kit.core.errors import KitError
-from kit.stages.preflight import check_overrides, compose, expand
+from kit.stages.preflight import check_overrides, expand
+from kit.core.config import compose
 
 GROUPS = ["model", "checkpointer", "eval", "phase", "serve", "router", "dataset", "tasks", "logger", "trainer", "lora"]
 

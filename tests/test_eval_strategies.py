@@ -34,8 +34,9 @@ def completions(log_files: list[str]) -> dict:
 
 @pytest.fixture(scope="module")
 def strategy_runs(trained_job, tmp_path_factory):
-    from kit.commands.eval import checkpoint_of, job_config
-    from kit.stages.job import evaluate, read_summary
+    from kit.core.jobdir import checkpoint_of, job_config
+    from kit.stages.job import evaluate
+    from kit.core.jobdir import read_summary
 
     job = copy_job(trained_job, tmp_path_factory.mktemp("strategies") / "job")
     summary = read_summary(job)
@@ -71,7 +72,7 @@ def test_no_temporary_disk_except_merge(strategy_runs):
 
 def test_merge_in_memory_restores_the_base_bit_exactly(trained_job):
     from kit.stages.resident import release_all, resident_for
-    from kit.stages.job import read_summary
+    from kit.core.jobdir import read_summary
 
     release_all()
     summary = read_summary(trained_job)
@@ -91,7 +92,7 @@ def test_peft_provider_loads_the_base_once_for_tasks_and_adapters(trained_job, r
     from inspect_ai.model import get_model
 
     from kit.stages import resident
-    from kit.stages.job import read_summary
+    from kit.core.jobdir import read_summary
 
     resident.release_all()
     base = read_summary(trained_job)["base_model"]
@@ -110,7 +111,7 @@ def test_peft_provider_from_inspects_own_cli(trained_job, tmp_path, kit_cache):
     import os
     import subprocess
 
-    from kit.stages.job import read_summary
+    from kit.core.jobdir import read_summary
 
     from conftest import OFFLINE
 
@@ -138,7 +139,7 @@ def test_memory_flat_over_100_adapter_switches(trained_job, rank_sweep):
     so every switch evicts and reloads one; merged and unmerged turns alternate."""
     import torch
 
-    from kit.stages.job import read_summary
+    from kit.core.jobdir import read_summary
     from kit.stages.resident import release_all, resident_for
 
     release_all()
@@ -166,7 +167,7 @@ def test_memory_flat_over_100_adapter_switches(trained_job, rank_sweep):
 
 def test_resident_base_survives_bad_adapters(trained_job, tmp_path):
     from kit.core.errors import KitError
-    from kit.stages.job import read_summary
+    from kit.core.jobdir import read_summary
     from kit.stages.resident import release_all, resident_for
 
     release_all()
@@ -206,8 +207,9 @@ def _vllm_importable() -> bool:
 @pytest.mark.gpu
 @pytest.mark.skipif(not _vllm_importable(), reason="real vLLM needs a CUDA machine with vllm installed")
 def test_real_vllm_matches_direct(trained_job, tmp_path):
-    from kit.commands.eval import checkpoint_of, job_config
-    from kit.stages.job import evaluate, read_summary
+    from kit.core.jobdir import checkpoint_of, job_config
+    from kit.stages.job import evaluate
+    from kit.core.jobdir import read_summary
 
     job = copy_job(trained_job, tmp_path / "job")
     summary = read_summary(job)

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from kit.core.config import register_resolvers
 from kit.core.loader import load_model
-from kit.stages.preflight import compose
+from kit.core.config import compose
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 from hydra.utils import instantiate
 
 from kit.core.config import conf_dir
-from kit.stages.preflight import compose
+from kit.core.config import compose
 
 LAUNCHERS = sorted(p.stem for p in (conf_dir() / "hydra" / "launcher").glob("*.yaml"))
 KIT_CLASSES = {"BasicLauncher", "LocalLauncher", "SlurmLauncher"}

@@ -9,7 +9,7 @@ import torch
 
 from kit.core.errors import KitError
 from kit.core.loader import load_model, load_model_from_config, load_tokenizer, loader_for
-from kit.stages.preflight import compose
+from kit.core.config import compose
 
 
 def save_tiny(model_cls, config, folder):

@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import run_kit
 
-from kit.stages.job import is_done, mark_failed, set_aside, write_summary
+from kit.core.jobdir import is_done, mark_failed, set_aside, write_summary
 
 
 def test_set_aside_keeps_every_attempt_and_never_moves_a_done_job(tmp_path):

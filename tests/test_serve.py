@@ -155,7 +155,7 @@ def test_inspect_and_kit_eval_through_the_server(server, modifier_job, kit_cache
 def test_routers_learned_and_rules(modifier_job):
     from kit.core.data import bundled, read_jsonl
     from kit.stages.modifiers import read_registry
-    from kit.stages.serve.router import LearnedRouter, RulesRouter
+    from kit.stages.router import LearnedRouter, RulesRouter
 
     registry = read_registry(modifier_job)
     learned = LearnedRouter.load(registry.learned_router, 0.3)

@@ -176,7 +176,7 @@ def llama_job(base: Path, job: Path, kind: str, cfg) -> dict:
 def test_verify_passes_on_a_tiny_llama3(tiny_base, tmp_path, kind):
     from omegaconf import OmegaConf
 
-    from kit.stages.preflight import compose
+    from kit.core.config import compose
     from kit.stages.verify import verify_checkpoint
 
     base = tiny_llama_base(tiny_base, tmp_path / "llama")

@@ -11,11 +11,13 @@ import importlib
 import sys
 
 from kit.core.errors import KitError
+from kit.core.jobdir import skip_message
+from kit.stages.preflight import check_overrides
 
 COMMANDS = {"train": "kit.commands.train:train_main"}  # Hydra apps: overrides composed and checked first
 PLAIN_COMMANDS = {  # main(args) -> exit status
     "eval": "kit.commands.eval:main",
-    "report": "kit.stages.sweep:report_main",
+    "report": "kit.commands.report:main",
     "describe": "kit.commands.describe:main",
     "plugins": "kit.commands.plugins:main",
     "serve": "kit.commands.serve:main",
@@ -40,14 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kit: error: unknown command {command!r}; expected one of {expected}", file=sys.stderr)
         return 2
     try:
-        from kit.stages.preflight import check_overrides
 
         finished = check_overrides("train", rest)
     except KitError as e:
         print(f"kit: error: {e}", file=sys.stderr)
         return 2
     if finished:
-        from kit.stages.job import skip_message
 
         print(skip_message(finished))
         return 0

@@ -11,7 +11,12 @@ import json
 import sys
 from pathlib import Path
 
+from kit.core.base_model import resolve_base
+from kit.core.cli_parser import OneLineParser
+from kit.core.config import compose, one_line
 from kit.core.errors import KitError
+from kit.core.loader import LOADERS, loader_for, model_folder
+from kit.core.models import family_of
 
 LORA_LAYER_TYPES = ("Linear", "Conv1D")  # module classes PEFT LoRA wraps in these models
 
@@ -69,7 +74,6 @@ def meta_model(path: Path, loader: str = "auto", trust_remote_code: bool = False
     import torch
     import transformers
 
-    from kit.core.loader import LOADERS, loader_for
 
     name = loader_for(path) if loader == "auto" else loader
     config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code,
@@ -84,7 +88,6 @@ def weights_on_disk(path: Path) -> dict:
 
 
 def torchtune_family(path: Path) -> dict | None:
-    from kit.core.models import family_of
 
     try:
         family = family_of(path)
@@ -95,7 +98,6 @@ def torchtune_family(path: Path) -> dict | None:
 
 
 def describe_folder(path: Path, loader: str = "auto", trust_remote_code: bool = False) -> dict:
-    from kit.core.loader import loader_for, model_folder
 
     path = model_folder(path)
     info = describe(meta_model(path, loader, trust_remote_code))
@@ -141,7 +143,6 @@ def table(info: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from kit.core.cli_parser import OneLineParser
 
     parser = OneLineParser(prog="kit describe", description="Describe a base model (from its config.json).")
     parser.add_argument("overrides", nargs="*", help="Hydra-style overrides of the train config, e.g. model=tiny")
@@ -157,8 +158,6 @@ def main(argv: list[str]) -> int:
 
 
 def describe_from_overrides(overrides: list[str]) -> dict:
-    from kit.core.base_model import resolve_base
-    from kit.stages.preflight import compose, one_line
 
     bad = [o for o in overrides if "=" not in o]
     if bad:

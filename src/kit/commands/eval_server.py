@@ -15,7 +15,9 @@ import os
 import time
 from pathlib import Path
 
+from kit.core.config import compose, one_line
 from kit.core.errors import KitError
+from kit.stages.inspect_runner import load_task_specs, run_inspect
 
 
 def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -41,8 +43,6 @@ def main(args: list[str]) -> int:
     from inspect_ai.model import GenerateConfig, get_model
     from omegaconf import OmegaConf
 
-    from kit.stages.inspect_runner import load_task_specs, run_inspect
-    from kit.stages.preflight import compose, one_line
 
     known, overrides = parse(args)
     try:

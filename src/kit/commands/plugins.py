@@ -13,6 +13,9 @@ import shutil
 import sys
 from typing import Callable
 
+from kit.core.cli_parser import OneLineParser
+from kit.stages.eval import STRATEGIES
+
 Check = Callable[[], "str | None"]  # None when met, else what is missing
 
 
@@ -74,7 +77,6 @@ EVAL_NEEDS: dict[str, tuple[str, tuple[Check, ...]]] = {
 
 
 def eval_strategies() -> dict[str, tuple[str, tuple[Check, ...]]]:
-    from kit.stages.eval import STRATEGIES
 
     out = {}
     for name, target in STRATEGIES.items():
@@ -107,7 +109,6 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from kit.core.cli_parser import OneLineParser
 
     parser = OneLineParser(prog="kit plugins", description="What kit can run here, and what is missing.")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -12,7 +12,11 @@ import signal
 import sys
 from pathlib import Path
 
+from kit.core.config import compose, one_line
 from kit.core.errors import KitError
+from kit.stages.modifiers import base_fingerprint, check_same_base, read_registry
+from kit.stages.serve.app import ServeApp
+from kit.stages.serve.http import make_server
 
 USAGE = "usage: python -m kit serve serve.registry=<phase=modifier job dir> [serve.port=8000] [router=rules|learned|none] [key=value ...]"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -21,7 +25,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def config(args: list[str]):
     from omegaconf import OmegaConf
 
-    from kit.stages.preflight import compose, one_line
 
     if any(not a.count("=") for a in args):
         raise KitError(f"unexpected argument(s) {[a for a in args if '=' not in a]}; {USAGE}")
@@ -37,9 +40,6 @@ def config(args: list[str]):
 
 def build(cfg):
     """(app, server) ready to serve; every check done before the socket opens."""
-    from kit.stages.modifiers import base_fingerprint, check_same_base, read_registry
-    from kit.stages.serve.app import ServeApp
-    from kit.stages.serve.http import make_server
 
     registry = read_registry(Path(cfg.serve.registry))
     base = Path(cfg.serve.base or registry.base)

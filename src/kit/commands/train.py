@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from kit.core.config import conf_dir, register_resolvers
 from kit.core.errors import KitError
+from kit.stages.job import run_job
 from kit.stages.sweep import sweep_group
 
 register_resolvers()
@@ -34,7 +35,6 @@ def job_identity() -> tuple[Path, str, str, list[str]]:
 
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
 def train_main(cfg: DictConfig) -> dict:
-    from kit.stages.job import run_job
 
     job_dir, group, name, overrides = job_identity()
     try:

@@ -12,26 +12,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from kit.core.cli_parser import target_and_overrides
 from kit.core.errors import KitError
+from kit.core.jobdir import (
+    checkpoint_of,
+    find_jobs,
+    job_config,
+    peer_adapters,
+    read_summary,
+)
+from kit.stages.verify import check_names
+from kit.stages.verify.run import verify_job
 
 USAGE = "usage: python -m kit verify <job dir | sweep dir> [verify.checks=[...]] [verify.dtype=fp32] [key=value ...]"
-
-
-def verify_job(cfg, job_dir: Path, summary: dict, checkpoint: dict, peers: list[Path], run_name: str) -> dict:
-    """Verify one job, write its report, reference it in summary.json and log it to W&B."""
-    from kit.stages.job import plain_config, read_summary, write_summary
-    from kit.stages.verify import verify_checkpoint
-    from kit.stages.verify.report import log_table, summary_entry
-    from kit.core.wandb_logger import phase_run
-
-    base = Path(summary["base_model"])
-    with phase_run(cfg.logger, job_dir, "verify", summary.get("group", job_dir.name), run_name, plain_config(cfg)) as run:
-        report = verify_checkpoint(cfg, job_dir, base, checkpoint, peers)
-        log_table(run, report)
-    fresh = read_summary(job_dir) or summary  # re-read: change only the verify entry
-    fresh["verify"] = summary_entry(report)
-    write_summary(job_dir, fresh)
-    return report
 
 
 def print_report(job: str, report: dict) -> None:
@@ -40,9 +33,6 @@ def print_report(job: str, report: dict) -> None:
 
 
 def run(target: Path, overrides: list[str]) -> int:
-    from kit.commands.eval import checkpoint_of, find_jobs, job_config, peer_adapters
-    from kit.stages.job import read_summary
-    from kit.stages.verify import check_names
 
     plans = []
     for job_dir in find_jobs(target):  # compose everything first: a bad override fails before any check
@@ -71,7 +61,6 @@ def run(target: Path, overrides: list[str]) -> int:
 
 
 def main(args: list[str]) -> int:
-    from kit.commands.eval import target_and_overrides
 
     parsed = target_and_overrides(args, USAGE)
     return 2 if parsed is None else run(*parsed)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from kit.core.errors import KitError
+from kit.core.tiny import tiny_model_dir
 
 
 def network_allowed(model_cfg) -> bool:
@@ -27,7 +28,6 @@ def resolve_base(model_cfg, config_only: bool = False) -> Path:
     if model_cfg.hf_id:
         return _from_hub(model_cfg, ["config.json"] if config_only else None)
     if model_cfg.name == "tiny":
-        from kit.core.tiny import tiny_model_dir
 
         return tiny_model_dir()
     raise KitError(f"model {model_cfg.name!r} has neither path nor hf_id; set model.path=<HF folder>")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kit.core.errors import KitError
 
-BUNDLED = Path(__file__).parent / "bundled"
+BUNDLED = Path(__file__).parents[1] / "bundled"
 
 
 def bundled(name: str) -> Path:

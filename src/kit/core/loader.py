@@ -13,7 +13,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from kit.core.base_model import resolve_base
+from kit.core.device import resolve_device, torch_dtype
 from kit.core.errors import KitError
+from kit.core.models import read_config, weight_files
 
 # loader name -> transformers Auto class
 LOADERS = {
@@ -21,8 +24,6 @@ LOADERS = {
     "seq2seq_lm": "AutoModelForSeq2SeqLM",
     "masked_lm": "AutoModelForMaskedLM",
 }
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16"}
 
 
 def _auto_tables() -> dict[str, dict]:
@@ -57,7 +58,6 @@ def loader_for(config: dict | Path) -> str:
     model_type in both the masked-LM and causal-LM tables counts as masked_lm.
     """
     if isinstance(config, (str, Path)):
-        from kit.core.models import read_config
 
         config = read_config(Path(config))
     supported = supported_model_types()
@@ -75,18 +75,6 @@ def loader_for(config: dict | Path) -> str:
         f"model_type {model_type!r} (architectures {config.get('architectures')}) is not supported "
         f"by any kit loader; expected a model_type of {listed}"
     )
-
-
-def torch_dtype(dtype: str, device: str):
-    """kit's dtype names; ``auto`` = bf16 on CUDA that supports it, else fp32 (as in training)."""
-    import torch
-
-    from kit.stages.train import resolve_dtype
-
-    name = DTYPES.get(resolve_dtype(dtype, device))
-    if name is None:
-        raise KitError(f"dtype {dtype!r} unknown; expected one of {['auto', *DTYPES]}")
-    return getattr(torch, name)
 
 
 def quantization_config(load_in_4bit: bool, load_in_8bit: bool, dtype):
@@ -137,8 +125,6 @@ def load_model(
     (or placed by ``device_map``; quantized models are placed by ``device_map``)."""
     import transformers
 
-    from kit.core.models import weight_files
-    from kit.stages.train import resolve_device
 
     path = model_folder(path)
     name = loader_for(path) if loader == "auto" else loader
@@ -191,7 +177,6 @@ def load_args(model_cfg) -> dict:
 
 def load_model_from_config(model_cfg, **overrides):
     """``load_model`` for the ``model`` config node: path via kit.core.base_model.resolve_base."""
-    from kit.core.base_model import resolve_base
 
     return load_model(resolve_base(model_cfg), **{**load_args(model_cfg), **overrides})
 

@@ -64,9 +64,14 @@ def fingerprint(model, names: list[str] | None = None) -> str:
         params = dict(model.named_parameters())
     else:
         params = {n: get_param(model, n) for n in names}
+    return hash_tensors((name, params[name]) for name in sorted(params))
+
+
+def hash_tensors(named_tensors) -> str:
+    """The one tensor-hash scheme (model fingerprints, base-folder fingerprints): sha256
+    over ``name|dtype|shape|`` and the exact bytes of each (name, tensor), in the order given."""
     digest = hashlib.sha256()
-    for name in sorted(params):
-        tensor = params[name]
+    for name, tensor in named_tensors:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(_bytes(tensor))
     return digest.hexdigest()
@@ -176,7 +181,10 @@ def adapter_target_modules(model, adapter_config) -> list[str]:
     """Names of the model's modules a LoRA adapter config targets, matched by PEFT's
     own rule (exact name or ``.``-suffix for a list, full regex match for a string,
     ``all-linear``, ``layers_to_transform``, ``exclude_modules``)."""
-    from peft.tuners.tuners_utils import _maybe_include_all_linear_layers, check_target_module_exists
+    from peft.tuners.tuners_utils import (
+        _maybe_include_all_linear_layers,
+        check_target_module_exists,
+    )
 
     config = _maybe_include_all_linear_layers(_adapter_config(adapter_config), model)
     hits = []

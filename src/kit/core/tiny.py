@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from kit.core.data import corpus_lines
+
 # Shape of the tiny model. Changing it changes the cache key.
 TINY_SPEC = {
     "family": "qwen2",
@@ -79,7 +81,6 @@ def tiny_model_dir(spec: dict | None = None) -> Path:
 
 
 def _tokenizer_corpus() -> list[str]:
-    from kit.core.data import corpus_lines
 
     return corpus_lines()
 

@@ -13,13 +13,15 @@ import hashlib
 import json
 from pathlib import Path
 
+from kit.core.device import resolve_device, resolve_dtype
 from kit.core.tiny import cache_root
+from kit.stages.eval.direct import evaluate_with_peft
+from kit.stages.eval.merge import evaluate_folder
 
 RESIDENT_STRATEGIES = ("direct", "merge_in_memory")
 
 
 def resolved_dtype(eval_cfg) -> str:
-    from kit.stages.train import resolve_device, resolve_dtype
 
     return resolve_dtype(eval_cfg.dtype, resolve_device(eval_cfg.device))
 
@@ -36,8 +38,6 @@ def cache_key(base: Path, tasks: list[str], eval_cfg, limit) -> str:
 def score_base(ctx) -> dict:
     from dataclasses import replace
 
-    from kit.stages.eval.direct import evaluate_with_peft
-    from kit.stages.eval.merge import evaluate_folder
 
     if ctx.eval_cfg.strategy in RESIDENT_STRATEGIES:
         return evaluate_with_peft(replace(ctx, checkpoint_kind="adapter", checkpoint_path=Path("base")), merge=False)

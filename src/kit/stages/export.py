@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from kit.core.errors import KitError
-from kit.core.models import family_of
+from kit.core.models import family_of, read_config
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 SKIP_IN_FULL = ADAPTER_FILES + ("adapter_model.pt", "adapter_model.bin")
@@ -34,7 +34,6 @@ def fix_adapter_file(adapter_file: Path, base: Path) -> None:
     """
     from safetensors.torch import load_file, save_file
 
-    from kit.core.models import read_config
 
     family = family_of(base)
     if family.hf_weights_permuted:

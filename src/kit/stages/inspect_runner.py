@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from kit.core.device import resolve_device, torch_dtype
 from kit.core.errors import KitError
 
 
@@ -12,7 +13,6 @@ def load_task_specs(specs: list[str]) -> None:
     """Fail early, one line, for a task spec Inspect cannot load."""
     from inspect_ai._eval.loader import load_tasks
 
-    from kit.stages import inspect_tasks, providers  # noqa: F401  (registers kit/... tasks, peft/)
 
     for spec in specs:
         try:
@@ -48,7 +48,6 @@ def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=Non
     """Evaluate an Inspect ``Model`` on the tasks; returns scores, log files, seconds."""
     from inspect_ai import eval as inspect_eval
 
-    from kit.stages import inspect_tasks, providers  # noqa: F401  (registers kit/... tasks, peft/)
 
     start = time.perf_counter()
     logs = inspect_eval(
@@ -80,13 +79,9 @@ def hf_model(path: Path, name: str, eval_cfg, trust_remote_code: bool = False):
     from inspect_ai.model._model_data.model_data import ModelInfo
     from inspect_ai.model._model_info import set_model_info
 
-    import torch
-
-    from kit.stages.resident import TORCH_DTYPES
-    from kit.stages.train import resolve_device, resolve_dtype
 
     device = resolve_device(eval_cfg.device)
-    dtype = getattr(torch, TORCH_DTYPES[resolve_dtype(eval_cfg.dtype, device)])
+    dtype = torch_dtype(eval_cfg.dtype, device)
     set_model_info(f"hf/{name}", ModelInfo(organization="kit"))
     return get_model(
         f"hf/{name}",

@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from hydra._internal.core_plugins.basic_launcher import BasicLauncher as HydraBasicLauncher
+from hydra._internal.core_plugins.basic_launcher import (
+    BasicLauncher as HydraBasicLauncher,
+)
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import open_dict
 
-from kit.stages import job as kit_job
+from kit.core import jobdir
 
 POLL_S = 5.0  # how often job states are read; bounds how late a hard crash is seen
 RESULT_GRACE_S = 15.0  # a finished job's result file can show up late on a network file system
@@ -77,22 +79,22 @@ def returned(point: Point, value: dict) -> JobReturn:
 def failed(point: Point, error: str) -> JobReturn:
     """The job failed: say so now (one line) and in its summary.json (never a finished one's)."""
     print(f"kit: job #{point.num} ({' '.join(point.overrides)}) failed: {error}", file=sys.stderr)
-    kit_job.mark_failed(point.job_dir, point.overrides, error)
+    jobdir.mark_failed(point.job_dir, point.overrides, error)
     return returned(point, {"status": "failed", "job_dir": str(point.job_dir), "error": error})
 
 
 def resume(point: Point) -> JobReturn | None:
     """A JobReturn when the point needs no run (done before), else None (after setting aside
     an unfinished attempt)."""
-    summary = kit_job.read_summary(point.job_dir)
-    if kit_job.is_done(point.job_dir):
+    summary = jobdir.read_summary(point.job_dir)
+    if jobdir.is_done(point.job_dir):
         if set(summary.get("overrides", [])) != set(point.overrides):
             return failed(point, (
                 f"job dir {str(point.job_dir)!r} holds a finished run of {summary.get('overrides')}, "
                 "not this point; expected the same sweep command (or a new hydra.sweep.dir)"))
-        print(kit_job.skip_message(point.job_dir))
+        print(jobdir.skip_message(point.job_dir))
         return returned(point, {"status": "done", "job_dir": str(point.job_dir), "skipped": True})
-    moved = kit_job.set_aside(point.job_dir)
+    moved = jobdir.set_aside(point.job_dir)
     if moved:
         print(f"kit: job #{point.num}: unfinished attempt moved to {moved}; running it again")
     return None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kit.core.errors import KitError
+from kit.core.snapshot import hash_tensors
 
 REGISTRY = "modifiers.json"
 FORMAT = "kit.modifiers/1"
@@ -27,20 +28,19 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def base_fingerprint(folder: Path) -> str:
     """sha256 over every tensor stored in the base's safetensors files, in name order."""
-    import torch
     from safetensors import safe_open
 
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         raise KitError(f"no *.safetensors weights in {str(folder)!r}; expected a model folder")
-    digest = hashlib.sha256()
-    for path in files:
-        with safe_open(str(path), framework="pt") as f:
-            for name in sorted(f.keys()):
-                tensor = f.get_tensor(name).contiguous()
-                digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: numpy has no bf16
-    return digest.hexdigest()
+
+    def tensors():
+        for path in files:
+            with safe_open(str(path), framework="pt") as f:
+                for name in sorted(f.keys()):
+                    yield name, f.get_tensor(name)
+
+    return hash_tensors(tensors())
 
 
 def read_lineage(folder: Path) -> dict | None:

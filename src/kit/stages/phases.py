@@ -20,7 +20,24 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from kit.core.config import plain_config
+from kit.core.data import read_jsonl
 from kit.core.errors import KitError
+from kit.core.wandb_logger import log_eval, phase_run
+from kit.stages import export, train
+from kit.stages.eval.merge import merge_to_folder
+from kit.stages.evaluate import evaluate
+from kit.stages.export import folder_bytes
+from kit.stages.inspect_runner import load_task_specs
+from kit.stages.modifiers import (
+    LINEAGE,
+    base_fingerprint,
+    check_name,
+    file_sha256,
+    read_lineage,
+    write_registry,
+)
+from kit.stages.router import LEARNED_FILE, train_learned
 
 PHASES = ("training", "modifier", "runtime")
 
@@ -37,9 +54,6 @@ def check(cfg: DictConfig) -> None:
 
 
 def check_modifiers(cfg: DictConfig) -> None:
-    from kit.core.data import read_jsonl
-    from kit.stages.inspect_runner import load_task_specs
-    from kit.stages.modifiers import check_name
 
     if not cfg.phase.modifiers:
         raise KitError("phase=modifier needs phase.modifiers (name -> train_file, columns); "
@@ -60,9 +74,6 @@ def check_modifiers(cfg: DictConfig) -> None:
 
 def merge_training(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict) -> dict:
     """Merge the trained adapter into the base -> ``<job>/merged``; the adapter is deleted."""
-    from kit.stages.eval.merge import merge_to_folder
-    from kit.stages.export import folder_bytes
-    from kit.stages.modifiers import LINEAGE, base_fingerprint, file_sha256, read_lineage
 
     if checkpoint["kind"] != "adapter":  # checkpointer=full is merged by torchtune already
         out = Path(checkpoint["path"])
@@ -98,11 +109,6 @@ def modifier_config(cfg: DictConfig, name: str, spec) -> DictConfig:
 def train_modifier(cfg: DictConfig, root: Path, base: Path, name: str, fingerprint: str,
                    group: str, run_name: str) -> dict:
     """Train, export and score one modifier under ``<job>/modifiers/<name>/``; its registry entry."""
-    from kit.stages import export, train
-    from kit.core.data import read_jsonl
-    from kit.stages.job import evaluate, plain_config
-    from kit.stages.modifiers import file_sha256
-    from kit.core.wandb_logger import log_eval, phase_run
 
     spec = cfg.phase.modifiers[name]
     own = modifier_config(cfg, name, spec)
@@ -132,9 +138,6 @@ def train_modifier(cfg: DictConfig, root: Path, base: Path, name: str, fingerpri
 
 def execute_modifiers(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: str) -> dict:
     """Every modifier of ``phase.modifiers`` on the one base, then the registry and the learned router."""
-    from kit.stages.export import folder_bytes
-    from kit.stages.modifiers import base_fingerprint, write_registry
-    from kit.stages.serve.router import LEARNED_FILE, train_learned
 
     start = time.perf_counter()
     fingerprint = base_fingerprint(base)

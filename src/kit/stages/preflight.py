@@ -6,7 +6,17 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
+from kit.core.base_model import resolve_base
+from kit.core.config import compose, one_line
+from kit.core.data import read_jsonl
 from kit.core.errors import KitError
+from kit.core.jobdir import is_done, set_aside
+from kit.core.models import family_of, weight_files
+from kit.stages.eval import get_strategy
+from kit.stages.inspect_runner import load_task_specs
+from kit.stages.phases import check as check_phase
 
 MAX_POINTS = 256
 HYDRA_FLAGS = ("-m", "--multirun", "--info", "--cfg", "-c", "--resolve", "--hydra-help", "--help", "-h")
@@ -34,38 +44,6 @@ def expand(overrides: list[str], sweep_params: dict) -> list[list[str]]:
     return [list(c) for c in itertools.islice(itertools.product(*choices), MAX_POINTS)]
 
 
-def compose(config_name: str, overrides: list[str], hydra_cfg: bool = False):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from kit.core.config import conf_dir, register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return hydra_compose(config_name, overrides=overrides, return_hydra_config=hydra_cfg)
-
-
-def one_line(e: Exception) -> str:
-    text = str(e).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        return type(e).__name__
-    head = lines[0].rstrip(".")
-    cause = [ln.strip() for ln in str(e.__cause__ or "").splitlines() if ln.strip()]
-    if cause:  # OmegaConf's reason: what was wrong and the full key
-        head += f": {cause[0]}"
-        lines += cause[1:]
-    if "Could not find" in head or "Could not load" in head:
-        options = [ln for ln in lines[1:] if not ln.startswith(("Config search path", "provider=", "Available"))]
-        options = [o for o in options if "/" not in o and "=" not in o]
-        if options:
-            head += f"; expected one of {options}"
-    key = next((ln for ln in lines if ln.startswith("full_key:")), None)
-    if key and key not in head:
-        head += f" ({key})"
-    return head
-
-
 def fixed_overrides(overrides: list[str]) -> list[str]:
     """The overrides without sweeps (``a=1,2``), for composing the Hydra config itself."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -84,7 +62,7 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
     """
     from omegaconf import OmegaConf
 
-    from kit.stages.job import is_done, preflight, set_aside
+
 
     overrides, multirun = split_args(args)
     plain = [o for o in overrides if not o.startswith("hydra")]
@@ -99,7 +77,7 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
         for point in points:
             cfg = compose(config_name, point)
             OmegaConf.resolve(cfg)
-            preflight(cfg)  # model folder, dataset file, tasks: before any job dir exists
+            check_inputs(cfg)  # model folder, dataset file, tasks: before any job dir exists
     except KitError:
         raise
     except Exception as e:  # Hydra / OmegaConf composition errors
@@ -108,3 +86,22 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
     if moved:
         print(f"kit: unfinished attempt in {run_dir} moved to {moved}; running it again")
     return None
+
+
+def check_inputs(cfg: DictConfig) -> dict:
+    """Check every input before any work: one clear error, nothing written."""
+
+    missing = OmegaConf.missing_keys(cfg)
+    if missing:
+        raise KitError(f"missing required config value(s) {sorted(missing)}; set them on the command line")
+    base = resolve_base(cfg.model)
+    family_of(base).tokenizer_section(base, None)  # supported family, tokenizer files present
+    weight_files(base, cfg.model.allow_pickle)
+    read_jsonl(cfg.dataset.train_file, (cfg.dataset.prompt_column, cfg.dataset.response_column))
+    get_strategy(cfg.eval.strategy)
+    check_phase(cfg)
+    if cfg.eval.strategy != "none" and cfg.phase.name == "training":
+        if not cfg.tasks.specs:
+            raise KitError("tasks.specs is empty; expected at least one Inspect task (e.g. kit/parity)")
+        load_task_specs(list(cfg.tasks.specs))
+    return {"base": base}

@@ -16,8 +16,9 @@ from collections import OrderedDict
 from pathlib import Path
 
 from kit.core.errors import KitError
+from kit.core.loader import load_model, load_tokenizer
+from kit.core.snapshot import Snapshot, fingerprint
 
-TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 _residents: dict[tuple, "ResidentBase"] = {}
 _residents_lock = threading.Lock()
 LOADS = 0  # bases loaded by this process (tests and summaries show the base is loaded once)
@@ -86,7 +87,6 @@ def check_fits(shapes: dict[str, list[int]], model, weights: Path) -> None:
 
 class ResidentBase:
     def __init__(self, base: Path, device: str, dtype: str, trust_remote_code: bool = False, max_adapters: int = 4):
-        from kit.core.loader import load_model, load_tokenizer
 
         global LOADS
         LOADS += 1
@@ -97,7 +97,7 @@ class ResidentBase:
         # never as inference tensors (a first use inside torch.inference_mode would make them so):
         # in-memory merges and restores update these weights in place
         with torch.inference_mode(False):
-            self.model = load_model(base, dtype=TORCH_DTYPES.get(dtype, dtype), device=device, trust_remote_code=trust_remote_code)
+            self.model = load_model(base, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         self.tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
         self.base_params = [n for n, _ in self.model.named_parameters()]  # names before PEFT wraps layers
         self.max_adapters = max_adapters
@@ -110,7 +110,6 @@ class ResidentBase:
 
     def fingerprint(self) -> str:
         """sha256 of every base weight, bit-exact (LoRA weights excluded)."""
-        from kit.core.snapshot import fingerprint
 
         return fingerprint(self.model, self.base_params)
 
@@ -186,7 +185,6 @@ class ResidentBase:
                 if isinstance(m, LoraLayer) and name in m.lora_A]
 
     def _snapshot_for(self, name: str) -> None:
-        from kit.core.snapshot import Snapshot, fingerprint
 
         targets = frozenset(self._targets(name))
         if targets not in self.snapshots:  # taken while unmerged: the weights are pristine
@@ -198,7 +196,6 @@ class ResidentBase:
         """Undo an in-memory merge by copying the pristine weights back (bit-exact)."""
         if self.merged is None:
             return
-        from kit.core.snapshot import fingerprint
 
         from peft.tuners.lora import LoraLayer
 

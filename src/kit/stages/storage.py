@@ -18,7 +18,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-BYTES_PER_PARAM = {"fp32": 4, "bf16": 2, "fp16": 2}
+from kit.core.device import DTYPES
+from kit.core.models import family_of
+from kit.stages.train import model_section
 
 
 def safetensors_numel(path: Path) -> int:
@@ -47,8 +49,6 @@ def lora_numel(cfg: DictConfig, base: Path) -> int:
 
     import torch
 
-    from kit.core.models import family_of
-    from kit.stages.train import model_section
 
     section = model_section(cfg, family_of(base), base)
     module, _, name = section.pop("_component_").rpartition(".")
@@ -59,9 +59,9 @@ def lora_numel(cfg: DictConfig, base: Path) -> int:
 
 def other_checkpointer(cfg: DictConfig, base: Path, dtype: str) -> dict | None:
     """The other checkpointer's checkpoint bytes for this job, and how they were estimated."""
-    per_param = BYTES_PER_PARAM.get(dtype)
-    if per_param is None:
+    if dtype not in DTYPES:
         return None
+    per_param = DTYPES[dtype].bytes
     if cfg.checkpointer.kind == "adapter":
         numel = base_numel(base)
         if numel is None:

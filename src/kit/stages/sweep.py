@@ -12,7 +12,6 @@ checkpointer would have stored (kit.stages.storage says how, per job).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,6 +19,9 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from kit.core.errors import KitError
+from kit.core.jobdir import read_summary
+from kit.core.wandb_logger import phase_run
+from kit.stages.preflight import expand
 
 FILES = ("sweep_summary.json", "sweep_summary.md", "sweep_summary.png")
 
@@ -35,7 +37,6 @@ def expected_points(sweep_dir: Path) -> list[list[str]]:
     """The sweep's points in job-number order, from the ``multirun.yaml`` Hydra wrote."""
     from omegaconf import OmegaConf
 
-    from kit.stages.preflight import expand
 
     path = sweep_dir / "multirun.yaml"
     if not path.is_file():
@@ -51,7 +52,6 @@ def job_dirs(sweep_dir: Path, count: int) -> dict[int, Path]:
 
 
 def job_row(num: int, job_dir: Path, expected: list[str] | None) -> dict:
-    from kit.stages.job import read_summary
 
     s = read_summary(job_dir) if (job_dir / "summary.json").exists() else None
     if s is None:
@@ -248,7 +248,6 @@ def write(sweep_dir: Path) -> dict:
 
 def log_to_wandb(logger_cfg, sweep_dir: Path, summary: dict) -> None:
     """The sweep summary as its own W&B run in the sweep's group (job_type ``sweep``)."""
-    from kit.core.wandb_logger import phase_run
 
     config = {"sweep_dir": str(sweep_dir), "swept": summary["swept"], "jobs": len(summary["jobs"])}
     with phase_run(logger_cfg, sweep_dir, "sweep", summary["group"], summary["group"], config) as run:
@@ -289,19 +288,3 @@ class SweepReport(Callback):
         if line:
             print(f"kit: error: {line}", file=sys.stderr)
             raise SystemExit(1)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise KitError(f"{message}; usage: {self.format_usage().strip().removeprefix('usage: ')}")
-
-
-def report_main(argv: list[str]) -> int:
-    """``python -m kit report <sweep_dir>``: rebuild the sweep summary from the job dirs."""
-    parser = OneLineParser(prog="python -m kit report", description=report_main.__doc__)
-    parser.add_argument("sweep_dir", type=Path, help="a multirun's hydra.sweep.dir")
-    args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        raise KitError(f"sweep dir {str(args.sweep_dir)!r} does not exist; expected the hydra.sweep.dir of a multirun")
-    write(args.sweep_dir.absolute())
-    return 0

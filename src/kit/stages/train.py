@@ -17,28 +17,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from kit.core.device import resolve_device, resolve_dtype
 from kit.core.errors import KitError
 from kit.core.models import Family, family_of, weight_files
 
 SCRATCH = "torchtune_out"  # torchtune's own output folder inside the job dir
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    if dtype != "auto":
-        return dtype
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
 
 
 def model_section(cfg: DictConfig, family: Family, base: Path) -> dict:

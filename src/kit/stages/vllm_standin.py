@@ -23,8 +23,15 @@ import sys
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+from kit.core.device import ALIASES
 from kit.core.errors import KitError
-from kit.stages.serve.openai_api import JsonHandler, completion_response, model_entry, text_of
+from kit.stages.resident import resident_for
+from kit.stages.serve.openai_api import (
+    JsonHandler,
+    completion_response,
+    model_entry,
+    text_of,
+)
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -54,10 +61,9 @@ def record(event: dict) -> None:
 
 class StandIn:
     def __init__(self, args: argparse.Namespace):
-        from kit.stages.resident import resident_for
 
         self.args = args
-        dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(args.dtype, "fp32")
+        dtype = ALIASES.get(args.dtype, "fp32")
         self.resident = resident_for(Path(args.model), "cpu", dtype, max_adapters=max(args.max_loras, 1))
         config = json.loads((Path(args.model) / "config.json").read_text())
         self.max_model_len = args.max_model_len or config.get("max_position_embeddings", 2048)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from kit.stages import resident
 from kit.stages.eval.context import EvalContext
 from kit.stages.eval.merge import evaluate_folder
 from kit.stages.inspect_runner import run_inspect
@@ -40,7 +41,6 @@ def evaluate_with_peft(ctx: EvalContext, merge: bool) -> dict:
         result = run_inspect(model, ctx.tasks, ctx.log_dir, ctx.eval_cfg, ctx.limit)
     finally:
         model.api.close()  # restores the base after an in-memory merge
-    from kit.stages import resident
 
     return {**result, "temp_peak_bytes": 0, "setup_seconds": setup, "base_loads_in_process": resident.LOADS}
 

@@ -12,16 +12,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from kit.core.loader import load_model, load_tokenizer
 from kit.stages.eval.context import EvalContext
 from kit.stages.export import folder_bytes
 from kit.stages.inspect_runner import hf_model, run_inspect
+from kit.stages.resident import check_fits, read_adapter
 
 
 def merge_to_folder(base: Path, adapter: Path, out: Path) -> None:
     from peft import PeftModel
 
-    from kit.core.loader import load_model, load_tokenizer
-    from kit.stages.resident import check_fits, read_adapter
 
     _, shapes = read_adapter(adapter)  # one-line errors naming the bad file, before any work
     model = load_model(base, dtype="float32")

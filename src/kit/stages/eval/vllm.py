@@ -25,9 +25,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.core.device import dtype_info, resolve_device, resolve_dtype
 from kit.core.errors import KitError
 from kit.stages.eval.context import EvalContext
 from kit.stages.inspect_runner import run_inspect
+from kit.stages.resident import read_adapter
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values `vllm serve --max-lora-rank` accepts
 
@@ -72,12 +74,10 @@ def server_rank(ranks: list[int], configured: int | None) -> int:
 
 
 def server_command(cfg, served: str, port: int, api_key: str, max_lora_rank: int | None, dtype: str) -> list[str]:
-    from kit.stages.resident import TORCH_DTYPES
-
     v = cfg.vllm
     program = ["vllm"] if real_vllm(cfg) else [sys.executable, "-m", "kit.stages.vllm_standin"]
     cmd = [*program, "serve", served, "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key,
-           "--dtype", TORCH_DTYPES[dtype],
+           "--dtype", dtype_info(dtype).torch_name,
            "--seed", str(cfg.seed), "--gpu-memory-utilization", str(v.gpu_memory_utilization),
            "--tensor-parallel-size", str(v.tensor_parallel_size)]
     if max_lora_rank:
@@ -99,7 +99,6 @@ def free_port() -> int:
 
 
 def start(cfg, served: str, max_lora_rank: int | None, log_dir: Path) -> Server:
-    from kit.stages.train import resolve_device, resolve_dtype
 
     if real_vllm(cfg):
         import importlib.util
@@ -160,7 +159,6 @@ def stop_all() -> None:
 def evaluate(ctx: EvalContext) -> dict:
     from inspect_ai.model import GenerateConfig, get_model
 
-    from kit.stages.resident import read_adapter
 
     full = ctx.checkpoint_kind == "full"
     if not full:

@@ -6,9 +6,10 @@ providers do, so importing kit's registry costs nothing.
 
 from inspect_ai.model import modelapi
 
+from kit.stages.providers.peft_api import PeftAPI
+
 
 @modelapi(name="peft")
 def peft():
-    from kit.stages.providers.peft_api import PeftAPI
 
     return PeftAPI

@@ -24,6 +24,7 @@ from typing import Any
 from inspect_ai.model import GenerateConfig, ModelAPI
 from inspect_ai.model._providers.hf import HuggingFaceAPI, set_random_seeds
 
+from kit.core.device import resolve_device, resolve_dtype
 from kit.core.errors import KitError
 from kit.stages.resident import resident_for
 
@@ -65,7 +66,6 @@ class PeftAPI(HuggingFaceAPI):
         self.tokenizer_call_args = self.tokenizer_call_args or {}
         do_sample = model_args.pop("do_sample", None)
         self.do_sample = True if do_sample is None else bool(do_sample)
-        from kit.stages.train import resolve_device, resolve_dtype
 
         self.device = resolve_device(model_args.pop("device", None) or "auto")
         dtype = resolve_dtype(model_args.pop("dtype", None) or "auto", self.device)

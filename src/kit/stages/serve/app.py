@@ -10,17 +10,24 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from kit.stages.serve.openai_api import ApiError, chat_prompt, completion_prompt, completion_response, model_entry, sampling
+from kit.core.device import resolve_device, resolve_dtype
+from kit.stages.router import make_router
+from kit.stages.serve.engine import Engine
+from kit.stages.serve.openai_api import (
+    ApiError,
+    chat_prompt,
+    completion_prompt,
+    completion_response,
+    model_entry,
+    sampling,
+)
+from kit.stages.serve.store import ModifierStore
 
 BASE, AUTO = "base", "auto"
 
 
 class ServeApp:
     def __init__(self, serve_cfg, router_cfg, registry, base: Path):
-        from kit.stages.serve.engine import Engine
-        from kit.stages.serve.router import make_router
-        from kit.stages.serve.store import ModifierStore
-        from kit.stages.train import resolve_device, resolve_dtype
 
         device = resolve_device(serve_cfg.device)
         self.cfg = serve_cfg

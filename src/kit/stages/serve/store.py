@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 from kit.core.errors import KitError
+from kit.stages.resident import resident_for
 
 
 class ModifierStore:
     def __init__(self, registry, base: Path, device: str, dtype: str, preload: bool, max_loaded: int):
-        from kit.stages.resident import resident_for
 
         names = registry.names()
         if preload and max_loaded < len(names):

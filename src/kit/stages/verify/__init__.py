@@ -23,7 +23,16 @@ import time
 import traceback
 from pathlib import Path
 
+from kit.core.device import resolve_device, resolve_dtype
 from kit.core.errors import KitError
+from kit.stages.verify.context import VerifyContext
+from kit.stages.verify.reference import (
+    TUNE_ADAPTER,
+    model_section,
+    peft_adapter_from_tune,
+)
+from kit.stages.verify.report import environment, write_report
+from kit.stages.verify.tolerance import Tolerance
 
 CHECKS = {
     "logits": "kit.stages.verify.logits:check",
@@ -56,10 +65,6 @@ def run_check(name: str, ctx) -> dict:
 
 
 def make_context(cfg, job_dir: Path, base: Path, checkpoint: dict, peers, tmp: Path):
-    from kit.stages.train import resolve_device, resolve_dtype
-    from kit.stages.verify.context import VerifyContext
-    from kit.stages.verify.reference import TUNE_ADAPTER, model_section, peft_adapter_from_tune
-    from kit.stages.verify.tolerance import Tolerance
 
     v = cfg.verify
     device = resolve_device(v.device)
@@ -82,7 +87,6 @@ def make_context(cfg, job_dir: Path, base: Path, checkpoint: dict, peers, tmp: P
 
 def verify_checkpoint(cfg, job_dir: Path, base: Path, checkpoint: dict, peers=()) -> dict:
     """Run the configured checks on one job's checkpoint; write verify.json / verify.md; return the report."""
-    from kit.stages.verify.report import environment, write_report
 
     names = check_names(cfg)
     start = time.perf_counter()

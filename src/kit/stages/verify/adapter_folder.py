@@ -11,7 +11,11 @@ compared by logits on the probe set with the dtype's tolerance.
 from __future__ import annotations
 
 from kit.core.errors import KitError
+from kit.core.snapshot import adapter_target_modules
+from kit.stages.resident import check_fits, read_adapter
 from kit.stages.verify.context import VerifyContext
+from kit.stages.verify.reference import tune_model
+from kit.stages.verify.tolerance import compare_logits
 
 
 def check(ctx: VerifyContext) -> dict:
@@ -33,8 +37,6 @@ def check(ctx: VerifyContext) -> dict:
 
 
 def fits(ctx: VerifyContext, figures: dict) -> dict:
-    from kit.stages.resident import check_fits, read_adapter
-    from kit.core.snapshot import adapter_target_modules
 
     config, shapes = read_adapter(ctx.adapter)
     base = ctx.resident.model
@@ -76,8 +78,6 @@ def training_model(ctx: VerifyContext, figures: dict) -> list[str]:
         return []
     import torch
 
-    from kit.stages.verify.reference import tune_model
-    from kit.stages.verify.tolerance import compare_logits
 
     model = tune_model(ctx.section, ctx.base, ctx.tune_adapter, ctx.torch_dtype).to(ctx.device)
     with torch.inference_mode():

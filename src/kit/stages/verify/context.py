@@ -16,6 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kit.core.data import read_jsonl
+from kit.core.device import torch_dtype
+from kit.core.loader import load_model
+from kit.stages.resident import resident_for
 from kit.stages.verify.tolerance import Tolerance
 
 
@@ -37,13 +41,11 @@ class VerifyContext:
 
     @property
     def torch_dtype(self):
-        import torch
 
-        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
+        return torch_dtype(self.dtype)
 
     @property
     def resident(self):
-        from kit.stages.resident import resident_for
 
         return resident_for(self.base, self.device, self.dtype, bool(self.cfg.model.trust_remote_code))
 
@@ -71,11 +73,9 @@ class VerifyContext:
 
     def _loaded(self, name: str):
         if name not in self._models:
-            from kit.core.loader import load_model
-            from kit.stages.resident import TORCH_DTYPES
 
             if name == "full":
-                model = load_model(self.full, dtype=TORCH_DTYPES[self.dtype], device=self.device)
+                model = load_model(self.full, dtype=self.dtype, device=self.device)
             else:
                 from peft import PeftModel
 
@@ -87,7 +87,6 @@ class VerifyContext:
     # -- probes --------------------------------------------------------------
 
     def rows(self) -> list[tuple[str, str]]:
-        from kit.core.data import read_jsonl
 
         d = self.cfg.dataset
         rows = read_jsonl(d.train_file, (d.prompt_column, d.response_column))[: int(self.cfg.verify.probes)]

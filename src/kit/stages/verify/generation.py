@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from kit.stages.verify.context import VerifyContext
 from kit.stages.verify.logits import REFERENCE
+from kit.stages.verify.tolerance import top2_margin
 
 
 def check(ctx: VerifyContext) -> dict:
@@ -116,7 +117,6 @@ def sample(ctx: VerifyContext, name: str, prompts: list[list[int]]) -> list[list
 
 
 def compare_greedy(ctx: VerifyContext, refs: list[dict], gots: list[dict]) -> dict:
-    from kit.stages.verify.tolerance import top2_margin
 
     mismatches = near_ties = 0
     first_step = None

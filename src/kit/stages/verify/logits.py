@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kit.stages.verify.context import VerifyContext
+from kit.stages.verify.tolerance import compare_logits
 
 REFERENCE = "peft_merge"
 
@@ -28,6 +29,5 @@ def why(name: str, f: dict, ctx: VerifyContext) -> str:
 
 
 def compare(ctx: VerifyContext, ref: list, name: str) -> dict:
-    from kit.stages.verify.tolerance import compare_logits
 
     return compare_logits(ref, ctx.logits(name), ctx.tol)

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from kit.core.errors import KitError
+from kit.core.models import _call, family_of, read_config, weight_files
 
 TUNE_ADAPTER = Path("verify") / "torchtune_adapter.safetensors"
 
@@ -54,7 +55,6 @@ def tune_model(section: dict, base: Path, tune_adapter: Path, dtype):
     """torchtune's LoRA model as the training run built it, with the epoch's adapter."""
     from safetensors.torch import load_file
 
-    from kit.core.models import _call, family_of, read_config, weight_files
 
     args = dict(section)
     model = _call(args.pop("_component_"), **args)
@@ -78,7 +78,6 @@ def peft_adapter_from_tune(section: dict, base: Path, tune_adapter: Path, out: P
     from torchtune.models.convert_weights import tune_to_peft_adapter_config
     from torchtune.modules.peft import get_lora_module_names
 
-    from kit.core.models import family_of, read_config
 
     weights = family_of(base).tune_to_peft_adapter(load_file(tune_adapter), read_config(base))
     out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,8 @@ import os
 import platform
 from pathlib import Path
 
+from kit.core.versions import stack_versions
+
 JSON, MD = "verify.json", "verify.md"
 
 
@@ -14,7 +16,6 @@ def environment(device: str) -> dict:
     """Versions of the stack and the hardware the checks ran on."""
     import torch
 
-    from kit.core.versions import stack_versions
 
     hardware = {"machine": platform.machine(), "cpu": platform.processor() or platform.machine(),
                 "cpus": os.cpu_count(), "device": device, "host": platform.node()}

@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from kit.stages.eval import get_strategy
+from kit.stages.eval.context import EvalContext
 from kit.stages.verify.context import VerifyContext
 
 SECOND_TASK = "kit/parity_long"  # so that state carried across tasks in one run would show
@@ -60,8 +62,6 @@ def plans(ctx: VerifyContext) -> list[tuple[str, str, Path]]:
 
 
 def run(ctx: VerifyContext, name: str, kind: str, path: Path, specs: list[str], tmp: Path) -> dict:
-    from kit.stages.eval import get_strategy
-    from kit.stages.eval.context import EvalContext
 
     eval_cfg = copy.deepcopy(ctx.cfg.eval)
     eval_cfg.dtype, eval_cfg.device, eval_cfg.temperature = ctx.dtype, ctx.device, 0.0

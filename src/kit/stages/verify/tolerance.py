@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kit.core.device import torch_dtype
+
 
 @dataclass
 class Tolerance:
@@ -32,7 +34,8 @@ class Tolerance:
     def eps(self) -> float:
         import torch
 
-        return torch.finfo({"bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]).eps
+
+        return torch.finfo(torch_dtype(self.dtype)).eps
 
     def describe(self) -> dict:
         if self.strict:

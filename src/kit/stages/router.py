@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from kit.core.data import read_jsonl
 from kit.core.errors import KitError
 
 LEARNED_FILE = "router_learned.json"
@@ -92,7 +93,6 @@ def centroid(prompts: list[str]) -> dict[str, float]:
 
 def train_learned(root: Path, entries: list[dict]) -> LearnedRouter:
     """One centroid per modifier from the prompts of its own training set."""
-    from kit.core.data import read_jsonl
 
     centroids = {}
     for e in entries:

@@ -1,0 +1,132 @@
+"""A job dir on disk: its ``summary.json``, its config, its checkpoint, its earlier attempts.
+
+The bottom of kit: every command and stage reads and writes job dirs through here.
+``summary.json`` is written atomically (tmp file + rename), never half.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from kit.core.config import compose, one_line
+from kit.core.errors import KitError
+
+SUMMARY = "summary.json"
+
+
+def read_summary(job_dir: Path) -> dict | None:
+    path = job_dir / SUMMARY
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def is_done(job_dir: Path) -> bool:
+    return (read_summary(job_dir) or {}).get("status") == "done"
+
+
+def skip_message(job_dir: Path) -> str:
+    return f"kit: {job_dir} already done; skipping (its results are kept)"
+
+
+ATTEMPTS = "attempts"  # <job>/attempts/<n>/: the files of earlier unfinished attempts
+# What a job writes in its dir. Only these move aside: a run dir may be shared (hydra.run.dir=.).
+JOB_FILES = (SUMMARY, f".{SUMMARY}.tmp", "adapter", "hf_model", "merged", "modifiers", "modifiers.json",
+             "router_learned.json", "torchtune_out", "torchtune.yaml", "metrics.jsonl", "inspect_logs",
+             "verify", "verify.json", "verify.md", "wandb", ".hydra", "cli.log")
+
+
+def set_aside(job_dir: Path) -> Path | None:
+    """Move an unfinished attempt's files to ``<job>/attempts/<n>/`` so the job can run
+    again in a clean dir; returns where they went (None: no unfinished attempt there; a
+    done job is never touched)."""
+    if not job_dir.is_dir() or is_done(job_dir) or not (read_summary(job_dir) or existing_outputs(job_dir)):
+        return None
+    entries = [job_dir / n for n in JOB_FILES if (job_dir / n).exists()] + sorted(job_dir.glob("kit-merged-*"))
+    attempts = job_dir / ATTEMPTS
+    n = 1 + max((int(p.name) for p in attempts.glob("*") if p.name.isdigit()), default=0)
+    dest = attempts / str(n)
+    dest.mkdir(parents=True)
+    for entry in entries:
+        entry.rename(dest / entry.name)
+    return dest
+
+
+def mark_failed(job_dir: Path, overrides: list[str], error: str) -> None:
+    """Record a failure the job could not write itself (killed, out of memory, time limit)."""
+    if is_done(job_dir):
+        return
+    job_dir.mkdir(parents=True, exist_ok=True)
+    summary = read_summary(job_dir) or {"overrides": overrides, "job_dir": str(job_dir)}
+    summary.update(status="failed", error=error, finished=time.time())
+    write_summary(job_dir, summary)
+
+
+def write_summary(job_dir: Path, summary: dict) -> None:
+    tmp = job_dir / f".{SUMMARY}.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(job_dir / SUMMARY)
+
+
+def existing_outputs(job_dir: Path) -> list[str]:
+    return [n for n in ("adapter", "hf_model", "merged", "modifiers", "torchtune_out") if (job_dir / n).exists()]
+
+
+def find_jobs(target: Path) -> list[Path]:
+    if (target / "summary.json").is_file():
+        return [target]
+    if not target.is_dir():
+        raise KitError(f"{str(target)!r} is not a directory; expected a job dir or a sweep dir of kit runs")
+    jobs = [p.parent for p in target.glob("*/summary.json")]
+    if not jobs:
+        raise KitError(f"{str(target)!r} holds no summary.json (nor do its subfolders); expected a job dir or a sweep dir")
+    return sorted(jobs, key=lambda p: (len(p.name), p.name))
+
+
+def job_overrides(job_dir: Path, summary: dict) -> list[str]:
+    from omegaconf import OmegaConf
+
+    saved = job_dir / ".hydra" / "overrides.yaml"
+    return list(OmegaConf.load(saved)) if saved.is_file() else list(summary.get("overrides", []))
+
+
+def job_config(job_dir: Path, summary: dict, overrides: list[str]):
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = compose("train", job_overrides(job_dir, summary) + overrides)
+        OmegaConf.resolve(cfg)
+    except Exception as e:
+        raise KitError(one_line(e)) from None
+    return cfg
+
+
+def checkpoint_of(job_dir: Path, summary: dict) -> dict:
+    """The job's checkpoint, found inside the job dir even if the dir was moved since."""
+    checkpoint = summary.get("checkpoint")
+    if summary.get("status") != "done" or not checkpoint:
+        raise KitError(f"job {str(job_dir)!r} has no finished checkpoint (status {summary.get('status')!r}); expected a done job")
+    if checkpoint["kind"] == "modifiers":
+        raise KitError(f"job {str(job_dir)!r} is a phase=modifier job; expected a training job "
+                       "(serve its modifiers with kit serve and use kit eval --server)")
+    recorded = Path(checkpoint["path"])
+    try:
+        path = job_dir / recorded.relative_to(summary.get("job_dir", job_dir))
+    except ValueError:  # stored outside the job dir
+        path = recorded
+    if not path.exists():
+        raise KitError(f"checkpoint {str(path)!r} of job {str(job_dir)!r} is missing")
+    return {**checkpoint, "path": str(path)}
+
+
+def peer_adapters(plans: list) -> list[Path]:
+    """Every adapter of this call: one vLLM server is sized for all of them."""
+    peers = []
+    for job_dir, summary, _ in plans:
+        try:
+            checkpoint = checkpoint_of(job_dir, summary)
+        except KitError:
+            continue  # reported when that job's turn comes
+        if checkpoint["kind"] == "adapter":
+            peers.append(Path(checkpoint["path"]))
+    return peers
