@@ -60,6 +60,11 @@ def test_security_defaults():
         (["trainer.epochs=1.5"], "trainer.epochs"),
         (["checkpointer.kind=zip"], "checkpointer.kind"),
         (["lora.nosuchkey=1"], "nosuchkey"),
+        (["eval.strategy=fastest"], "eval.strategy"),
+        (["trainer.dtype=fp8"], "trainer.dtype"),
+        (["model.loader=vision"], "model.loader"),
+        (["phase.name=serving"], "phase.name"),
+        (["verify.checks=[logits,vibes]"], "verify.checks"),
     ],
 )
 def test_bad_overrides_fail_in_one_line_naming_the_key(override, needle):
@@ -72,3 +77,54 @@ def test_bad_overrides_fail_in_one_line_naming_the_key(override, needle):
 def test_bad_sweep_point_is_caught_before_any_job():
     with pytest.raises(KitError, match="lora.rank"):
         check_overrides("train", ["-m", "lora.rank=8,oops"])
+
+
+def schema_defaults(node) -> dict:
+    """{dotted key: default} of a schema dataclass, recursing into nested dataclasses."""
+    import dataclasses
+
+    from omegaconf import MISSING
+
+    out = {}
+    for f in dataclasses.fields(node):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            value = MISSING
+        if dataclasses.is_dataclass(value):
+            out.update({f"{f.name}.{k}": v for k, v in schema_defaults(value).items()})
+        else:
+            out[f.name] = value
+    return out
+
+
+def yaml_keys(data, prefix="") -> set[str]:
+    keys = set()
+    for k, v in data.items():
+        keys.add(prefix + k)
+        if isinstance(v, dict):
+            keys |= yaml_keys(v, f"{prefix}{k}.")
+    return keys
+
+
+@pytest.mark.parametrize("group", sorted(p.name for p in conf_dir().iterdir() if p.is_dir() and p.name not in ("experiment", "hydra")))
+def test_every_default_has_one_source(group):
+    """A key a group's yaml sets has no default in the schema (MISSING), so yaml and schema can never
+    disagree; the schema's defaults are for the keys no option of the group sets."""
+    import yaml
+    from omegaconf import MISSING
+
+    from kit.core.schema import KitConfig
+
+    defaults = schema_defaults(KitConfig)
+    both = set()
+    for option in (conf_dir() / group).glob("*.yaml"):
+        data = yaml.safe_load(option.read_text()) or {}
+        for key in yaml_keys(data):
+            full = f"{group}.{key}"
+            if full in defaults and defaults[full] is not MISSING and not isinstance(defaults[full], (dict, list)) or \
+                    full in defaults and isinstance(defaults[full], (dict, list)) and defaults[full]:
+                both.add(f"{full} (schema {defaults[full]!r}, {option.name} {key})")
+    assert not both, sorted(both)

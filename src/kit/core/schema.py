@@ -4,11 +4,51 @@ wrong type or an unknown key fails at compose time with the key's full name."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+
+# Closed sets: an unknown value fails at compose time in one line naming the key (kit.core.config.one_line).
+class Dtype(StrEnum):
+    auto = "auto"  # bf16 on a CUDA GPU that supports it, else fp32 (kit.core.device)
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    float32 = "float32"  # the torch names are aliases of the short ones
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Loader(StrEnum):
+    auto = "auto"  # from config.json (kit.core.loader)
+    causal_lm = "causal_lm"
+    seq2seq_lm = "seq2seq_lm"
+    masked_lm = "masked_lm"
+
+
+class Strategy(StrEnum):  # kit.stages.eval.STRATEGIES
+    merge = "merge"
+    merge_in_memory = "merge_in_memory"
+    direct = "direct"
+    vllm = "vllm"
+    none = "none"
+
+
+class Phase(StrEnum):  # kit.stages.phases
+    training = "training"
+    modifier = "modifier"
+    runtime = "runtime"
+
+
+class Check(StrEnum):  # kit.stages.verify.CHECKS
+    logits = "logits"
+    generation = "generation"
+    inspect = "inspect"
+    adapters = "adapters"
+    adapter_folder = "adapter_folder"
 
 
 class CheckpointKind(str, Enum):
@@ -30,14 +70,14 @@ class WandbMode(str, Enum):
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    path: Optional[str] = None  # a local HF folder; wins over hf_id
-    hf_id: Optional[str] = None  # looked up in the local HF cache only, unless network allowed
+    path: Optional[str] = MISSING  # a local HF folder; wins over hf_id
+    hf_id: Optional[str] = MISSING  # looked up in the local HF cache only, unless network allowed
     allow_network: bool = False  # or KIT_ALLOW_NETWORK=1
     allow_pickle: bool = False  # load *.bin pickles (refused by default)
     trust_remote_code: bool = False
     # load arguments (kit/loader.py)
-    loader: str = "auto"  # auto | causal_lm | seq2seq_lm | masked_lm (auto: from config.json)
-    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    loader: Loader = Loader.auto  # auto | causal_lm | seq2seq_lm | masked_lm (auto: from config.json)
+    dtype: Dtype = Dtype.auto  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
     device_map: Optional[Any] = None  # passed to from_pretrained (e.g. auto)
     attn_implementation: Optional[str] = None  # eager | sdpa | flash_attention_2
     revision: Optional[str] = None  # hub revision (with hf_id)
@@ -48,7 +88,7 @@ class ModelConfig:
 
 @dataclass
 class CheckpointerConfig:
-    kind: CheckpointKind = CheckpointKind.adapter
+    kind: CheckpointKind = MISSING
 
 
 class VllmServer(str, Enum):
@@ -70,13 +110,13 @@ class VllmConfig:
 
 @dataclass
 class EvalConfig:
-    strategy: str = "merge"
+    strategy: Strategy = MISSING
     batch_size: int = 32  # Inspect's max_connections: the hf provider's batch size
     max_tokens: int = 8
     temperature: float = 0.0  # 0 -> greedy
     seed: int = 0
     device: str = "auto"
-    dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    dtype: Dtype = Dtype.auto  # auto: bf16 on CUDA, fp32 on CPU
     base_scores: bool = True  # also score the untrained base (cached per base model)
     tmp_dir: Optional[str] = None  # where merge writes its temporary model (default: job dir)
     max_adapters: int = 4  # adapters kept attached to a resident base (LRU beyond)
@@ -99,32 +139,32 @@ class ModifierSpec:
 
 @dataclass
 class SampleConfig:
-    temperature: float = 0.7
-    top_p: float = 0.9
-    seed: int = 1234
+    temperature: float = MISSING
+    top_p: float = MISSING
+    seed: int = MISSING
 
 
 @dataclass
 class VerifyConfig:  # conf/verify/default.yaml explains each key; kit/verify/
-    after_train: bool = True
-    checks: List[str] = field(default_factory=lambda: ["logits", "generation", "inspect", "adapters", "adapter_folder"])
-    probes: int = 4
-    max_new_tokens: int = 8
-    dtype: str = "auto"
-    device: str = "auto"
-    fp32_max_abs: float = 1e-4
-    margin_ulps: float = 4.0
+    after_train: bool = MISSING
+    checks: List[Check] = MISSING
+    probes: int = MISSING
+    max_new_tokens: int = MISSING
+    dtype: Dtype = MISSING
+    device: str = MISSING
+    fp32_max_abs: float = MISSING
+    margin_ulps: float = MISSING
     sample: SampleConfig = field(default_factory=SampleConfig)
-    strategies: List[str] = field(default_factory=lambda: ["merge", "merge_in_memory", "direct"])
-    tasks: Optional[List[str]] = None
-    limit: int = 8
-    rounds: int = 3
-    max_rss_growth_mib: float = 16.0
+    strategies: List[Strategy] = MISSING
+    tasks: Optional[List[str]] = MISSING
+    limit: int = MISSING
+    rounds: int = MISSING
+    max_rss_growth_mib: float = MISSING
 
 
 @dataclass
 class PhaseConfig:
-    name: str = "training"  # training | modifier | runtime (kit/phases.py; runtime: python -m kit serve)
+    name: Phase = MISSING  # training | modifier | runtime (kit/phases.py; runtime: python -m kit serve)
     merge: bool = False  # training: merge the adapter into the base -> <job>/merged, a standalone model
     modifiers: Dict[str, ModifierSpec] = field(default_factory=dict)  # modifier: name -> spec
 
@@ -137,7 +177,7 @@ class RouterKind(str, Enum):
 
 @dataclass
 class RouterConfig:
-    kind: RouterKind = RouterKind.rules
+    kind: RouterKind = MISSING
     min_score: float = 0.3  # learned: below this cosine similarity, auto means the base
 
 
@@ -148,72 +188,72 @@ class Batching(str, Enum):
 
 @dataclass
 class ServeConfig:
-    registry: Optional[str] = None  # a modifier job dir or its modifiers.json
-    base: Optional[str] = None  # serve on this base folder instead of the registry's (fingerprint checked)
-    host: str = "127.0.0.1"
-    port: int = 8000  # 0: any free port (printed at start)
-    api_key: Optional[str] = None  # or $KIT_API_KEY; unset: no key required
-    max_body_bytes: int = 1_000_000  # larger requests get 413
-    max_tokens: int = 64  # when a request does not say
-    max_tokens_limit: int = 1024  # larger max_tokens get 400
-    preload: bool = True  # attach every modifier at start; false: on first use
-    max_loaded: int = 4  # modifiers kept attached (least recently used evicted)
-    batching: Batching = Batching.mixed
-    batch_wait_ms: int = 5  # mixed: how long the first request waits for company
-    max_batch: int = 16
-    device: str = "auto"
-    dtype: str = "auto"
+    registry: Optional[str] = MISSING  # a modifier job dir or its modifiers.json
+    base: Optional[str] = MISSING  # serve on this base folder instead of the registry's (fingerprint checked)
+    host: str = MISSING
+    port: int = MISSING  # 0: any free port (printed at start)
+    api_key: Optional[str] = MISSING  # or $KIT_API_KEY; unset: no key required
+    max_body_bytes: int = MISSING  # larger requests get 413
+    max_tokens: int = MISSING  # when a request does not say
+    max_tokens_limit: int = MISSING  # larger max_tokens get 400
+    preload: bool = MISSING  # attach every modifier at start; false: on first use
+    max_loaded: int = MISSING  # modifiers kept attached (least recently used evicted)
+    batching: Batching = MISSING
+    batch_wait_ms: int = MISSING  # mixed: how long the first request waits for company
+    max_batch: int = MISSING
+    device: str = MISSING
+    dtype: Dtype = MISSING
 
 
 @dataclass
 class DatasetConfig:
     name: str = MISSING
     train_file: str = MISSING
-    prompt_column: str = "input"
-    response_column: str = "output"
+    prompt_column: str = MISSING
+    response_column: str = MISSING
 
 
 @dataclass
 class TasksConfig:
     specs: List[str] = field(default_factory=list)
-    limit: Optional[int] = None
+    limit: Optional[int] = MISSING
 
 
 @dataclass
 class LoggerConfig:
-    kind: LoggerKind = LoggerKind.wandb
-    mode: WandbMode = WandbMode.offline
-    project: str = "kit"
-    entity: Optional[str] = None
+    kind: LoggerKind = MISSING
+    mode: WandbMode = MISSING
+    project: str = MISSING
+    entity: Optional[str] = MISSING
     tags: List[str] = field(default_factory=list)
 
 
 @dataclass
 class TrainerConfig:
-    device: str = "auto"
-    dtype: str = "auto"
-    epochs: int = 1
-    max_steps_per_epoch: Optional[int] = None
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    clip_grad_norm: Optional[float] = None
-    seed: int = 0
-    compile: bool = False
-    activation_checkpointing: bool = False
-    nproc_per_node: int = 1
+    device: str = MISSING
+    dtype: Dtype = MISSING
+    epochs: int = MISSING
+    max_steps_per_epoch: Optional[int] = MISSING
+    batch_size: int = MISSING
+    gradient_accumulation_steps: int = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    warmup_steps: int = MISSING
+    clip_grad_norm: Optional[float] = MISSING
+    seed: int = MISSING
+    compile: bool = MISSING
+    activation_checkpointing: bool = MISSING
+    nproc_per_node: int = MISSING
 
 
 @dataclass
 class LoraConfig:
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    attn_modules: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    apply_to_mlp: bool = True
-    apply_to_output: bool = False
+    rank: int = MISSING
+    alpha: float = MISSING
+    dropout: float = MISSING
+    attn_modules: List[str] = MISSING
+    apply_to_mlp: bool = MISSING
+    apply_to_output: bool = MISSING
 
 
 @dataclass
