@@ -1,5 +1,6 @@
 """torchtune metric logger for kit jobs: every step to ``metrics.jsonl``, and to the
-job's open W&B run (kit opens it; torchtune's recipe only calls ``log_dict``)."""
+job's open W&B run (kit opens it and attaches it after torchtune built this logger from the config;
+torchtune's recipe only calls ``log_dict``)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from pathlib import Path
 
 from torchtune.training.metric_logging import MetricLoggerInterface
 
-from kit.core import wandb_logger
-
 
 class JobMetricLogger(MetricLoggerInterface):
     def __init__(self, log_dir: str, **_: object):
         self._file = (Path(log_dir) / "metrics.jsonl").open("a", encoding="utf-8")
+        self.run = None  # the phase's W&B run, attached by kit.stages.train
+
+    def attach(self, run) -> None:
+        self.run = run
 
     def log(self, name: str, data: float, step: int) -> None:
         self.log_dict({name: data}, step)
@@ -23,9 +26,8 @@ class JobMetricLogger(MetricLoggerInterface):
         row = {"step": step, "time": time.time(), **{k: float(v) for k, v in payload.items()}}
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
-        run = wandb_logger.active_run
-        if run is not None:
-            run.log({f"train/{k}": float(v) for k, v in payload.items()}, step=step)
+        if self.run is not None:
+            self.run.log({f"train/{k}": float(v) for k, v in payload.items()}, step=step)
 
     def log_config(self, config) -> None:  # kit logs the resolved kit config itself
         pass

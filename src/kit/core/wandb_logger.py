@@ -9,10 +9,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-# The open run of the current phase; torchtune's metric logger writes to it.
-active_run = None
-
-
 @contextmanager
 def phase_run(logger_cfg, job_dir: Path, job_type: str, group: str, name: str, config: dict):
     """Open a W&B run for one phase of a job; yields the run (or None)."""
@@ -34,15 +30,11 @@ def phase_run(logger_cfg, job_dir: Path, job_type: str, group: str, name: str, c
         reinit="create_new",
         settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
     )
-    global active_run
-    active_run = run
     try:
         yield run
     except BaseException:
         run.finish(exit_code=1)
         raise
-    finally:
-        active_run = None
     run.finish()
 
 

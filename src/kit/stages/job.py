@@ -71,8 +71,8 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
     if cfg.phase.name == "modifier":  # several adapters kept separate: kit/phases.py
         return phases.execute_modifiers(cfg, job_dir, base, group, run_name)
     config = plain_config(cfg)
-    with phase_run(cfg.logger, job_dir, "train", group, run_name, config):
-        trained = train.train(cfg, base, job_dir, Path(cfg.dataset.train_file))
+    with phase_run(cfg.logger, job_dir, "train", group, run_name, config) as run:
+        trained = train.train(cfg, base, job_dir, Path(cfg.dataset.train_file), run)
     start = time.perf_counter()
     checkpoint = export.export(str(cfg.checkpointer.kind.value), Path(trained["epoch_dir"]), job_dir, base)
     keep_torchtune_adapter(Path(trained["epoch_dir"]), job_dir)  # the training model, for verify

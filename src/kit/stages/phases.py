@@ -112,8 +112,8 @@ def train_modifier(cfg: DictConfig, root: Path, base: Path, name: str, fingerpri
     job_dir = root / "modifiers" / name
     job_dir.mkdir(parents=True)
     dataset = Path(spec.train_file)
-    with phase_run(cfg.logger, job_dir, "train", group, f"{run_name}-{name}", plain_config(own)):
-        trained = train.train(own, base, job_dir, dataset)
+    with phase_run(cfg.logger, job_dir, "train", group, f"{run_name}-{name}", plain_config(own)) as run:
+        trained = train.train(own, base, job_dir, dataset, run)
     checkpoint = export.export("adapter", Path(trained["epoch_dir"]), job_dir, base)
     shutil.rmtree(job_dir / train.SCRATCH)
     with phase_run(cfg.logger, job_dir, "eval", group, f"{run_name}-{name}", plain_config(own)) as run:

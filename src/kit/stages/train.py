@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kit.core.device import resolve_device, resolve_dtype
 from kit.core.errors import KitError
+from kit.core.metric_logger import JobMetricLogger
 from kit.core.models import Family, family_of, weight_files
 
 SCRATCH = "torchtune_out"  # torchtune's own output folder inside the job dir
@@ -145,14 +146,16 @@ def copy_before_merge(recipe_module) -> None:
     recipe_module.get_merged_lora_ckpt = merge_copies
 
 
-def run_single_device(tt_cfg: dict) -> None:
-    """Run torchtune's single-device LoRA recipe in this process."""
+def run_single_device(tt_cfg: dict, run=None) -> None:
+    """Run torchtune's single-device LoRA recipe in this process; its losses also go to ``run`` (W&B)."""
     recipe_module = load_recipe("lora_finetune_single_device")
     if tt_cfg["device"] == "cpu" and not tt_cfg["save_adapter_weights_only"]:
         copy_before_merge(recipe_module)
     cfg = OmegaConf.create(tt_cfg)
     recipe = recipe_module.LoRAFinetuneRecipeSingleDevice(cfg=cfg)
     recipe.setup(cfg=cfg)
+    if isinstance(getattr(recipe, "_metric_logger", None), JobMetricLogger):
+        recipe._metric_logger.attach(run)  # torchtune built it from the config; kit owns the run
     recipe.train()
     recipe.cleanup()
 
@@ -166,8 +169,9 @@ def torchrun_command(config_path: Path, nproc: int) -> list[str]:
     ]
 
 
-def train(cfg: DictConfig, base: Path, job_dir: Path, dataset_file: Path) -> dict:
-    """Train and return {seconds, steps, final_loss, torchtune_config, epoch_dir}."""
+def train(cfg: DictConfig, base: Path, job_dir: Path, dataset_file: Path, run=None) -> dict:
+    """Train and return {seconds, steps, final_loss, torchtune_config, epoch_dir}; ``run``: the
+    phase's W&B run (or None), which receives the loss curve."""
     tt_cfg = torchtune_config(cfg, base, job_dir, dataset_file)
     config_path = write_config(tt_cfg, job_dir)
     start = time.perf_counter()
@@ -177,7 +181,7 @@ def train(cfg: DictConfig, base: Path, job_dir: Path, dataset_file: Path) -> dic
         if proc.returncode != 0:
             raise KitError(f"torchrun training exited with status {proc.returncode}")
     else:
-        run_single_device(tt_cfg)
+        run_single_device(tt_cfg, run)
     seconds = time.perf_counter() - start
     losses = read_losses(job_dir)
     return {
