@@ -9,7 +9,7 @@ from kit.core.errors import KitError
 from kit.stages.preflight import check_overrides, expand
 from kit.core.config import compose
 
-GROUPS = ["model", "checkpointer", "eval", "phase", "serve", "router", "dataset", "tasks", "logger", "trainer", "lora"]
+GROUPS = ["model", "checkpointer", "eval", "phase", "serve", "router", "dataset", "tasks", "logger", "trainer", "lora", "debug"]
 
 
 def options(group: str) -> list[str]:
@@ -19,9 +19,13 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_group_option_composes(group, option):
     cfg = compose("train", [f"{group}={option}"])
-    assert cfg[group] is not None
+    if group != "debug":  # a _global_ overlay, not a node of its own
+        assert cfg[group] is not None
     if group == "model":
         assert cfg.model.name == option
+    if group == "debug":  # the short run the slow tests and users share
+        assert cfg.trainer.epochs == 1 and cfg.tasks.limit and not cfg.verify.after_train
+        assert cfg.logger.kind == "none"
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
@@ -109,7 +113,7 @@ def yaml_keys(data, prefix="") -> set[str]:
     return keys
 
 
-@pytest.mark.parametrize("group", sorted(p.name for p in conf_dir().iterdir() if p.is_dir() and p.name not in ("experiment", "hydra")))
+@pytest.mark.parametrize("group", sorted(p.name for p in conf_dir().iterdir() if p.is_dir() and p.name not in ("experiment", "hydra", "debug")))
 def test_every_default_has_one_source(group):
     """A key a group's yaml sets has no default in the schema (MISSING), so yaml and schema can never
     disagree; the schema's defaults are for the keys no option of the group sets."""

@@ -91,3 +91,9 @@ def test_the_checker_finds_a_loop():
     """The checks above can fail: a planted loop and a planted upward import are found."""
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert layer("kit.core.jobdir") < layer("kit.stages.job") < layer("kit.commands.train") < layer("kit.__main__")
+
+
+def test_public_api_resolves():
+    """Every name kit exports exists where kit says it does."""
+    missing = [name for name in kit.__all__ if getattr(kit, name, None) is None]
+    assert missing == []

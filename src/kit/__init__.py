@@ -1,0 +1,37 @@
+"""kit: LoRA fine-tuning with torchtune, evaluation with Inspect AI, sweeps with Hydra/SLURM, W&B logging.
+
+The public API is what ``__all__`` names; everything else may change between releases. Names are
+imported on first use (PEP 562), so ``import kit`` stays cheap for the CLI.
+
+Layers (CONTRIBUTING.md): ``kit.core`` (job dirs, configs, devices, models) < ``kit.stages`` (train,
+export, evaluate, verify, phases, serve) < ``kit.commands`` (one module per CLI command).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_API = {
+    "KitError": "kit.core.errors",
+    "compose": "kit.core.config",  # a kit config from overrides, as `python -m kit train` composes it
+    "load_model": "kit.core.loader",
+    "load_tokenizer": "kit.core.loader",
+    "fingerprint": "kit.core.snapshot",
+    "read_summary": "kit.core.jobdir",
+    "find_jobs": "kit.core.jobdir",
+    "run_job": "kit.stages.job",  # train -> export -> evaluate -> verify for one composed config
+    "evaluate": "kit.stages.evaluate",
+    "verify_checkpoint": "kit.stages.verify",
+    "STRATEGIES": "kit.stages.eval",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'kit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
