@@ -1,6 +1,8 @@
 """kit's launcher configs: each composes into kit's launcher class, and a site profile
 turns into the sbatch script a user expects (GPUs follow trainer.nproc_per_node)."""
 
+import shutil
+
 import pytest
 from hydra.utils import instantiate
 
@@ -30,6 +32,8 @@ def test_unknown_launcher_key_fails_at_compose():
         compose("train", ["hydra/launcher=submitit_slurm", "hydra.launcher.partitoin=gpu"], hydra_cfg=True)
 
 
+@pytest.mark.skipif(shutil.which("srun") is None,
+                    reason="submitit's SLURM executor needs srun on PATH; run launchers/local_slurm/install.sh")
 def test_site_profile_sbatch_script(tmp_path):
     cfg = compose("train", ["hydra/launcher=slurm_site_example", "trainer.nproc_per_node=4", "+experiment=rank_sweep",
                             f"hydra.sweep.dir={tmp_path}"], hydra_cfg=True)
