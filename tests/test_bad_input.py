@@ -1,7 +1,20 @@
-"""Bad input: one line naming the bad value, exit status 2, no traceback, nothing written."""
+"""Bad input: one line naming the bad value, exit status 2, no traceback, nothing written.
+
+The entry point is called in-process (``kit.__main__.main``), as ``python -m kit`` calls it; one test
+runs the real CLI in a subprocess (slow layer) to show the process exits the same way."""
+
+from types import SimpleNamespace
 
 import pytest
 from conftest import run_kit
+
+from kit.__main__ import main as kit_main
+
+
+def run_in_process(args, capsys) -> SimpleNamespace:
+    code = kit_main(args)
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
 def assert_one_line_error(proc, needle):
@@ -23,21 +36,21 @@ def assert_one_line_error(proc, needle):
         (["tasks.specs=[nosuch_task_xyz]"], "nosuch_task_xyz"),
     ],
 )
-def test_bad_value_one_line(args, needle, kit_cache, tmp_path):
+def test_bad_value_one_line(args, needle, kit_cache, tmp_path, capsys):
     job = tmp_path / "job"
-    proc = run_kit(["train", *args, f"hydra.run.dir={job}"], kit_cache, tmp_path)
+    proc = run_in_process(["train", *args, f"hydra.run.dir={job}"], capsys)
     assert_one_line_error(proc, needle)
     assert not job.exists()  # checked before Hydra made any job dir
 
 
-def test_dataset_that_does_not_parse(kit_cache, tmp_path):
+def test_dataset_that_does_not_parse(kit_cache, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "answer": "a"}\n{not json\n')
-    proc = run_kit(["train", f"dataset.train_file={bad}", f"hydra.run.dir={tmp_path / 'job'}"], kit_cache, tmp_path)
+    proc = run_in_process(["train", f"dataset.train_file={bad}", f"hydra.run.dir={tmp_path / 'job'}"], capsys)
     assert_one_line_error(proc, "line 2")
 
 
-def test_pickled_only_model_refused(kit_cache, tmp_path, tiny_base):
+def test_pickled_only_model_refused(kit_cache, tmp_path, tiny_base, capsys):
     import shutil
 
     import torch
@@ -47,10 +60,17 @@ def test_pickled_only_model_refused(kit_cache, tmp_path, tiny_base):
     shutil.copytree(tiny_base, folder)
     torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
-    proc = run_kit(["train", f"model.path={folder}", f"hydra.run.dir={tmp_path / 'job'}"], kit_cache, tmp_path)
+    proc = run_in_process(["train", f"model.path={folder}", f"hydra.run.dir={tmp_path / 'job'}"], capsys)
     assert_one_line_error(proc, "allow_pickle")
 
 
-def test_unknown_command(kit_cache, tmp_path):
-    proc = run_kit(["trian"], kit_cache, tmp_path)
-    assert_one_line_error(proc, "trian")
+def test_unknown_command(capsys):
+    assert_one_line_error(run_in_process(["trian"], capsys), "trian")
+
+
+@pytest.mark.slow
+def test_the_real_cli_process_exits_2_in_one_line(kit_cache, tmp_path):
+    job = tmp_path / "job"
+    proc = run_kit(["train", "lora.rank=abc", f"hydra.run.dir={job}"], kit_cache, tmp_path)
+    assert_one_line_error(proc, "lora.rank")
+    assert not job.exists()

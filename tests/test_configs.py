@@ -1,6 +1,5 @@
 """Every config group option and experiment composes; bad values fail at compose time."""
 
-from pathlib import Path
 
 import pytest
 

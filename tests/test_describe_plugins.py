@@ -2,15 +2,14 @@
 
 import importlib.util
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_kit
 
+from kit.__main__ import main as kit_main
 from kit.commands.describe import describe, describe_folder
 from kit.core.loader import load_model
 
@@ -59,17 +58,17 @@ def test_describe_from_config_matches_the_loaded_model(tiny_base):
     assert meta["torchtune"]["builder"] == "torchtune.models.qwen2.lora_qwen2"
 
 
-def test_describe_8b_preset_from_cached_config_only(kit_cache, tmp_path):
+def test_describe_8b_preset_from_cached_config_only(kit_cache, tmp_path, capsys):
     hub = tmp_path / "hub"
     fake_hub_cache(hub, "meta-llama/Llama-3.1-8B", LLAMA_3_1_8B)
-    proc = run_kit(["describe", "model=llama3_1_8b", f"model.cache_dir={hub}", "--json"], kit_cache, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    info = json.loads(proc.stdout)
+    assert kit_main(["describe", "model=llama3_1_8b", f"model.cache_dir={hub}", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
     assert info["parameters"] == llama_parameter_count(LLAMA_3_1_8B) == 8_030_261_248
     assert (info["layers"], info["heads"], info["kv_heads"], info["head_dim"]) == (32, 32, 8, 128)
     assert info["dtype"] == "bfloat16" and info["tied_embeddings"] is False
     assert info["weights"]["files"] == [] and info["torchtune"]["builder"].endswith("lora_llama3_1")
-    table = run_kit(["describe", "model=llama3_1_8b", f"model.cache_dir={hub}"], kit_cache, tmp_path).stdout
+    assert kit_main(["describe", "model=llama3_1_8b", f"model.cache_dir={hub}"]) == 0
+    table = capsys.readouterr().out
     assert "8,030,261,248" in table and "none here (config.json only)" in table
 
 
@@ -94,26 +93,24 @@ def test_describe_encoder_decoder_and_masked(tmp_path):
     assert "q" in t5["lora_targets"] and "query" in bert["lora_targets"]
 
 
-def test_describe_bad_input_one_line(kit_cache, tmp_path):
-    proc = run_kit(["describe", "model.path=/no/such/model"], kit_cache, tmp_path)
-    assert proc.returncode == 2 and proc.stderr.count("kit: error:") == 1 and "/no/such/model" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_describe_bad_input_one_line(kit_cache, capsys):
+    assert kit_main(["describe", "model.path=/no/such/model"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("kit: error:") == 1 and "/no/such/model" in err
 
 
-def plugins(kit_cache, tmp_path, env_path=None):
-    import subprocess
+def plugins(capsys, monkeypatch, env_path=None) -> list[dict]:
+    """``kit plugins --json`` in-process, with PATH as given (its checks look for executables for real)."""
+    if env_path:
+        monkeypatch.setenv("PATH", env_path)
+    assert kit_main(["plugins", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
 
-    env = dict(os.environ, KIT_CACHE=str(kit_cache), PATH=env_path or os.environ["PATH"])
-    return subprocess.run([sys.executable, "-m", "kit", "plugins", "--json"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
 
-
-def test_plugins_lists_every_group_and_checks_for_real(kit_cache, tmp_path):
+def test_plugins_lists_every_group_and_checks_for_real(capsys, monkeypatch):
     from kit.stages.eval import STRATEGIES
 
-    proc = plugins(kit_cache, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = {(r["group"], r["name"]): r for r in json.loads(proc.stdout)}
+    rows = {(r["group"], r["name"]): r for r in plugins(capsys, monkeypatch)}
     assert {n for g, n in rows if g == "eval"} == set(STRATEGIES)
     for key in [("checkpointer", "adapter"), ("checkpointer", "full"), ("launcher", "basic"),
                 ("launcher", "submitit_slurm"), ("logger", "wandb"), ("logger", "none"),
@@ -127,9 +124,8 @@ def test_plugins_lists_every_group_and_checks_for_real(kit_cache, tmp_path):
     assert ("no CUDA device" in quantized["missing"]) == (not has_cuda)
 
 
-def test_plugins_sees_a_missing_executable(kit_cache, tmp_path):
-    proc = plugins(kit_cache, tmp_path, env_path=str(Path(sys.executable).parent))
-    rows = {(r["group"], r["name"]): r for r in json.loads(proc.stdout)}
+def test_plugins_sees_a_missing_executable(capsys, monkeypatch):
+    rows = {(r["group"], r["name"]): r for r in plugins(capsys, monkeypatch, env_path=str(Path(sys.executable).parent))}
     assert rows[("launcher", "submitit_slurm")]["missing"] == ["no sbatch on PATH"]
     assert rows[("launcher", "basic")]["ready"]
 

@@ -2,7 +2,6 @@
 and vllm (through kit's CPU stand-in server; see kit/vllm_standin.py) must give the same
 scores and the same completions, for two tasks in one call, at batch size 1 and 32."""
 
-import json
 import shutil
 import sys
 from pathlib import Path

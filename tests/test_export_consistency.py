@@ -19,7 +19,7 @@ def full_run(tiny_base, tmp_path_factory):
 
     register_resolvers()
     job = tmp_path_factory.mktemp("full_run")
-    cfg = compose("train", ["checkpointer=full", "trainer.epochs=2", "trainer.max_steps_per_epoch=20"])
+    cfg = compose("train", ["checkpointer=full", "trainer.epochs=1", "trainer.max_steps_per_epoch=8"])
     OmegaConf.resolve(cfg)
     result = train.train(cfg, tiny_base, job, Path(cfg.dataset.train_file))
     return job, Path(result["epoch_dir"])
