@@ -73,6 +73,7 @@ def test_hf_to_torchtune_same_logits(variant):
     assert max_diff(hf_logits(hf), tune) < TOL
 
 
+@pytest.mark.slow  # a 4096-token forward per variant
 @pytest.mark.parametrize("variant", ["llama3_1", "llama3_2"])
 def test_llama_rope_scaling_matches_far_into_the_context(variant):
     """Rope scaling only shows at long positions (the unscaled builder is off by ~2e-3 at 4096)."""
