@@ -25,7 +25,7 @@ class JobMetricLogger(MetricLoggerInterface):
         self._file.flush()
         run = wandb_logger.active_run
         if run is not None:
-            run.log({f"train/{k}": float(v) for k, v in payload.items()}, step=step)
+            run.log({"train/step": step, **{f"train/{k}": float(v) for k, v in payload.items()}}, step=step)
 
     def log_config(self, config) -> None:  # kit logs the resolved kit config itself
         pass
