@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import importlib
 
+from kit.core.log import quiet_known_noise
+
+# Before any kit module imports torchtune/torchao: their known-harmless import-time log lines.
+quiet_known_noise()
+
 _API = {
     "KitError": "kit.core.errors",
     "compose": "kit.core.config",  # a kit config from overrides, as `python -m kit train` composes it

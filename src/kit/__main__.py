@@ -12,6 +12,7 @@ import sys
 
 from kit.core.errors import KitError
 from kit.core.jobdir import skip_message
+from kit.core.log import quiet_warnings, setup
 from kit.stages.preflight import check_overrides
 
 COMMANDS = {"train": "kit.commands.train:train_main"}  # Hydra apps: overrides composed and checked first
@@ -30,7 +31,12 @@ USAGE = ("usage: python -m kit {train,eval,verify,report,describe,plugins,serve}
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    setup()
+    with quiet_warnings():  # the known-harmless warnings of the stack (kit.core.log), for this command only
+        return run(list(sys.argv[1:] if argv is None else argv))
+
+
+def run(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
@@ -42,13 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kit: error: unknown command {command!r}; expected one of {expected}", file=sys.stderr)
         return 2
     try:
-
         finished = check_overrides("train", rest)
     except KitError as e:
         print(f"kit: error: {e}", file=sys.stderr)
         return 2
     if finished:
-
         print(skip_message(finished))
         return 0
     module, func = COMMANDS[command].split(":")

@@ -14,6 +14,7 @@ import sys
 from typing import Callable
 
 from kit.core.cli_parser import OneLineParser
+from kit.core.config import conf_dir
 from kit.stages.eval import STRATEGIES
 
 Check = Callable[[], "str | None"]  # None when met, else what is missing
@@ -48,11 +49,7 @@ PLUGINS: dict[str, dict[str, tuple[str, tuple[Check, ...]]]] = {
         "adapter": ("PEFT adapter only (adapter/)", (TORCHTUNE, PEFT)),
         "full": ("merged HF model (hf_model/)", (TORCHTUNE,)),
     },
-    "launcher": {
-        "basic": ("Hydra's own, jobs one after another in this process", ()),
-        "submitit_local": ("submitit processes on this machine", SUBMITIT),
-        "submitit_slurm": ("submitit jobs on SLURM", (*SUBMITIT, executable("sbatch"))),
-    },
+    "launcher": {},  # every conf/hydra/launcher/*.yaml: launchers()
     "logger": {
         "wandb": ("W&B runs (offline by default)", (module("wandb"),)),
         "none": ("no logging beyond summary.json", ()),
@@ -76,6 +73,50 @@ EVAL_NEEDS: dict[str, tuple[str, tuple[Check, ...]]] = {
 }
 
 
+# what each of kit's launcher classes needs (kit.stages.launcher)
+LAUNCHER_NEEDS: dict[str, tuple[Check, ...]] = {
+    "BasicLauncher": (),
+    "LocalLauncher": SUBMITIT,
+    "SlurmLauncher": (*SUBMITIT, executable("sbatch")),
+}
+LAUNCHER_WHAT = {
+    "basic": "Hydra's own, jobs one after another in this process",
+    "submitit_local": "submitit processes on this machine",
+    "submitit_slurm": "submitit jobs on SLURM",
+    "local_slurm": "submitit jobs on the single-node test cluster (launchers/local_slurm)",
+    "slurm_site_example": "submitit jobs on SLURM: a site profile to copy and edit",
+}
+
+
+def launcher_class(name: str, seen: tuple[str, ...] = ()) -> str | None:
+    """The launcher class a conf/hydra/launcher/<name>.yaml names, itself or through its defaults."""
+    from omegaconf import OmegaConf
+
+    path = conf_dir() / "hydra" / "launcher" / f"{name}.yaml"
+    if name in seen or not path.is_file():
+        return None
+    cfg = OmegaConf.load(path)
+    if "_target_" in cfg:
+        return str(cfg._target_).rpartition(".")[2]
+    parents = [d for d in cfg.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+    return next((c for c in (launcher_class(p, (*seen, name)) for p in parents) if c), None)
+
+
+def first_comment(path) -> str:
+    line = next((ln for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+    return line.lstrip("# ").strip()
+
+
+def launchers() -> dict[str, tuple[str, tuple[Check, ...]]]:
+    """Every launcher config kit ships (and any a user added there), with what its class needs."""
+    out = {}
+    for path in sorted((conf_dir() / "hydra" / "launcher").glob("*.yaml")):
+        cls = launcher_class(path.stem)
+        what = LAUNCHER_WHAT.get(path.stem) or first_comment(path) or f"{cls} launcher"
+        out[path.stem] = (what, LAUNCHER_NEEDS.get(cls, ()))
+    return out
+
+
 def eval_strategies() -> dict[str, tuple[str, tuple[Check, ...]]]:
 
     out = {}
@@ -87,7 +128,7 @@ def eval_strategies() -> dict[str, tuple[str, tuple[Check, ...]]]:
 
 def status() -> list[dict]:
     """One row per plugin: group, name, what, ready, missing."""
-    groups = {**PLUGINS, "eval": eval_strategies()}
+    groups = {**PLUGINS, "eval": eval_strategies(), "launcher": launchers()}
     rows = []
     for group in ("checkpointer", "eval", "launcher", "logger", "loader"):
         for name, (what, needs) in groups[group].items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from kit.core.cli_parser import OneLineParser
@@ -16,5 +17,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         raise KitError(f"sweep dir {str(args.sweep_dir)!r} does not exist; expected the hydra.sweep.dir of a multirun")
-    write(args.sweep_dir.absolute())
+    summary = write(args.sweep_dir.absolute())
+    if not any(r["status"] == "done" for r in summary["jobs"]):  # nothing to report: say so, exit non-zero
+        states = sorted({r["status"] for r in summary["jobs"]})
+        print(f"kit: error: none of the {len(summary['jobs'])} jobs of {str(args.sweep_dir)!r} is done ({', '.join(states)}); "
+              "expected at least one finished job (<n>/summary.json); the table lists why each is not", file=sys.stderr)
+        return 1
     return 0

@@ -13,10 +13,13 @@ from omegaconf import DictConfig
 
 from kit.core.config import conf_dir, register_resolvers
 from kit.core.errors import KitError
+from kit.core.log import get as get_logger
+from kit.core.log import quiet_warnings, setup
 from kit.stages.job import run_job
-from kit.stages.sweep import sweep_group
+from kit.stages.sweep import human_bytes, sweep_group
 
 register_resolvers()
+log = get_logger(__name__)
 
 
 def job_identity() -> tuple[Path, str, str, list[str]]:
@@ -35,13 +38,74 @@ def job_identity() -> tuple[Path, str, str, list[str]]:
 
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
 def train_main(cfg: DictConfig) -> dict:
-
+    setup()  # again inside the job: Hydra has just opened this job's log file (kit.core.log)
     job_dir, group, name, overrides = job_identity()
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        summary = run_job(cfg, job_dir, group, name, overrides)
+        with quiet_warnings():  # also on a submitit worker, where kit.__main__ does not run
+            summary = run_job(cfg, job_dir, group, name, overrides)
     except KitError as e:
         print(f"kit: error: {e}", file=sys.stderr)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun:
             return {"status": "failed", "job_dir": str(job_dir), "error": str(e)}
         raise SystemExit(2)
+    if multirun:
+        log.info("job %s done: %s", job_dir, score_text(summary) or summary["status"])
+    else:
+        print("\n".join(result_lines(summary)))
     return {"status": summary["status"], "job_dir": str(job_dir)}
+
+
+# ---------------------------------------------------------------- the result a user reads last
+
+def score_text(summary: dict) -> str:
+    """``parity/mean 1.000 (base 0.000, +1.000)`` per task metric (standard errors left out)."""
+    base = summary.get("base_scores") or {}
+    parts = []
+    for task, metrics in (summary.get("scores") or {}).items():
+        for metric, value in metrics.items():
+            if metric.endswith("stderr"):
+                continue
+            b = (base.get(task) or {}).get(metric)
+            vs = f" (base {b:.3f}, {value - b:+.3f})" if b is not None else " (base not scored)"
+            parts.append(f"{task}/{metric} {value:.3f}{vs}")
+    return "; ".join(parts)
+
+
+def verify_text(summary: dict) -> str:
+    v = summary.get("verify")
+    if not v:
+        return "not run (verify.after_train=false; run: python -m kit verify <job dir>)"
+    if v.get("passed"):
+        return f"passed ({Path(summary['job_dir']) / v.get('markdown', 'verify.md')})"
+    return f"FAILED {v.get('failed')} (see {Path(summary['job_dir']) / v.get('markdown', 'verify.md')})"
+
+
+def times_text(timings: dict, base_cached: bool = False) -> str:
+    names = (("train_s", "train"), ("eval_s", "eval"), ("base_scores_s", "base scores"), ("verify_s", "verify"),
+             ("total_s", "total"))
+    text = [f"{label} {timings[k]:.1f} s" + (" (cached)" if k == "base_scores_s" and base_cached else "")
+            for k, label in names if timings.get(k) is not None]
+    return ", ".join(text)
+
+
+def result_lines(summary: dict) -> list[str]:
+    """The block ``kit train`` ends with: where the job is, what it scored, whether it verified, how long
+    it took, what it stored and where to look next."""
+    job = Path(summary["job_dir"])
+    ck = summary.get("checkpoint") or {}
+    lines = [f"kit: job {summary['status']}: {job}"]
+    if summary.get("scores") is not None:
+        lines.append(f"  score       {score_text(summary) or 'no tasks scored (eval=none)'}")
+    lines.append(f"  verify      {verify_text(summary)}")
+    lines.append(f"  time        {times_text(summary.get('timings') or {}, bool((summary.get('eval') or {}).get('base_scores_cached')))}")
+    if ck:
+        stored = (summary.get("storage") or {}).get("persistent_bytes")
+        lines.append(f"  checkpoint  {ck['kind']}, {human_bytes(ck['bytes'])} ({ck['bytes']} bytes) in {ck['path']}"
+                     + (f"; job dir {human_bytes(stored)}" if stored is not None else ""))
+    if (job / "inspect_logs").is_dir():
+        lines.append(f"  look        inspect view --log-dir {job / 'inspect_logs'}")
+    offline = sorted((job / "wandb").glob("offline-run-*"))
+    if offline:
+        lines.append(f"  W&B         wandb sync {job / 'wandb'}/offline-run-*   ({len(offline)} offline run(s))")
+    return lines

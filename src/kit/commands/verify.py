@@ -32,6 +32,17 @@ def print_report(job: str, report: dict) -> None:
         print(f"{job}\t{c['name']}\t{'pass' if c['passed'] else 'FAIL'}\t{c['detail']}")
 
 
+def overall_line(jobs: int, failed: list[str], errors: list[str]) -> str:
+    """One line for the whole target: ``kit: verify: 3 of 4 jobs passed (failed: [...])``."""
+    passed = jobs - len(failed) - len(errors)
+    line = f"kit: verify: {passed} of {jobs} job{'s' if jobs != 1 else ''} passed"
+    if failed:
+        line += f" (failed: {failed})"
+    if errors:
+        line += f" (not verified: {errors})"
+    return line
+
+
 def run(target: Path, overrides: list[str]) -> int:
 
     plans = []
@@ -53,6 +64,7 @@ def run(target: Path, overrides: list[str]) -> int:
         print_report(job_dir.name, report)
         if not report["passed"]:
             failed.append(job_dir.name)
+    print(overall_line(len(plans), failed, errors))
     if failed:
         print(f"kit: verify FAILED for {failed}; see verify.md in each job dir", file=sys.stderr)
     if errors:

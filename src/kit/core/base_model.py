@@ -19,6 +19,8 @@ def resolve_base(model_cfg, config_only: bool = False) -> Path:
     (cached, or fetched alone when the network is allowed), e.g. for describe."""
     if model_cfg.path:
         path = Path(model_cfg.path).expanduser()
+        if not path.exists():
+            raise KitError(f"model.path {str(path)!r} does not exist; expected a local Hugging Face model folder")
         if not (path / "config.json").is_file():
             raise KitError(
                 f"model.path {str(path)!r} is not a model folder (no config.json); "

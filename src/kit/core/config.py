@@ -3,13 +3,13 @@ they use, composing them, and turning Hydra/OmegaConf errors into one line."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from kit.core.data import bundled
 from kit.core.errors import KitError
+from kit.core.log import quiet_warnings
 from kit.core.schema import register
 
 # Inside the package, so a wheel install finds it; the repository's top-level conf/ links here.
@@ -25,9 +25,6 @@ def conf_dir() -> Path:
 def register_resolvers() -> None:
 
     register()
-    # conf/hydra/launcher/{basic,submitit_*}.yaml extend the launcher schemas of the same name;
-    # Hydra 1.3 merges them as intended and warns on every compose that this is deprecated.
-    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
     if not OmegaConf.has_resolver("kit.bundled"):
         OmegaConf.register_new_resolver("kit.bundled", lambda name: str(bundled(name)))
         OmegaConf.register_new_resolver("kit.mul", lambda a, b: a * b)
@@ -42,7 +39,8 @@ def compose(config_name: str, overrides: list[str], hydra_cfg: bool = False):
     from hydra import initialize_config_dir
 
     register_resolvers()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+    # quiet_warnings: Hydra's deprecation warning for kit's launcher yamls (kit.core.log), here only
+    with quiet_warnings(), initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose(config_name, overrides=overrides, return_hydra_config=hydra_cfg)
 
 

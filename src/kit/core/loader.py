@@ -98,6 +98,8 @@ def quantization_config(load_in_4bit: bool, load_in_8bit: bool, dtype):
 
 def model_folder(path) -> Path:
     path = Path(path).expanduser()
+    if not path.exists():
+        raise KitError(f"model folder {str(path)!r} does not exist; expected a local Hugging Face model folder")
     if not (path / "config.json").is_file():
         raise KitError(
             f"{str(path)!r} is not a model folder (no config.json); expected a local Hugging Face "

@@ -27,7 +27,7 @@ class JobMetricLogger(MetricLoggerInterface):
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
         if self.run is not None:
-            self.run.log({f"train/{k}": float(v) for k, v in payload.items()}, step=step)
+            self.run.log({"train/step": step, **{f"train/{k}": float(v) for k, v in payload.items()}}, step=step)
 
     def log_config(self, config) -> None:  # kit logs the resolved kit config itself
         pass

@@ -6,6 +6,7 @@ With ``logger=none`` every call here is a no-op.
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +18,7 @@ def phase_run(logger_cfg, job_dir: Path, job_type: str, group: str, name: str, c
         return
     import wandb
 
+    os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")  # else W&B prints a "use Weave" advert on every run
     run = wandb.init(
         project=logger_cfg.project,
         entity=logger_cfg.entity,
@@ -30,12 +32,22 @@ def phase_run(logger_cfg, job_dir: Path, job_type: str, group: str, name: str, c
         reinit="create_new",
         settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
     )
+    define_metrics(run, job_type)
     try:
         yield run
     except BaseException:
         run.finish(exit_code=1)
         raise
     run.finish()
+
+
+def define_metrics(run, job_type: str) -> None:
+    """Axes and summaries W&B charts group by without clicking: the loss of every train run of a
+    sweep (one W&B group) on one ``train/step`` axis, its minimum kept in the summary."""
+    if job_type == "train":
+        run.define_metric("train/step")
+        run.define_metric("train/*", step_metric="train/step")
+        run.define_metric("train/loss", step_metric="train/step", summary="min,last")
 
 
 def flat_scores(summary: dict) -> dict:

@@ -7,9 +7,18 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from kit.core.log import get as get_logger
+from kit.core.log import timed
 from kit.stages.base_scores import base_scores
 from kit.stages.eval import get_strategy
 from kit.stages.eval.context import EvalContext
+
+log = get_logger(__name__)
+
+
+def score_line(scores: dict) -> str:
+    return ", ".join(f"{t}/{m}={v:.3f}" for t, ms in scores.items() for m, v in ms.items()
+                     if not m.endswith("stderr")) or "no scores"
 
 
 def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers: list[Path] = ()) -> dict:
@@ -21,13 +30,20 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers
         tmp_root=Path(cfg.eval.tmp_dir) if cfg.eval.tmp_dir else job_dir,
         trust_remote_code=cfg.model.trust_remote_code, limit=cfg.tasks.limit, peers=list(peers),
     )
-    result = get_strategy(cfg.eval.strategy)(ctx)
-    base_result = {"scores": {}}
+    with timed(log, f"eval ({cfg.eval.strategy})") as t:
+        result = get_strategy(cfg.eval.strategy)(ctx)
+        t["detail"] = score_line(result["scores"])
+    base_result, base_seconds = {"scores": {}}, None
     if cfg.eval.base_scores and cfg.eval.strategy != "none":
-        base_result = base_scores(ctx)
+        with timed(log, "base scores") as t:
+            base_result = base_scores(ctx)
+            t["detail"] = score_line(base_result["scores"]) + (" (cached)" if base_result.get("cached") else "")
+        base_seconds = t["seconds"]
     info = {k: v for k, v in result.items() if k not in ("scores",)}
     info["strategy"] = cfg.eval.strategy
     info["base_scores_cached"] = base_result.get("cached")
+    info["base_scores_seconds"] = base_seconds
+    info["base_logs"] = list(base_result.get("logs") or [])  # the base's Inspect logs (cached: where they were written)
     return {
         "eval": info,
         "scores": result["scores"],

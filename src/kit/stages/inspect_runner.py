@@ -57,7 +57,8 @@ def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=Non
         display="none",
         limit=limit,
         max_tokens=int(eval_cfg.max_tokens),
-        temperature=float(eval_cfg.temperature),
+        # greedy (0) passes no temperature: transformers warns that it is unused without sampling
+        temperature=float(eval_cfg.temperature) if float(eval_cfg.temperature) > 0 else None,
         seed=int(eval_cfg.seed),
         max_connections=int(eval_cfg.batch_size),
         fail_on_error=True,

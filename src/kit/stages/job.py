@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -25,6 +24,8 @@ from kit.core.jobdir import (
     skip_message,
     write_summary,
 )
+from kit.core.log import get as get_logger
+from kit.core.log import timed
 from kit.core.versions import stack_versions
 from kit.core.wandb_logger import log_eval, phase_run
 from kit.stages import export, phases, storage, train
@@ -33,6 +34,8 @@ from kit.stages.preflight import check_inputs
 from kit.stages.verify.reference import keep_torchtune_adapter
 from kit.stages.verify.report import summary_entry
 from kit.stages.verify.run import verify_job
+
+log = get_logger(__name__)
 
 
 def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides: list[str]) -> dict:
@@ -63,6 +66,7 @@ def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides
         raise
     finally:
         summary["finished"] = time.time()
+        summary.setdefault("timings", {})["total_s"] = summary["finished"] - summary["started"]
         write_summary(job_dir, summary)
     return summary
 
@@ -71,15 +75,18 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
     if cfg.phase.name == "modifier":  # several adapters kept separate: kit/phases.py
         return phases.execute_modifiers(cfg, job_dir, base, group, run_name)
     config = plain_config(cfg)
-    with phase_run(cfg.logger, job_dir, "train", group, run_name, config) as run:
+    with phase_run(cfg.logger, job_dir, "train", group, run_name, config) as run, timed(log, "train") as t:
         trained = train.train(cfg, base, job_dir, Path(cfg.dataset.train_file), run)
-    start = time.perf_counter()
-    checkpoint = export.export(str(cfg.checkpointer.kind.value), Path(trained["epoch_dir"]), job_dir, base)
-    keep_torchtune_adapter(Path(trained["epoch_dir"]), job_dir)  # the training model, for verify
-    shutil.rmtree(job_dir / train.SCRATCH)  # torchtune's per-epoch copies; the export persists
-    if cfg.phase.merge:  # the adapter becomes part of a standalone model and is deleted
-        checkpoint = phases.merge_training(cfg, job_dir, base, checkpoint)
-    export_seconds = time.perf_counter() - start
+        if trained.get("final_loss") is not None:
+            t["detail"] = f"{trained['steps']} steps, loss {trained['first_loss']:.3f} -> {trained['final_loss']:.3f}"
+    with timed(log, "export") as t:
+        checkpoint = export.export(str(cfg.checkpointer.kind.value), Path(trained["epoch_dir"]), job_dir, base)
+        keep_torchtune_adapter(Path(trained["epoch_dir"]), job_dir)  # the training model, for verify
+        shutil.rmtree(job_dir / train.SCRATCH)  # torchtune's per-epoch copies; the export persists
+        if cfg.phase.merge:  # the adapter becomes part of a standalone model and is deleted
+            checkpoint = phases.merge_training(cfg, job_dir, base, checkpoint)
+        t["detail"] = f"{checkpoint['kind']} checkpoint, {checkpoint['bytes']} bytes"
+    export_seconds = t["seconds"]
     with phase_run(cfg.logger, job_dir, "eval", group, run_name, config) as run:
         evaluated = evaluate(cfg, job_dir, base, checkpoint)
         result = {
@@ -90,13 +97,17 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
             "base_scores": evaluated["base_scores"],
             "evals": [eval_entry(cfg, evaluated, "train")],
             "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated["temp_peak_bytes"]},
-            "timings": {"train_s": trained["seconds"], "export_s": export_seconds, "eval_s": evaluated["eval"]["seconds"]},
+            "timings": {"train_s": trained["seconds"], "export_s": export_seconds, "eval_s": evaluated["eval"]["seconds"],
+                        "base_scores_s": evaluated["eval"].get("base_scores_seconds")},
         }
-        result["storage"]["estimate"] = storage.other_checkpointer(cfg, base, trained["dtype"])
+        # the estimate follows the checkpoint the job kept (phase.merge turns an adapter job into a full one)
+        result["storage"]["estimate"] = storage.other_checkpointer(cfg, base, trained["dtype"], checkpoint["kind"])
         log_eval(run, result)
     if cfg.verify.after_train:
+        start = time.perf_counter()
         result["verify"] = verify_after_train(cfg, job_dir, checkpoint, {**result, "base_model": str(base),
                                                                         "group": group, "run_name": run_name})
+        result["timings"]["verify_s"] = time.perf_counter() - start
     return result
 
 
@@ -105,10 +116,12 @@ def verify_after_train(cfg: DictConfig, job_dir: Path, checkpoint: dict, summary
     if cfg.eval.strategy == "none":  # train and export only: no Inspect run, the other checks still do
         cfg = copy.deepcopy(cfg)
         cfg.verify.checks = [c for c in cfg.verify.checks if c != "inspect"]
-    report = verify_job(cfg, job_dir, summary, checkpoint, [], summary["run_name"])
-    if not report["passed"]:
+    with timed(log, "verify") as t:
+        report = verify_job(cfg, job_dir, summary, checkpoint, [], summary["run_name"])
         failed = [c["name"] for c in report["checks"] if not c["passed"]]
-        print(f"kit: verify FAILED for {job_dir}: {failed}; see {job_dir / 'verify.md'}", file=sys.stderr)
+        t["detail"] = f"FAILED {failed}" if failed else f"{len(report['checks'])} checks passed"
+    if not report["passed"]:
+        log.warning("verify FAILED for %s: %s; see %s", job_dir, failed, job_dir / "verify.md")
     return summary_entry(report)
 
 

@@ -31,7 +31,9 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import open_dict
 
 from kit.core import jobdir
+from kit.core.log import get as get_logger
 
+log = get_logger(__name__)
 POLL_S = 5.0  # how often job states are read; bounds how late a hard crash is seen
 RESULT_GRACE_S = 15.0  # a finished job's result file can show up late on a network file system
 RUNNING_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING",
@@ -120,11 +122,14 @@ class BasicLauncher(HydraBasicLauncher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         results = []
-        for point in plan(self, job_overrides, initial_job_idx):
+        points = plan(self, job_overrides, initial_job_idx)
+        for k, point in enumerate(points, 1):
             skipped = resume(point)
             if skipped:
                 results.append(skipped)
                 continue
+            log.info("job %d of %d (#%d %s) started: %s", k, len(points), point.num, " ".join(point.overrides),
+                     point.job_dir)
             ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
                           config=point.config, job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             results.append(as_reported(point, ret))

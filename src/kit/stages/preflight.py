@@ -3,16 +3,20 @@ Hydra/OmegaConf errors into one line that names the bad value."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import shutil
+import subprocess
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from kit.core.base_model import resolve_base
-from kit.core.config import compose, one_line
+from kit.core.config import compose, conf_dir, one_line
 from kit.core.data import read_jsonl
 from kit.core.errors import KitError
 from kit.core.jobdir import is_done, set_aside
+from kit.core.log import get as get_logger
 from kit.core.models import family_of, weight_files
 from kit.stages.eval import get_strategy
 from kit.stages.inspect_runner import load_task_specs
@@ -20,12 +24,34 @@ from kit.stages.phases import check as check_phase
 
 MAX_POINTS = 256
 HYDRA_FLAGS = ("-m", "--multirun", "--info", "--cfg", "-c", "--resolve", "--hydra-help", "--help", "-h")
+# Hydra's flags that take the next argument as their value (``--cfg job``); --info's is optional
+VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+               "--config-dir", "-cd", "--experimental-rerun"}
+INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+SHOW_ONLY = {"--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help"}  # Hydra prints and exits: no job runs
+SLURM_LAUNCHERS = ("SlurmLauncher",)  # launcher classes that submit with sbatch
+SLURM_TIMEOUT_S = 30
+
+log = get_logger(__name__)
 
 
 def split_args(args: list[str]) -> tuple[list[str], bool]:
-    overrides = [a for a in args if not a.startswith("-")]
+    """(overrides, multirun) from the arguments of ``kit train``: Hydra's flags and their values dropped."""
+    overrides, skip = [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+        elif a.startswith("-"):
+            skip = a in VALUE_FLAGS or (a in ("--info", "-i") and i + 1 < len(args) and args[i + 1] in INFO_TOPICS)
+        else:
+            overrides.append(a)
     multirun = "-m" in args or "--multirun" in args
     return overrides, multirun
+
+
+def show_only(args: list[str]) -> bool:
+    """Hydra only prints (``--cfg job``, ``--info``, ``--help``): no job dir is touched."""
+    return any(a.partition("=")[0] in SHOW_ONLY for a in args)
 
 
 def expand(overrides: list[str], sweep_params: dict) -> list[list[str]]:
@@ -60,15 +86,14 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
     A single run into a dir with an unfinished attempt moves that attempt to
     ``<dir>/attempts/<n>/`` first (sweeps do this in kit.stages.launcher).
     """
-    from omegaconf import OmegaConf
-
-
-
     overrides, multirun = split_args(args)
     plain = [o for o in overrides if not o.startswith("hydra")]
+    printing = show_only(args)
     try:
         first = compose(config_name, fixed_overrides(overrides), hydra_cfg=True)
-        if not multirun:
+        if multirun and not printing:
+            check_launcher(first.hydra.launcher)
+        if not multirun and not printing:
             run_dir = Path(first.hydra.run.dir)
             if is_done(run_dir):
                 return run_dir
@@ -76,16 +101,54 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
         points = expand(plain, sweep) if multirun else [plain]
         for point in points:
             cfg = compose(config_name, point)
+            check_added_keys(cfg, point)
             OmegaConf.resolve(cfg)
             check_inputs(cfg)  # model folder, dataset file, tasks: before any job dir exists
     except KitError:
         raise
     except Exception as e:  # Hydra / OmegaConf composition errors
         raise KitError(one_line(e)) from None
-    moved = None if multirun else set_aside(run_dir)
+    moved = None if multirun or printing else set_aside(run_dir)
     if moved:
-        print(f"kit: unfinished attempt in {run_dir} moved to {moved}; running it again")
+        log.info("unfinished attempt in %s moved to %s; running it again", run_dir, moved)
     return None
+
+
+def check_launcher(launcher_cfg) -> None:
+    """A SLURM launcher needs a SLURM cluster that answers here: say so before Hydra makes the sweep dir."""
+    name = str(launcher_cfg.get("_target_", "")).rpartition(".")[2]
+    if name not in SLURM_LAUNCHERS:
+        return
+    other = "expected a SLURM cluster here, or hydra/launcher=basic|submitit_local"
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        raise KitError(f"hydra/launcher uses SLURM ({name}) but 'sbatch'/'sinfo' are not on PATH; {other}")
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=SLURM_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise KitError(f"hydra/launcher uses SLURM ({name}) but 'sinfo' got no answer in {SLURM_TIMEOUT_S} s; {other}") from None
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise KitError(f"hydra/launcher uses SLURM ({name}) but the cluster does not answer (sinfo: {why}); {other}")
+
+
+def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """``+a.b=v`` / ``++a.b=v`` add keys past the structured schema (Hydra opens it for them);
+    refuse a key the schema of its parent does not know (a typo such as ``+lora.rnk=8``)."""
+    for line in overrides:
+        if not line.startswith("+"):
+            continue
+        key = line.lstrip("+").partition("=")[0]
+        parent_key, _, leaf = key.rpartition(".")
+        if "@" in key or (conf_dir() / key.replace(".", "/")).is_dir():  # a config group (+experiment=...)
+            continue
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        schema = OmegaConf.get_type(parent) if isinstance(parent, DictConfig) else None
+        if schema is None or not dataclasses.is_dataclass(schema):
+            continue  # a free-form mapping (e.g. phase.modifiers): any key is fine
+        known = [f.name for f in dataclasses.fields(schema)]
+        if leaf not in known:
+            raise KitError(f"unknown key {key!r} in {line!r}: {parent_key or 'the config'} has no key {leaf!r}; "
+                           f"expected one of {known}")
 
 
 def check_inputs(cfg: DictConfig) -> dict:

@@ -152,6 +152,8 @@ class ResidentBase:
             self.restore()
             if len(self.peft.peft_config) == 1:  # PEFT needs one adapter left; keep it, unused
                 return
+            if name in self.peft.active_adapters:  # else PEFT warns "Adapter ... was active which is now deleted"
+                self.peft.set_adapter(next(n for n in self.peft.peft_config if n != name))
             self.peft.delete_adapter(name)
             self.attached.pop(name, None)
 

@@ -57,12 +57,17 @@ def lora_numel(cfg: DictConfig, base: Path) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
 
 
-def other_checkpointer(cfg: DictConfig, base: Path, dtype: str) -> dict | None:
-    """The other checkpointer's checkpoint bytes for this job, and how they were estimated."""
+def other_checkpointer(cfg: DictConfig, base: Path, dtype: str, kept: str | None = None) -> dict | None:
+    """The other checkpointer's checkpoint bytes for this job, and how they were estimated.
+
+    ``kept``: the kind of checkpoint the job kept (default ``checkpointer.kind``); a
+    ``phase.merge`` job keeps a full model although it trained with the adapter checkpointer.
+    """
     if dtype not in DTYPES:
         return None
     per_param = DTYPES[dtype].bytes
-    if cfg.checkpointer.kind == "adapter":
+    kept = kept or getattr(cfg.checkpointer.kind, "value", cfg.checkpointer.kind)
+    if kept == "adapter":
         numel = base_numel(base)
         if numel is None:
             return None

@@ -146,18 +146,44 @@ def copy_before_merge(recipe_module) -> None:
     recipe_module.get_merged_lora_ckpt = merge_copies
 
 
+class EpochBars:
+    """The recipe's ``tqdm``, one bar at a time.
+
+    torchtune 0.6.1 opens a progress bar per epoch and never closes it, so each new bar is
+    drawn one line lower and the terminal gets cursor-up codes (``[A``); closing the
+    previous bar when the next one opens keeps one bar per epoch, one line each.
+    """
+
+    def __init__(self, tqdm):
+        self.tqdm, self.bar = tqdm, None
+
+    def __call__(self, *args, **kwargs):
+        self.close()
+        self.bar = self.tqdm(*args, **kwargs)
+        return self.bar
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def run_single_device(tt_cfg: dict, run=None) -> None:
     """Run torchtune's single-device LoRA recipe in this process; its losses also go to ``run`` (W&B)."""
     recipe_module = load_recipe("lora_finetune_single_device")
     if tt_cfg["device"] == "cpu" and not tt_cfg["save_adapter_weights_only"]:
         copy_before_merge(recipe_module)
+    bars = recipe_module.tqdm = EpochBars(recipe_module.tqdm)
     cfg = OmegaConf.create(tt_cfg)
     recipe = recipe_module.LoRAFinetuneRecipeSingleDevice(cfg=cfg)
-    recipe.setup(cfg=cfg)
-    if isinstance(getattr(recipe, "_metric_logger", None), JobMetricLogger):
-        recipe._metric_logger.attach(run)  # torchtune built it from the config; kit owns the run
-    recipe.train()
-    recipe.cleanup()
+    try:
+        recipe.setup(cfg=cfg)
+        if isinstance(getattr(recipe, "_metric_logger", None), JobMetricLogger):
+            recipe._metric_logger.attach(run)  # torchtune built it from the config; kit owns the run
+        recipe.train()
+        recipe.cleanup()
+    finally:
+        bars.close()
 
 
 def torchrun_command(config_path: Path, nproc: int) -> list[str]:
