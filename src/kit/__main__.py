@@ -29,7 +29,19 @@ USAGE = ("usage: python -m kit {train,eval,verify,report,describe,plugins,serve}
          " plugins: [--json]; serve: serve.registry=<modifier job dir> [serve.port=N] [router=...])")
 
 
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return dispatch(argv)
+    except KeyboardInterrupt as e:  # one line, no traceback: what was kept and where (the job says)
+        print(f"kit: interrupted: {e}" if str(e) else "kit: interrupted (Ctrl-C); nothing was marked done",
+              file=sys.stderr)
+        return INTERRUPTED_EXIT
+
+
+def dispatch(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from kit.core.errors import KitError
 from kit.stages.base_scores import base_scores
 from kit.stages.eval import get_strategy
 from kit.stages.eval.context import EvalContext
@@ -22,6 +23,9 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers
         trust_remote_code=cfg.model.trust_remote_code, limit=cfg.tasks.limit, peers=list(peers),
     )
     result = get_strategy(cfg.eval.strategy)(ctx)
+    if cfg.eval.strategy != "none" and not result.get("scores"):
+        raise KitError(f"the {cfg.eval.strategy} eval of {checkpoint['path']} returned no scores for tasks {specs}; "
+                       "expected a score per task (the job is not marked done)")
     base_result = {"scores": {}}
     if cfg.eval.base_scores and cfg.eval.strategy != "none":
         base_result = base_scores(ctx)
