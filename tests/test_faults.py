@@ -63,3 +63,60 @@ def test_ctrl_c_during_eval_is_not_a_result(kit_cache, tmp_path):
     assert "already done" not in proc.stdout + proc.stderr
     assert read_summary(job / "attempts" / "1")["status"] == "interrupted"
     assert is_done(job)
+
+
+# ---------------------------------------------------------------- 5: datasets checked up front
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("kit: error:")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("line,needles", [
+    ('{"question": 7, "answer": "odd"}\n', ["line 2", "'question'", "a number", "expected a string"]),
+    ('{"question": "Is 3 even?", "answer": null}\n', ["line 2", "'answer'", "null"]),
+    (b'{"question": "Is 3 \xff even?", "answer": "odd"}\n', ["line 2 column 20", "not UTF-8", "0xff"]),
+])
+def test_dataset_rows_checked_with_file_line_and_column(tmp_path, tiny_base, line, needles):
+    from kit.core.errors import KitError
+    from kit.stages.preflight import check_dataset
+
+    data = tmp_path / "data.jsonl"
+    good = b'{"question": "Is 2 even?", "answer": "even"}\n'
+    data.write_bytes(good + (line if isinstance(line, bytes) else line.encode()))
+    with pytest.raises(KitError) as e:
+        check_dataset(str(data), ("question", "answer"), tiny_base)
+    assert str(data) in str(e.value)
+    for needle in needles:
+        assert needle in str(e.value), str(e.value)
+
+
+def test_row_longer_than_the_context_fails_before_training(kit_cache, tmp_path, tiny_base):
+    """The tiny model's context is 256 tokens: a 400-word prompt fails up front naming file and line,
+    not as a torchtune traceback mid-epoch; no job dir is made."""
+    data = tmp_path / "long.jsonl"
+    rows = [{"question": "Is 2 even?", "answer": "even"}] * 3 + [{"question": " ".join(["seven"] * 400), "answer": "odd"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    job = tmp_path / "job"
+    proc = run_kit(["train", f"dataset.train_file={data}", *SHORT, f"hydra.run.dir={job}"], kit_cache, tmp_path)
+    assert_one_line_error(proc, str(data), "line 4", "context is 256")
+    assert not job.exists()
+
+
+# ---------------------------------------------------------------- 10: ranges checked for every sweep point
+
+@pytest.mark.parametrize("args,needle", [
+    (["lora.rank=0"], "lora.rank=0"),
+    (["-m", "lora.rank=8,-1"], "lora.rank=-1"),
+    (["trainer.lr=0"], "trainer.lr=0"),
+    (["lora.dropout=1.5"], "lora.dropout=1.5"),
+])
+def test_out_of_range_values_exit_2_before_any_job_dir(kit_cache, tmp_path, args, needle):
+    run_dir, sweep_dir = tmp_path / "job", tmp_path / "sweep"
+    proc = run_kit(["train", *args, f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={sweep_dir}"], kit_cache, tmp_path)
+    assert_one_line_error(proc, needle, "out of range")
+    assert not run_dir.exists() and not sweep_dir.exists()
