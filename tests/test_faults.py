@@ -120,3 +120,99 @@ def test_out_of_range_values_exit_2_before_any_job_dir(kit_cache, tmp_path, args
     proc = run_kit(["train", *args, f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={sweep_dir}"], kit_cache, tmp_path)
     assert_one_line_error(proc, needle, "out of range")
     assert not run_dir.exists() and not sweep_dir.exists()
+
+
+# ---------------------------------------------------------------- 6, 9: full disks and damaged caches
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tiny tmpfs (a real file system that fills up); skipped where mounting is not allowed."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()})")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(disk: Path) -> None:
+    """Fill a file system to the last byte."""
+    with open(disk / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+def base_score_cache(cache: Path, limit: int) -> Path:
+    from omegaconf import OmegaConf
+
+    from kit.core.config import compose
+    from kit.core.tiny import tiny_model_dir
+    from kit.stages.base_scores import cache_key
+
+    cfg = compose("train", [f"tasks.limit={limit}"])
+    OmegaConf.resolve(cfg)
+    return cache / "base_scores" / f"{cache_key(tiny_model_dir(), list(cfg.tasks.specs), cfg.eval, limit)}.json"
+
+
+@pytest.mark.slow
+def test_damaged_base_score_cache_is_recomputed(kit_cache, tmp_path):
+    limit = 3  # a cache entry of its own
+    cached = base_score_cache(kit_cache, limit)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text('{"scores": {"parity": {"accuracy"')  # cut short
+    job = tmp_path / "job"
+    args = ["train", *SHORT[:-1], f"tasks.limit={limit}", f"hydra.run.dir={job}"]
+    proc = run_kit(args, kit_cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("kit: warning:") and "base-score" in ln]
+    assert len(warnings) == 1 and str(cached) in warnings[0], proc.stderr[-2000:]
+    summary = read_summary(job)
+    assert summary["status"] == "done" and summary["base_scores"]["parity"]["mean"] >= 0
+    assert json.loads(cached.read_text())["scores"] == summary["base_scores"]  # replaced by a good one
+
+
+@pytest.mark.slow
+def test_full_cache_disk_does_not_fail_a_finished_job(kit_cache, tmp_path, tiny_base, small_disk):
+    """$KIT_CACHE on a file system with no space left: the base scores are computed and kept in the
+    summary, the cache write is skipped with one warning line, the job is done."""
+    import shutil
+
+    cache = small_disk("2m")
+    shutil.copytree(tiny_base, cache / tiny_base.name)
+    fill(cache)
+    job = tmp_path / "job"
+    proc = run_kit(["train", *SHORT[:-1], "tasks.limit=3", f"hydra.run.dir={job}"], cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("kit: warning:")]
+    assert len(warnings) == 1 and "not written" in warnings[0], proc.stderr[-2000:]
+    summary = read_summary(job)
+    assert summary["status"] == "done" and summary["base_scores"]["parity"]["mean"] >= 0
+
+
+@pytest.mark.slow
+def test_disk_full_during_a_job_is_one_line_and_a_failed_summary(kit_cache, tmp_path, small_disk):
+    """The job dir's disk fills while the merged model is written for the eval: one line naming
+    the disk full, no traceback, the summary says failed (not running), the adapter is kept."""
+    disk = small_disk("500k")
+    job = disk / "job"
+    proc = run_kit(["train", *SHORT, "tasks.limit=2", f"hydra.run.dir={job}"], kit_cache, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = assert_one_line_error(proc, "disk full writing")
+    assert str(job) in line
+    summary = read_summary(job)
+    assert summary["status"] == "failed" and "disk full" in summary["error"], summary
+    assert (job / "adapter" / "adapter_model.safetensors").is_file()
+    assert not list(job.glob("kit-merged-*"))  # the temporary model is gone
