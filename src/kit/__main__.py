@@ -30,13 +30,21 @@ USAGE = ("usage: python -m kit {train,eval,verify,report,describe,plugins,serve}
          " plugins: [--json]; serve: serve.registry=<modifier job dir> [serve.port=N] [router=...])")
 
 
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     setup()
     with quiet_warnings():  # the known-harmless warnings of the stack (kit.core.log), for this command only
-        return run(list(sys.argv[1:] if argv is None else argv))
+        try:
+            return dispatch(list(sys.argv[1:] if argv is None else argv))
+        except KeyboardInterrupt as e:  # one line, no traceback: what was kept and where (the job says)
+            print(f"kit: interrupted: {e}" if str(e) else "kit: interrupted (Ctrl-C); nothing was marked done",
+                  file=sys.stderr)
+            return INTERRUPTED_EXIT
 
 
-def run(argv: list[str]) -> int:
+def dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2

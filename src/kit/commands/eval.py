@@ -20,7 +20,7 @@ from pathlib import Path
 from kit.commands.eval_server import main as eval_server
 from kit.core.cli_parser import target_and_overrides
 from kit.core.config import plain_config
-from kit.core.errors import KitError
+from kit.core.errors import Interrupted, KitError
 from kit.core.jobdir import (
     checkpoint_of,
     find_jobs,
@@ -71,6 +71,10 @@ def run(target: Path, overrides: list[str]) -> int:
             print(f"kit: error: {job_dir.name}: {e}", file=sys.stderr)
             failed.append(job_dir.name)
             continue
+        except KeyboardInterrupt as e:
+            why = f" ({e})" if str(e) else ""
+            raise Interrupted(f"eval of {job_dir} stopped{why}; its summary.json is unchanged (the scores of "
+                              f"{[r[0] for r in rows]} were appended to theirs)") from None
         rows.append((job_dir.name, cfg.eval.strategy, entry["scores"], time.perf_counter() - start))
     for job, strategy, scores, seconds in rows:
         flat = " ".join(f"{t}/{m}={v:.3f}" for t, ms in scores.items() for m, v in ms.items())

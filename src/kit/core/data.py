@@ -20,32 +20,80 @@ def bundled(name: str) -> Path:
 
 
 def read_jsonl(path: str | Path, columns: tuple[str, ...] = ()) -> list[dict]:
-    """Parse a JSON-lines file; every record must hold ``columns``."""
+    """Parse a JSON-lines file; every record must hold ``columns``, each a string."""
+    return [row for _, row in numbered_rows(path, columns)]
+
+
+def numbered_rows(path: str | Path, columns: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
+    """(line number, record) of every record; a bad line fails in one line naming file, line and column."""
     path = Path(path)
     if not path.is_file():
         raise KitError(f"dataset file {str(path)!r} not found; expected a JSON-lines file")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = decoded(path, lineno, raw)
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise KitError(
-                    f"dataset file {str(path)!r} line {lineno} is not JSON ({e.msg}); "
+                    f"dataset file {str(path)!r} line {lineno} column {e.colno} is not JSON ({e.msg}); "
                     "expected one JSON object per line"
                 ) from None
-            missing = [c for c in columns if not isinstance(row, dict) or c not in row]
-            if missing:
-                raise KitError(
-                    f"dataset file {str(path)!r} line {lineno} lacks column(s) {missing}; "
-                    f"expected keys {list(columns)}"
-                )
-            rows.append(row)
+            check_columns(path, lineno, row, columns)
+            rows.append((lineno, row))
     if not rows:
         raise KitError(f"dataset file {str(path)!r} is empty; expected JSON-lines records")
     return rows
+
+
+def decoded(path: Path, lineno: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        column = len(raw[: e.start].decode("utf-8", "replace")) + 1
+        raise KitError(
+            f"dataset file {str(path)!r} line {lineno} column {column} is not UTF-8 (byte 0x{raw[e.start]:02x}); "
+            "expected UTF-8 text"
+        ) from None
+
+
+JSON_TYPES = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+
+
+def check_columns(path: Path, lineno: int, row, columns: tuple[str, ...]) -> None:
+    """Every column present and a string: torchtune's templates fail deep inside on anything else."""
+    missing = [c for c in columns if not isinstance(row, dict) or c not in row]
+    if missing:
+        raise KitError(
+            f"dataset file {str(path)!r} line {lineno} lacks column(s) {missing}; "
+            f"expected keys {list(columns)}"
+        )
+    for c in columns:
+        if not isinstance(row[c], str):
+            what = JSON_TYPES.get(type(row[c]), type(row[c]).__name__)
+            raise KitError(
+                f"dataset file {str(path)!r} line {lineno} column {c!r} is {what} ({json.dumps(row[c])[:40]}); "
+                "expected a string"
+            )
+
+
+def check_lengths(path: str | Path, columns: tuple[str, str], count_tokens, max_len: int) -> int:
+    """The longest row in tokens (``count_tokens(row) -> int``, as training tokenizes it); a row
+    longer than ``max_len`` (the model's context) fails here, not mid-epoch inside torchtune."""
+    longest = 0
+    for lineno, row in numbered_rows(path, columns):
+        n = count_tokens(row)
+        if n > max_len:
+            raise KitError(
+                f"dataset file {str(path)!r} line {lineno} is {n} tokens long ({columns[0]!r} + {columns[1]!r} "
+                f"in the chat template) but the model's context is {max_len}; expected rows of at most "
+                f"{max_len} tokens (shorten or drop it)"
+            )
+        longest = max(longest, n)
+    return longest
 
 
 def corpus_lines() -> list[str]:

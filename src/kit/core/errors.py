@@ -3,3 +3,20 @@
 
 class KitError(Exception):
     """A user-facing error: the message names the bad value and the expected form."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or a cancelled Inspect eval): the message says what was kept and where.
+
+    A KeyboardInterrupt, so nothing on the way up mistakes it for a failure to report and
+    go on from; the CLI prints it as one line and exits 130."""
+
+
+def disk_full(e: OSError) -> KitError | None:
+    """A KitError naming the file, for a write that failed because its disk is full (or over quota)."""
+    import errno
+
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = e.filename or "a file"
+    return KitError(f"disk full writing {where} ({e.strerror}); free space there and run the same command again")

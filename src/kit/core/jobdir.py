@@ -7,6 +7,7 @@ The bottom of kit: every command and stage reads and writes job dirs through her
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -16,9 +17,27 @@ from kit.core.errors import KitError
 SUMMARY = "summary.json"
 
 
+UNREADABLE = "unreadable"  # the status of a summary.json that is not a JSON object (truncated, garbled)
+INTERRUPTED = "interrupted"  # the status set_aside gives an attempt that ended while "running"
+
+
 def read_summary(job_dir: Path) -> dict | None:
+    """The job's summary (None: there is none). A file that cannot be read as a JSON object
+    (truncated by a crash or a full disk) reads as an unfinished attempt that names the file:
+    it never blocks a resume or a report, and the file itself is kept (set_aside moves it)."""
     path = job_dir / SUMMARY
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        summary = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) else str(e).splitlines()[0]
+        return {"status": UNREADABLE, "error": f"{str(path)!r} is unreadable ({why}); expected kit's JSON summary",
+                "job_dir": str(job_dir)}
+    if not isinstance(summary, dict):
+        return {"status": UNREADABLE, "error": f"{str(path)!r} holds a {type(summary).__name__}, not kit's JSON summary",
+                "job_dir": str(job_dir)}
+    return summary
 
 
 def is_done(job_dir: Path) -> bool:
@@ -31,7 +50,7 @@ def skip_message(job_dir: Path) -> str:
 
 ATTEMPTS = "attempts"  # <job>/attempts/<n>/: the files of earlier unfinished attempts
 # What a job writes in its dir. Only these move aside: a run dir may be shared (hydra.run.dir=.).
-JOB_FILES = (SUMMARY, f".{SUMMARY}.tmp", "adapter", "hf_model", "merged", "modifiers", "modifiers.json",
+JOB_FILES = (SUMMARY, f".{SUMMARY}.tmp", f"{SUMMARY}.unreadable", "adapter", "hf_model", "merged", "modifiers", "modifiers.json",
              "router_learned.json", "torchtune_out", "torchtune.yaml", "metrics.jsonl", "inspect_logs",
              "verify", "verify.json", "verify.md", "wandb", ".hydra", "cli.log")
 
@@ -39,16 +58,26 @@ JOB_FILES = (SUMMARY, f".{SUMMARY}.tmp", "adapter", "hf_model", "merged", "modif
 def set_aside(job_dir: Path) -> Path | None:
     """Move an unfinished attempt's files to ``<job>/attempts/<n>/`` so the job can run
     again in a clean dir; returns where they went (None: no unfinished attempt there; a
-    done job is never touched)."""
-    if not job_dir.is_dir() or is_done(job_dir) or not (read_summary(job_dir) or existing_outputs(job_dir)):
+    done job is never touched).
+
+    Merged temporary models (``kit-merged-*``, full-size, left by a killed eval) are deleted,
+    not kept: they are copies of base + adapter. A summary left at ``running`` (the attempt
+    was killed) is marked ``interrupted``; an unreadable one is kept as it is."""
+    summary = read_summary(job_dir) if job_dir.is_dir() else None
+    if not job_dir.is_dir() or is_done(job_dir) or not (summary or existing_outputs(job_dir)):
         return None
-    entries = [job_dir / n for n in JOB_FILES if (job_dir / n).exists()] + sorted(job_dir.glob("kit-merged-*"))
+    for tmp in job_dir.glob("kit-merged-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    entries = [job_dir / n for n in JOB_FILES if (job_dir / n).exists()]
     attempts = job_dir / ATTEMPTS
     n = 1 + max((int(p.name) for p in attempts.glob("*") if p.name.isdigit()), default=0)
     dest = attempts / str(n)
     dest.mkdir(parents=True)
     for entry in entries:
         entry.rename(dest / entry.name)
+    if summary and summary.get("status") == "running":
+        summary.update(status=INTERRUPTED, error=summary.get("error") or "ended while running (killed or interrupted)")
+        write_summary(dest, summary)
     return dest
 
 
@@ -58,6 +87,9 @@ def mark_failed(job_dir: Path, overrides: list[str], error: str) -> None:
         return
     job_dir.mkdir(parents=True, exist_ok=True)
     summary = read_summary(job_dir) or {"overrides": overrides, "job_dir": str(job_dir)}
+    if summary.get("status") == UNREADABLE:  # keep its bytes beside the new summary, never overwrite them
+        (job_dir / SUMMARY).replace(job_dir / f"{SUMMARY}.unreadable")
+        summary = {"overrides": overrides, "job_dir": str(job_dir), "unreadable_before": summary["error"]}
     summary.update(status="failed", error=error, finished=time.time())
     write_summary(job_dir, summary)
 

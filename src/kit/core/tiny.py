@@ -13,10 +13,12 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from kit.core.data import corpus_lines
+from kit.core.errors import disk_full
 
 # Shape of the tiny model. Changing it changes the cache key.
 TINY_SPEC = {
@@ -60,11 +62,47 @@ def spec_hash(spec: dict) -> str:
 
 
 def tiny_model_dir(spec: dict | None = None) -> Path:
-    """Return the folder of the tiny model, building it on first use."""
+    """Return the folder of the tiny model, building it on first use (and again if the cached
+    copy is damaged: a cache is rebuilt, never trusted blindly)."""
     spec = dict(TINY_SPEC if spec is None else spec)
     target = cache_root() / f"tiny-{spec['family']}-{spec_hash(spec)}"
-    if (target / "config.json").exists():
+    if intact(target):
         return target
+    if target.exists():
+        print(f"kit: warning: cached tiny model {target} is damaged; building it again", file=sys.stderr)
+        discard(target)
+    try:
+        build_into(target, spec)
+    except OSError as e:
+        raise (disk_full(e) or e) from None
+    return target
+
+
+def intact(target: Path) -> bool:
+    """Built to the end (the spec file is written last) and its config and weights readable."""
+    from safetensors import safe_open
+
+    try:
+        json.loads((target / "kit_tiny_spec.json").read_text())
+        json.loads((target / "config.json").read_text())
+        with safe_open(str(target / "model.safetensors"), framework="pt") as f:
+            list(f.keys())
+    except Exception:  # missing, truncated or garbled: any of them means rebuild
+        return False
+    return True
+
+
+def discard(target: Path) -> None:
+    """Move a damaged cache entry out of the way first (atomic), then delete it."""
+    gone = target.with_name(f".damaged-{target.name}-{os.getpid()}")
+    try:
+        target.rename(gone)
+    except OSError:  # another process moved it already
+        return
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+def build_into(target: Path, spec: dict) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build in a scratch folder and rename: concurrent sweep jobs never see a
     # half-written model.
@@ -77,7 +115,6 @@ def tiny_model_dir(spec: dict | None = None) -> Path:
             pass
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return target
 
 
 def _tokenizer_corpus() -> list[str]:

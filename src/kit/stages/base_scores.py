@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 
 from kit.core.device import resolve_device, resolve_dtype
@@ -45,13 +47,43 @@ def score_base(ctx) -> dict:
 
 
 def base_scores(ctx) -> dict:
+    """The base's scores: from the cache when it holds a readable record, else computed. The
+    cache never fails a job: a damaged file is recomputed and replaced, a failed write (full
+    disk, read-only cache) is skipped with one warning line."""
     path = cache_root() / "base_scores" / f"{cache_key(ctx.base, ctx.tasks, ctx.eval_cfg, ctx.limit)}.json"
-    if path.exists():
-        return {**json.loads(path.read_text()), "cached": True}
+    cached = read_cached(path)
+    if cached is not None:
+        return {**cached, "cached": True}
     result = score_base(ctx)
     record = {"scores": result["scores"], "logs": result["logs"]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{id(record)}.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(path)  # atomic: parallel sweep jobs never read half a file
+    write_cached(path, record)
     return {**record, "cached": False}
+
+
+def read_cached(path: Path) -> dict | None:
+    try:
+        record = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        warn(f"base-score cache {path} unreadable ({type(e).__name__}); scoring the base again")
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("scores"), dict) or not record["scores"]:
+        warn(f"base-score cache {path} holds no scores; scoring the base again")
+        return None
+    return record
+
+
+def write_cached(path: Path, record: dict) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(record, indent=2))
+        tmp.replace(path)  # atomic: parallel sweep jobs never read half a file
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        warn(f"base-score cache {path} not written ({e.strerror or e}); the scores are in the job's summary")
+
+
+def warn(message: str) -> None:
+    print(f"kit: warning: {message}", file=sys.stderr)

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from kit.core.log import get as get_logger
 from kit.core.log import timed
+from kit.core.errors import KitError
 from kit.stages.base_scores import base_scores
 from kit.stages.eval import get_strategy
 from kit.stages.eval.context import EvalContext
@@ -33,6 +34,9 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers
     with timed(log, f"eval ({cfg.eval.strategy})") as t:
         result = get_strategy(cfg.eval.strategy)(ctx)
         t["detail"] = score_line(result["scores"])
+    if cfg.eval.strategy != "none" and not result.get("scores"):
+        raise KitError(f"the {cfg.eval.strategy} eval of {checkpoint['path']} returned no scores for tasks {specs}; "
+                       "expected a score per task (the job is not marked done)")
     base_result, base_seconds = {"scores": {}}, None
     if cfg.eval.base_scores and cfg.eval.strategy != "none":
         with timed(log, "base scores") as t:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from kit.core.device import resolve_device, torch_dtype
-from kit.core.errors import KitError
+from kit.core.errors import Interrupted, KitError
 
 
 def load_task_specs(specs: list[str]) -> None:
@@ -15,6 +15,7 @@ def load_task_specs(specs: list[str]) -> None:
 
 
     for spec in specs:
+        check_task_file(spec)
         try:
             found = load_tasks([spec], {})
         except Exception as e:  # Inspect raises several types for a bad spec
@@ -28,14 +29,65 @@ def load_task_specs(specs: list[str]) -> None:
             )
 
 
-def scores_from_logs(logs) -> dict[str, dict[str, float]]:
+def check_task_file(spec: str) -> None:
+    """A task file that does not compile: say so (Inspect reports it as "task not found")."""
+    path = Path(spec.split("@")[0])
+    if path.suffix != ".py" or not path.is_file():
+        return
+    try:
+        compile(path.read_bytes(), str(path), "exec")
+    except SyntaxError as e:
+        raise KitError(f"Inspect task file {str(path)!r} line {e.lineno}: {e.msg} (SyntaxError); "
+                       "expected a Python file that compiles") from None
+    except ValueError as e:  # e.g. null bytes
+        raise KitError(f"Inspect task file {str(path)!r} cannot be compiled ({e}); expected a Python file") from None
+
+
+def scored_samples(results) -> int:
+    """Samples that ran to a score (a drained or cancelled task logs fewer than it planned)."""
+    logged = results.total_samples if results.logged_samples is None else results.logged_samples
+    return min(results.completed_samples, logged)
+
+
+def cancelled_logs(log_dir: Path, since: float) -> list[str]:
+    """This run's logs that Inspect wrote as cancelled (Ctrl-C: Inspect stops, writes them, and
+    returns no logs at all)."""
+    from inspect_ai.log import read_eval_log
+
+    found = []
+    for path in sorted(Path(log_dir).glob("*.eval")) if Path(log_dir).is_dir() else []:
+        if path.stat().st_mtime >= since:
+            try:
+                if read_eval_log(str(path), header_only=True).status == "cancelled":
+                    found.append(str(path))
+            except Exception:  # a log cut short: not ours to judge
+                continue
+    return found
+
+
+def scores_from_logs(logs, specs: list[str] = (), log_dir: Path | None = None, since: float = 0.0) -> dict[str, dict[str, float]]:
+    """Every task's metrics; anything short of a complete, scored eval of every task raises
+    (a cancelled or partial eval must never be recorded as a result)."""
+    if not logs:
+        cancelled = cancelled_logs(log_dir, since) if log_dir else []
+        if cancelled:
+            raise Interrupted(f"Inspect eval of {list(specs)} was cancelled (log: {cancelled[0]})")
+        raise KitError(f"Inspect returned no eval log for tasks {list(specs)}; nothing was scored")
     out: dict[str, dict[str, float]] = {}
     for log in logs:
+        where = f" (log: {log.location})" if log.location else ""
+        if log.status == "cancelled":
+            done = log.results.completed_samples if log.results else 0
+            raise Interrupted(f"Inspect eval of task {log.eval.task!r} was cancelled after {done} sample(s){where}")
         if log.status != "success":
             msg = log.error.message if log.error else log.status
             raise KitError(f"Inspect eval of task {log.eval.task!r} ended {log.status}: {msg}")
+        results = log.results
+        if results is None or not results.scores or scored_samples(results) < results.total_samples:
+            got = f"{results.completed_samples} of {results.total_samples} samples" if results else "no results"
+            raise KitError(f"Inspect eval of task {log.eval.task!r} is incomplete ({got}){where}; expected every sample scored")
         metrics: dict[str, float] = {}
-        scores = log.results.scores if log.results else []
+        scores = results.scores
         for score in scores:
             prefix = "" if len(scores) == 1 else f"{score.name}/"
             for name, metric in score.metrics.items():
@@ -49,7 +101,7 @@ def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=Non
     from inspect_ai import eval as inspect_eval
 
 
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time() - 1
     logs = inspect_eval(
         list(task_specs),
         model=model,
@@ -64,7 +116,7 @@ def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=Non
         fail_on_error=True,
     )
     return {
-        "scores": scores_from_logs(logs),
+        "scores": scores_from_logs(logs, task_specs, log_dir, started),
         "logs": [str(log.location) for log in logs],
         "seconds": time.perf_counter() - start,
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -16,8 +17,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from kit.core.config import plain_config
-from kit.core.errors import KitError
+from kit.core.errors import Interrupted, KitError, disk_full
 from kit.core.jobdir import (
+    INTERRUPTED,
+    SUMMARY,
     existing_outputs,
     is_done,
     read_summary,
@@ -58,17 +61,57 @@ def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides
     try:
         summary.update(execute(cfg, job_dir, checked["base"], group, run_name))
         summary["status"] = "done"
+    except KeyboardInterrupt as e:  # Ctrl-C, or an Inspect eval it cancelled: never a result
+        summary.update(status=INTERRUPTED, error=f"interrupted{f': {e}' if str(e) else ' (Ctrl-C)'}")
+        finish(job_dir, summary)
+        raise Interrupted(kept(job_dir)) from None
     except BaseException as e:
+        full = disk_full_in(e, job_dir)
         summary["status"] = "failed"
-        summary["error"] = f"{type(e).__name__}: {e}"
-        if not isinstance(e, KitError):
+        summary["error"] = str(full) if full else f"{type(e).__name__}: {e}"
+        if not isinstance(e, KitError) and not full:
             summary["traceback"] = traceback.format_exc()
+        finish(job_dir, summary)
+        if full:
+            raise full from None
         raise
-    finally:
-        summary["finished"] = time.time()
-        summary.setdefault("timings", {})["total_s"] = summary["finished"] - summary["started"]
-        write_summary(job_dir, summary)
+    finish(job_dir, summary)
     return summary
+
+
+def finish(job_dir: Path, summary: dict) -> None:
+    """The final summary; on a full disk the failure is still reported (set_aside later marks
+    a summary left at ``running`` as interrupted)."""
+    summary["finished"] = time.time()
+    summary.setdefault("timings", {})["total_s"] = summary["finished"] - summary["started"]
+    try:
+        write_summary(job_dir, summary)
+    except OSError as e:
+        print(f"kit: error: could not record status {summary['status']!r} in {job_dir / SUMMARY}: "
+              f"{e.strerror or e}", file=sys.stderr)
+
+
+def kept(job_dir: Path) -> str:
+    """What an interrupted job leaves, and how to go on: the one line the CLI prints."""
+    outputs = existing_outputs(job_dir)
+    what = f"{', '.join(outputs)} and summary.json" if outputs else "summary.json"
+    return (f"job {job_dir} stopped; kept {what} (status interrupted, not a result); "
+            "run the same command again to redo it (this attempt moves to attempts/)")
+
+
+def disk_full_in(e: BaseException, job_dir: Path) -> KitError | None:
+    """A one-line KitError when ``e`` (or what caused it) is a write that met a full disk.
+    Libraries wrap ENOSPC in their own errors (safetensors, torch.save), so their message counts."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and disk_full(e):
+            return disk_full(e)
+        if "No space left on device" in str(e) or "os error 28" in str(e):
+            return KitError(f"disk full writing under {job_dir} ({type(e).__name__}); "
+                            "free space there and run the same command again")
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: str) -> dict:

@@ -4,6 +4,7 @@ Hydra/OmegaConf errors into one line that names the bad value."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import shutil
 import subprocess
@@ -13,11 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from kit.core.base_model import resolve_base
 from kit.core.config import compose, conf_dir, one_line
-from kit.core.data import read_jsonl
+from kit.core.data import check_lengths, read_jsonl
 from kit.core.errors import KitError
 from kit.core.jobdir import is_done, set_aside
 from kit.core.log import get as get_logger
-from kit.core.models import family_of, weight_files
+from kit.core.models import _call, family_of, read_config, weight_files
 from kit.stages.eval import get_strategy
 from kit.stages.inspect_runner import load_task_specs
 from kit.stages.phases import check as check_phase
@@ -149,6 +150,58 @@ def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
         if leaf not in known:
             raise KitError(f"unknown key {key!r} in {line!r}: {parent_key or 'the config'} has no key {leaf!r}; "
                            f"expected one of {known}")
+# Values the schema types but cannot bound: (lowest, highest, lowest allowed itself?). None: unbounded.
+# Checked for every sweep point, so ``-m lora.rank=8,-1`` fails before job 0 trains.
+RANGES = {
+    "lora.rank": (1, None, True), "lora.alpha": (0, None, False), "lora.dropout": (0, 1, True),
+    "trainer.epochs": (1, None, True), "trainer.max_steps_per_epoch": (1, None, True),
+    "trainer.batch_size": (1, None, True), "trainer.gradient_accumulation_steps": (1, None, True),
+    "trainer.lr": (0, None, False), "trainer.weight_decay": (0, None, True), "trainer.warmup_steps": (0, None, True),
+    "trainer.clip_grad_norm": (0, None, False), "trainer.nproc_per_node": (1, None, True),
+    "eval.batch_size": (1, None, True), "eval.max_tokens": (1, None, True), "eval.temperature": (0, None, True),
+    "eval.max_adapters": (1, None, True), "tasks.limit": (1, None, True),
+    "verify.probes": (1, None, True), "verify.max_new_tokens": (1, None, True), "verify.limit": (1, None, True),
+    "verify.rounds": (1, None, True),
+}
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """One line for the first value out of range (a None means "not set" and passes)."""
+    for key, (low, high, low_ok) in RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        too_low = value < low or (value == low and not low_ok)
+        if too_low or (high is not None and value >= high):
+            lower = f">= {low}" if low_ok else f"> {low}"
+            expected = lower if high is None else f"{lower} and < {high}"
+            raise KitError(f"{key}={value} is out of range; expected a number {expected}")
+    for name, spec in (cfg.phase.modifiers or {}).items():
+        if spec.rank is not None and spec.rank < 1:
+            raise KitError(f"phase.modifiers.{name}.rank={spec.rank} is out of range; expected a number >= 1")
+
+
+def check_dataset(path: str, columns: tuple[str, str], base: Path) -> int:
+    """Types and UTF-8 of every row, then every row's length in tokens against the model's context,
+    tokenized as torchtune's instruct dataset does (once per file, base and columns per process)."""
+    read_jsonl(path, columns)
+    stat = Path(path).stat()
+    return longest_row(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, columns, str(base))
+
+
+@functools.lru_cache(maxsize=16)
+def longest_row(path: str, size: int, mtime_ns: int, columns: tuple[str, str], base: str) -> int:
+    from torchtune.data import InputOutputToMessages
+
+    section = dict(family_of(Path(base)).tokenizer_section(Path(base), None))
+    tokenizer = _call(section.pop("_component_"), **section)
+    to_messages = InputOutputToMessages(train_on_input=False, column_map={"input": columns[0], "output": columns[1]})
+    max_len = int(read_config(Path(base)).get("max_position_embeddings") or 0)
+
+    def count(row: dict) -> int:
+        return len(tokenizer.tokenize_messages(to_messages(row)["messages"])[0])
+
+    return check_lengths(path, columns, count, max_len) if max_len else 0
 
 
 def check_inputs(cfg: DictConfig) -> dict:
@@ -157,10 +210,11 @@ def check_inputs(cfg: DictConfig) -> dict:
     missing = OmegaConf.missing_keys(cfg)
     if missing:
         raise KitError(f"missing required config value(s) {sorted(missing)}; set them on the command line")
+    check_ranges(cfg)
     base = resolve_base(cfg.model)
     family_of(base).tokenizer_section(base, None)  # supported family, tokenizer files present
     weight_files(base, cfg.model.allow_pickle)
-    read_jsonl(cfg.dataset.train_file, (cfg.dataset.prompt_column, cfg.dataset.response_column))
+    check_dataset(cfg.dataset.train_file, (cfg.dataset.prompt_column, cfg.dataset.response_column), base)
     get_strategy(cfg.eval.strategy)
     check_phase(cfg)
     if cfg.eval.strategy != "none" and cfg.phase.name == "training":

@@ -1,0 +1,218 @@
+"""Faults and hostile input (issue 15): nothing finished is lost, nothing unfinished is recorded as
+done, one sweep dir has one writer, and every fault ends in one line naming what and where."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import OFFLINE, run_kit
+
+from kit.core.jobdir import is_done, read_summary, set_aside, write_summary
+
+SHORT = ["trainer.epochs=1", "trainer.max_steps_per_epoch=2", "logger=none", "verify.after_train=false",
+         "eval.base_scores=false"]
+
+
+def kit_popen(args: list[str], cache: Path, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, **OFFLINE, "KIT_CACHE": str(cache)}
+    return subprocess.Popen([sys.executable, "-m", "kit", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def kit_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("kit: ")]
+
+
+# ---------------------------------------------------------------- 0: Ctrl-C during the eval
+
+@pytest.mark.slow
+def test_ctrl_c_during_eval_is_not_a_result(kit_cache, tmp_path):
+    """SIGINT while Inspect evaluates: exit 130, one line saying what was kept, the summary says
+    interrupted (never done), and the same command runs the job again instead of skipping it."""
+    job = tmp_path / "job"
+    args = ["train", *SHORT, "eval.batch_size=1", "eval.max_tokens=16", f"hydra.run.dir={job}"]
+    proc = kit_popen(args, kit_cache, tmp_path)
+    wait_for(lambda: any((job / "inspect_logs").glob("*.eval")), proc)
+    time.sleep(2)  # a few samples in
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = kit_lines(stderr)
+    assert len(lines) == 1 and lines[0].startswith("kit: interrupted:") and str(job) in lines[0], stderr[-2000:]
+    assert "adapter" in lines[0]  # what was kept
+    summary = read_summary(job)
+    assert summary["status"] == "interrupted" and not is_done(job), summary
+    assert (job / "adapter" / "adapter_model.safetensors").is_file()  # nothing lost
+
+    proc = run_kit(args[:-1] + ["eval=none", f"hydra.run.dir={job}"], kit_cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "already done" not in proc.stdout + proc.stderr
+    assert read_summary(job / "attempts" / "1")["status"] == "interrupted"
+    assert is_done(job)
+
+
+# ---------------------------------------------------------------- 5: datasets checked up front
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("kit: error:")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("line,needles", [
+    ('{"question": 7, "answer": "odd"}\n', ["line 2", "'question'", "a number", "expected a string"]),
+    ('{"question": "Is 3 even?", "answer": null}\n', ["line 2", "'answer'", "null"]),
+    (b'{"question": "Is 3 \xff even?", "answer": "odd"}\n', ["line 2 column 20", "not UTF-8", "0xff"]),
+])
+def test_dataset_rows_checked_with_file_line_and_column(tmp_path, tiny_base, line, needles):
+    from kit.core.errors import KitError
+    from kit.stages.preflight import check_dataset
+
+    data = tmp_path / "data.jsonl"
+    good = b'{"question": "Is 2 even?", "answer": "even"}\n'
+    data.write_bytes(good + (line if isinstance(line, bytes) else line.encode()))
+    with pytest.raises(KitError) as e:
+        check_dataset(str(data), ("question", "answer"), tiny_base)
+    assert str(data) in str(e.value)
+    for needle in needles:
+        assert needle in str(e.value), str(e.value)
+
+
+def test_row_longer_than_the_context_fails_before_training(kit_cache, tmp_path, tiny_base):
+    """The tiny model's context is 256 tokens: a 400-word prompt fails up front naming file and line,
+    not as a torchtune traceback mid-epoch; no job dir is made."""
+    data = tmp_path / "long.jsonl"
+    rows = [{"question": "Is 2 even?", "answer": "even"}] * 3 + [{"question": " ".join(["seven"] * 400), "answer": "odd"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    job = tmp_path / "job"
+    proc = run_kit(["train", f"dataset.train_file={data}", *SHORT, f"hydra.run.dir={job}"], kit_cache, tmp_path)
+    assert_one_line_error(proc, str(data), "line 4", "context is 256")
+    assert not job.exists()
+
+
+# ---------------------------------------------------------------- 10: ranges checked for every sweep point
+
+@pytest.mark.parametrize("args,needle", [
+    (["lora.rank=0"], "lora.rank=0"),
+    (["-m", "lora.rank=8,-1"], "lora.rank=-1"),
+    (["trainer.lr=0"], "trainer.lr=0"),
+    (["lora.dropout=1.5"], "lora.dropout=1.5"),
+])
+def test_out_of_range_values_exit_2_before_any_job_dir(kit_cache, tmp_path, args, needle):
+    run_dir, sweep_dir = tmp_path / "job", tmp_path / "sweep"
+    proc = run_kit(["train", *args, f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={sweep_dir}"], kit_cache, tmp_path)
+    assert_one_line_error(proc, needle, "out of range")
+    assert not run_dir.exists() and not sweep_dir.exists()
+
+
+# ---------------------------------------------------------------- 6, 9: full disks and damaged caches
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tiny tmpfs (a real file system that fills up); skipped where mounting is not allowed."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()})")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(disk: Path) -> None:
+    """Fill a file system to the last byte."""
+    with open(disk / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+def base_score_cache(cache: Path, limit: int) -> Path:
+    from omegaconf import OmegaConf
+
+    from kit.core.config import compose
+    from kit.core.tiny import tiny_model_dir
+    from kit.stages.base_scores import cache_key
+
+    cfg = compose("train", [f"tasks.limit={limit}"])
+    OmegaConf.resolve(cfg)
+    return cache / "base_scores" / f"{cache_key(tiny_model_dir(), list(cfg.tasks.specs), cfg.eval, limit)}.json"
+
+
+@pytest.mark.slow
+def test_damaged_base_score_cache_is_recomputed(kit_cache, tmp_path):
+    limit = 3  # a cache entry of its own
+    cached = base_score_cache(kit_cache, limit)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text('{"scores": {"parity": {"accuracy"')  # cut short
+    job = tmp_path / "job"
+    args = ["train", *SHORT[:-1], f"tasks.limit={limit}", f"hydra.run.dir={job}"]
+    proc = run_kit(args, kit_cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("kit: warning:") and "base-score" in ln]
+    assert len(warnings) == 1 and str(cached) in warnings[0], proc.stderr[-2000:]
+    summary = read_summary(job)
+    assert summary["status"] == "done" and summary["base_scores"]["parity"]["mean"] >= 0
+    assert json.loads(cached.read_text())["scores"] == summary["base_scores"]  # replaced by a good one
+
+
+@pytest.mark.slow
+def test_full_cache_disk_does_not_fail_a_finished_job(kit_cache, tmp_path, tiny_base, small_disk):
+    """$KIT_CACHE on a file system with no space left: the base scores are computed and kept in the
+    summary, the cache write is skipped with one warning line, the job is done."""
+    import shutil
+
+    cache = small_disk("2m")
+    shutil.copytree(tiny_base, cache / tiny_base.name)
+    fill(cache)
+    job = tmp_path / "job"
+    proc = run_kit(["train", *SHORT[:-1], "tasks.limit=3", f"hydra.run.dir={job}"], cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("kit: warning:")]
+    assert len(warnings) == 1 and "not written" in warnings[0], proc.stderr[-2000:]
+    summary = read_summary(job)
+    assert summary["status"] == "done" and summary["base_scores"]["parity"]["mean"] >= 0
+
+
+@pytest.mark.slow
+def test_disk_full_during_a_job_is_one_line_and_a_failed_summary(kit_cache, tmp_path, small_disk):
+    """The job dir's disk fills while the merged model is written for the eval: one line naming
+    the disk full, no traceback, the summary says failed (not running), the adapter is kept."""
+    disk = small_disk("500k")
+    job = disk / "job"
+    proc = run_kit(["train", *SHORT, "tasks.limit=2", f"hydra.run.dir={job}"], kit_cache, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = assert_one_line_error(proc, "disk full writing")
+    assert str(job) in line
+    summary = read_summary(job)
+    assert summary["status"] == "failed" and "disk full" in summary["error"], summary
+    assert (job / "adapter" / "adapter_model.safetensors").is_file()
+    assert not list(job.glob("kit-merged-*"))  # the temporary model is gone
