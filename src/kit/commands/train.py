@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from kit.core.config import conf_dir, register_resolvers
 from kit.core.errors import KitError
+from kit.core.jobdir import point_overrides
 from kit.stages.job import run_job
 from kit.stages.sweep import sweep_group
 
@@ -24,9 +25,10 @@ def job_identity() -> tuple[Path, str, str, list[str]]:
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
+    own = point_overrides(overrides)
     if hc.mode == RunMode.MULTIRUN:
         group = sweep_group(Path(hc.sweep.dir))
-        name = ",".join(o for o in overrides if not o.startswith("+experiment")) or f"job{hc.job.num}"
+        name = ",".join(o for o in own if not o.startswith("+experiment")) or f"job{hc.job.num}"
     else:
         group = f"{job_dir.parent.name}-{job_dir.name}"
         name = group

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from kit.core.config import plain_config
 from kit.core.errors import KitError
+from kit.core.identity import adapter_hash, run_id
 from kit.core.jobdir import (
     existing_outputs,
     is_done,
@@ -47,7 +48,7 @@ def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides
         )
     checked = check_inputs(cfg)
     summary = {
-        "status": "running", "name": cfg.name, "group": group, "run_name": run_name,
+        "status": "running", "name": cfg.name, "group": group, "run_name": run_name, "run_id": run_id(cfg),
         "overrides": overrides, "job_dir": str(job_dir), "base_model": str(checked["base"]),
         "started": time.time(), "versions": stack_versions(), "host": os.uname().nodename,
     }
@@ -70,8 +71,8 @@ def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides
 def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: str) -> dict:
     if cfg.phase.name == "modifier":  # several adapters kept separate: kit/phases.py
         return phases.execute_modifiers(cfg, job_dir, base, group, run_name)
-    config = plain_config(cfg)
-    with phase_run(cfg.logger, job_dir, "train", group, run_name, config):
+    config, rid = plain_config(cfg), run_id(cfg)
+    with phase_run(cfg.logger, job_dir, "train", group, run_name, config, rid):
         trained = train.train(cfg, base, job_dir, Path(cfg.dataset.train_file))
     start = time.perf_counter()
     checkpoint = export.export(str(cfg.checkpointer.kind.value), Path(trained["epoch_dir"]), job_dir, base)
@@ -79,8 +80,10 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
     shutil.rmtree(job_dir / train.SCRATCH)  # torchtune's per-epoch copies; the export persists
     if cfg.phase.merge:  # the adapter becomes part of a standalone model and is deleted
         checkpoint = phases.merge_training(cfg, job_dir, base, checkpoint)
+    if checkpoint["kind"] == "adapter":  # its identity: kit eval / verify refuse it once changed
+        checkpoint["content_hash"] = adapter_hash(Path(checkpoint["path"]))
     export_seconds = time.perf_counter() - start
-    with phase_run(cfg.logger, job_dir, "eval", group, run_name, config) as run:
+    with phase_run(cfg.logger, job_dir, "eval", group, run_name, config, rid) as run:
         evaluated = evaluate(cfg, job_dir, base, checkpoint)
         result = {
             "train": {k: v for k, v in trained.items() if k != "epoch_dir"},
@@ -96,7 +99,8 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
         log_eval(run, result)
     if cfg.verify.after_train:
         result["verify"] = verify_after_train(cfg, job_dir, checkpoint, {**result, "base_model": str(base),
-                                                                        "group": group, "run_name": run_name})
+                                                                        "group": group, "run_name": run_name,
+                                                                        "run_id": rid})
     return result
 
 
