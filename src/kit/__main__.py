@@ -19,13 +19,16 @@ COMMANDS = {"train": "kit.commands.train:train_main"}  # Hydra apps: overrides c
 PLAIN_COMMANDS = {  # main(args) -> exit status
     "eval": "kit.commands.eval:main",
     "report": "kit.commands.report:main",
+    "status": "kit.commands.status:main",
+    "collect": "kit.commands.status:collect",
     "describe": "kit.commands.describe:main",
     "plugins": "kit.commands.plugins:main",
     "serve": "kit.commands.serve:main",
     "verify": "kit.commands.verify:main",
 }
-USAGE = ("usage: python -m kit {train,eval,verify,report,describe,plugins,serve} ...  (train: [group=option ...] [key=value ...] [-m];"
+USAGE = ("usage: python -m kit {train,eval,verify,report,status,collect,describe,plugins,serve} ...  (train: [group=option ...] [key=value ...] [-m];"
          " eval|verify: <job dir | sweep dir> [key=value ...]; report: <sweep_dir>;"
+         " status: <sweep_dir> [--rerun-failed]; collect: <sweep_dir>;"
          " describe: [model=<preset>] [model.path=DIR] [--json];"
          " plugins: [--json]; serve: serve.registry=<modifier job dir> [serve.port=N] [router=...])")
 

@@ -42,7 +42,8 @@ def evaluate_job(job_dir: Path, cfg, summary: dict, peers: list[Path]) -> dict:
     checkpoint = checkpoint_of(job_dir, summary)
     base = Path(summary["base_model"])
     name = f"{summary.get('run_name', job_dir.name)}-{cfg.eval.strategy}"
-    with phase_run(cfg.logger, job_dir, "eval", summary.get("group", job_dir.name), name, plain_config(cfg)) as run:
+    with phase_run(cfg.logger, job_dir, "eval", summary.get("group", job_dir.name), name, plain_config(cfg),
+                   run_id=summary.get("run_id")) as run:
         evaluated = evaluate(cfg, job_dir, base, checkpoint, peers)
         entry = eval_entry(cfg, evaluated, "kit eval")
         log_scores(run, entry)

@@ -15,6 +15,7 @@ from kit.core.config import conf_dir, register_resolvers
 from kit.core.errors import KitError
 from kit.core.log import get as get_logger
 from kit.core.log import quiet_warnings, setup
+from kit.core.jobdir import point_overrides
 from kit.stages.job import run_job
 from kit.stages.sweep import human_bytes, sweep_group
 
@@ -27,9 +28,10 @@ def job_identity() -> tuple[Path, str, str, list[str]]:
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
+    own = point_overrides(overrides)
     if hc.mode == RunMode.MULTIRUN:
         group = sweep_group(Path(hc.sweep.dir))
-        name = ",".join(o for o in overrides if not o.startswith("+experiment")) or f"job{hc.job.num}"
+        name = ",".join(o for o in own if not o.startswith("+experiment")) or f"job{hc.job.num}"
     else:
         group = f"{job_dir.parent.name}-{job_dir.name}"
         name = group

@@ -13,12 +13,19 @@ from pathlib import Path
 
 from kit.core.config import compose, one_line
 from kit.core.errors import KitError
+from kit.core.identity import changed_adapter
 
 SUMMARY = "summary.json"
 
 
 UNREADABLE = "unreadable"  # the status of a summary.json that is not a JSON object (truncated, garbled)
 INTERRUPTED = "interrupted"  # the status set_aside gives an attempt that ended while "running"
+
+
+def point_overrides(overrides: list[str]) -> list[str]:
+    """A sweep point's own overrides: without ``launcher.*`` (how it was submitted, not what it runs),
+    so a sweep submitted detached and re-run attached (or the reverse) is the same sweep."""
+    return [o for o in overrides if not o.lstrip("+~").startswith("launcher.")]
 
 
 def read_summary(job_dir: Path) -> dict | None:
@@ -148,6 +155,9 @@ def checkpoint_of(job_dir: Path, summary: dict) -> dict:
         path = recorded
     if not path.exists():
         raise KitError(f"checkpoint {str(path)!r} of job {str(job_dir)!r} is missing")
+    changed = changed_adapter(f"job {str(job_dir)!r}", path, checkpoint.get("content_hash"))
+    if changed:  # never scored or served under the identity of the adapter it was trained as
+        raise KitError(changed)
     return {**checkpoint, "path": str(path)}
 
 
@@ -162,3 +172,23 @@ def peer_adapters(plans: list) -> list[Path]:
         if checkpoint["kind"] == "adapter":
             peers.append(Path(checkpoint["path"]))
     return peers
+
+
+# ---------------------------------------------------------------- sweep manifest
+
+MANIFEST = "manifest.json"  # <sweep>/manifest.json: what was submitted, so status/collect need no live launcher
+
+
+def read_manifest(sweep_dir: Path) -> dict:
+    path = Path(sweep_dir) / MANIFEST
+    if not path.is_file():
+        raise KitError(f"{str(path)!r} not found; expected the sweep dir of a kit multirun on submitit "
+                       "(hydra/launcher=submitit_slurm or local_slurm)")
+    return json.loads(path.read_text())
+
+
+def write_manifest(sweep_dir: Path, manifest: dict) -> None:
+    """Written atomically: a status reader never sees half a manifest."""
+    tmp = Path(sweep_dir) / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    tmp.replace(Path(sweep_dir) / MANIFEST)

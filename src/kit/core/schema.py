@@ -257,6 +257,13 @@ class LoraConfig:
 
 
 @dataclass
+class LauncherConfig:
+    # true: a submitit_slurm sweep submits every job, writes <sweep>/manifest.json and exits;
+    # `kit status` / `kit collect` follow it. How a job runs, not what: outside the run id.
+    detach: bool = False
+
+
+@dataclass
 class KitConfig:
     name: str = "default"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -271,6 +278,7 @@ class KitConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
 
 def register() -> None:

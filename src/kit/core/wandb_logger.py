@@ -10,9 +10,15 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from kit.core.identity import phase_run_id
+
+
 @contextmanager
-def phase_run(logger_cfg, job_dir: Path, job_type: str, group: str, name: str, config: dict):
-    """Open a W&B run for one phase of a job; yields the run (or None)."""
+def phase_run(logger_cfg, job_dir: Path, job_type: str, group: str, name: str, config: dict,
+              run_id: str | None = None):
+    """Open a W&B run for one phase of a job; yields the run (or None). With the job's
+    ``run_id`` (kit.core.identity) the phase's W&B id is fixed: a requeue, a re-run or a
+    later ``kit eval`` / ``kit verify`` resumes that run instead of creating a stray."""
     if logger_cfg.kind == "none" or logger_cfg.mode == "disabled":
         yield None
         return
@@ -28,8 +34,9 @@ def phase_run(logger_cfg, job_dir: Path, job_type: str, group: str, name: str, c
         job_type=job_type,
         name=f"{name}-{job_type}",
         tags=list(logger_cfg.tags),
-        config=config,
+        config={**config, "kit_run_id": run_id} if run_id else config,
         reinit="create_new",
+        **({"id": phase_run_id(run_id, job_type), "resume": "allow"} if run_id else {}),
         settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
     )
     define_metrics(run, job_type)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from kit.core.config import plain_config
 from kit.core.errors import Interrupted, KitError, disk_full
+from kit.core.identity import adapter_hash, run_id
 from kit.core.jobdir import (
     INTERRUPTED,
     SUMMARY,
@@ -53,7 +54,7 @@ def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides
         )
     checked = check_inputs(cfg)
     summary = {
-        "status": "running", "name": cfg.name, "group": group, "run_name": run_name,
+        "status": "running", "name": cfg.name, "group": group, "run_name": run_name, "run_id": run_id(cfg),
         "overrides": overrides, "job_dir": str(job_dir), "base_model": str(checked["base"]),
         "started": time.time(), "versions": stack_versions(), "host": os.uname().nodename,
     }
@@ -117,8 +118,8 @@ def disk_full_in(e: BaseException, job_dir: Path) -> KitError | None:
 def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: str) -> dict:
     if cfg.phase.name == "modifier":  # several adapters kept separate: kit/phases.py
         return phases.execute_modifiers(cfg, job_dir, base, group, run_name)
-    config = plain_config(cfg)
-    with phase_run(cfg.logger, job_dir, "train", group, run_name, config) as run, timed(log, "train") as t:
+    config, rid = plain_config(cfg), run_id(cfg)
+    with phase_run(cfg.logger, job_dir, "train", group, run_name, config, rid) as run, timed(log, "train") as t:
         trained = train.train(cfg, base, job_dir, Path(cfg.dataset.train_file), run)
         if trained.get("final_loss") is not None:
             t["detail"] = f"{trained['steps']} steps, loss {trained['first_loss']:.3f} -> {trained['final_loss']:.3f}"
@@ -128,9 +129,11 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
         shutil.rmtree(job_dir / train.SCRATCH)  # torchtune's per-epoch copies; the export persists
         if cfg.phase.merge:  # the adapter becomes part of a standalone model and is deleted
             checkpoint = phases.merge_training(cfg, job_dir, base, checkpoint)
+        if checkpoint["kind"] == "adapter":  # its identity: kit eval / verify refuse it once changed
+            checkpoint["content_hash"] = adapter_hash(Path(checkpoint["path"]))
         t["detail"] = f"{checkpoint['kind']} checkpoint, {checkpoint['bytes']} bytes"
     export_seconds = t["seconds"]
-    with phase_run(cfg.logger, job_dir, "eval", group, run_name, config) as run:
+    with phase_run(cfg.logger, job_dir, "eval", group, run_name, config, rid) as run:
         evaluated = evaluate(cfg, job_dir, base, checkpoint)
         result = {
             "train": {k: v for k, v in trained.items() if k != "epoch_dir"},
@@ -149,7 +152,8 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
     if cfg.verify.after_train:
         start = time.perf_counter()
         result["verify"] = verify_after_train(cfg, job_dir, checkpoint, {**result, "base_model": str(base),
-                                                                        "group": group, "run_name": run_name})
+                                                                        "group": group, "run_name": run_name,
+                                                                        "run_id": rid})
         result["timings"]["verify_s"] = time.perf_counter() - start
     return result
 

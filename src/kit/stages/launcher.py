@@ -12,10 +12,18 @@ what a sweep needs on a cluster:
 - no hang on hard crashes: job states are polled every ``POLL_S`` seconds (sacct, or
   scontrol where accounting is off), so a job killed, out of memory or past its time
   limit ends the wait with its SLURM state named.
+- a sweep manifest (``<sweep>/manifest.json``: each point's run id, job dir, SLURM ids and
+  log files) is written at submission, so ``kit status`` / ``kit collect`` work without
+  the submitter; with ``launcher.detach=true`` the submitter exits right there.
+- requeue (SLURM preemption signal, ``scontrol requeue``): the job starts again in the same
+  job dir under the same run id, the interrupted attempt set aside (torchtune 0.6.1 saves
+  its recipe state only at epoch ends, so a clean restart is the only state never stale).
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import subprocess
 import sys
 import time
@@ -28,9 +36,11 @@ from hydra._internal.core_plugins.basic_launcher import (
 )
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-from omegaconf import open_dict
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
 
-from kit.core import jobdir
+from kit.core import identity, jobdir
+from kit.core.errors import KitError
 from kit.core.log import get as get_logger
 
 log = get_logger(__name__)
@@ -58,6 +68,15 @@ class Point:
     overrides: list[str]
     config: Any
     job_dir: Path
+
+    @property
+    def run_id(self) -> str:
+        """The run id the job itself will compute (kit.core.identity) from this config minus Hydra's keys."""
+        HydraConfig.instance().set_config(self.config)  # for ${hydra:...} interpolations
+        task = copy.deepcopy(self.config)
+        with open_dict(task):
+            del task["hydra"]  # as Hydra's run_job hands it to the job
+        return identity.run_id(task)
 
 
 def plan(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Point]:
@@ -90,7 +109,7 @@ def resume(point: Point) -> JobReturn | None:
     an unfinished attempt)."""
     summary = jobdir.read_summary(point.job_dir)
     if jobdir.is_done(point.job_dir):
-        if set(summary.get("overrides", [])) != set(point.overrides):
+        if set(jobdir.point_overrides(summary.get("overrides", []))) != set(jobdir.point_overrides(point.overrides)):
             return failed(point, (
                 f"job dir {str(point.job_dir)!r} holds a finished run of {summary.get('overrides')}, "
                 "not this point; expected the same sweep command (or a new hydra.sweep.dir)"))
@@ -138,7 +157,12 @@ class BasicLauncher(HydraBasicLauncher):
 
 
 class SubmititLauncher(BaseSubmititLauncher):
-    """Submits the points that need a run as one submitit job array, then awaits them all."""
+    """Submits the points that need a run as one submitit job array, writes the sweep
+    manifest, then awaits them all (or, detached, exits)."""
+
+    @property
+    def detach(self) -> bool:
+        return bool(self.config.launcher.detach)  # kit's key launcher.detach
 
     def executor(self):
         """submitit's executor with this config's settings, built as hydra-submitit-launcher does."""
@@ -157,18 +181,71 @@ class SubmititLauncher(BaseSubmititLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra.core.singleton import Singleton
 
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         points = plan(self, job_overrides, initial_job_idx)
-        results = {p.num: resume(p) for p in points}
+        manifest = self.manifest(sweep_dir, points)
+        live = self.live_jobs(manifest)  # never submit a point twice while SLURM still runs it
+        results = {p.num: (returned(p, {"status": "submitted", "job_dir": str(p.job_dir)}) if p.num in live
+                           else resume(p)) for p in points}
+        for num in live:
+            print(f"kit: job #{num} is still {live[num].lower()} in SLURM; not submitted again")
         to_run = [p for p in points if results[p.num] is None]
+        jobs = []
         if to_run:
             args = [(p.overrides, "hydra.sweep.dir", p.num, f"job_id_for_{p.num}", Singleton.get_state())
                     for p in to_run]
             jobs = self.executor().map_array(self, *zip(*args))
             for p, j in zip(to_run, jobs):
                 print(f"kit: job #{p.num} ({' '.join(p.overrides)}) submitted as {self._EXECUTOR} job {j.job_id}")
+            record_submissions(manifest, to_run, jobs)
+        jobdir.write_manifest(sweep_dir, manifest)
+        if self.detach:
+            print(f"kit: {len(to_run)} job(s) submitted, {len(points) - len(to_run)} not needed; this process exits "
+                  f"now. Follow them with: python -m kit status {sweep_dir}  (results: python -m kit collect {sweep_dir})")
+            return [results[p.num] or returned(p, {"status": "submitted", "job_dir": str(p.job_dir)}) for p in points]
+        if to_run:
             results.update(self.await_all(to_run, jobs))
         return [results[p.num] for p in points]
+
+    def manifest(self, sweep_dir: Path, points: list[Point]) -> dict:
+        """The sweep manifest: what is on disk updated with this launch's points."""
+        try:
+            manifest = jobdir.read_manifest(sweep_dir)
+        except KitError:
+            manifest = {"format": "kit.sweep/1", "sweep_dir": str(sweep_dir), "created": time.time(), "jobs": {}}
+        manifest.update(
+            executor=self._EXECUTOR, cwd=os.getcwd(), command=submit_command(), detach=self.detach,
+            submitit_folder=str(Path(self.params["submitit_folder"]).absolute()),
+            logger=OmegaConf.to_container(self.config.logger, resolve=True, enum_to_str=True),
+        )
+        for p in points:
+            entry = manifest["jobs"].setdefault(str(p.num), {"submissions": []})
+            entry.update(num=p.num, overrides=jobdir.point_overrides(p.overrides), job_dir=str(p.job_dir),
+                         run_id=p.run_id)
+        return manifest
+
+    def live_jobs(self, manifest: dict) -> dict[int, str]:
+        """Points whose latest submission is still pending or running: {job num: state}."""
+        return {}
+
+    def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
+                 singleton_state: dict) -> JobReturn:
+        """On the worker. A requeued job (preempted, ``scontrol requeue``) finds its earlier
+        attempt's files: they are set aside and the job starts again, same dir, same run id."""
+        from hydra.core.singleton import Singleton
+
+        Singleton.set_state(singleton_state)
+        point = plan(self, [sweep_overrides], job_num)[0]
+        if jobdir.is_done(point.job_dir):  # requeued after it had finished: keep the result
+            print(jobdir.skip_message(point.job_dir))
+            return returned(point, {"status": "done", "job_dir": str(point.job_dir), "skipped": True})
+        moved = jobdir.set_aside(point.job_dir)
+        if moved:
+            restarts = os.environ.get("SLURM_RESTART_COUNT", "?")
+            print(f"kit: job #{job_num} restarted (SLURM restart {restarts}): the interrupted attempt moved to "
+                  f"{moved}; training starts again from the base (torchtune cannot resume mid-epoch)", flush=True)
+        return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
 
     def await_all(self, points: list[Point], jobs: list) -> dict[int, JobReturn]:
         """Poll every job until each has a result or has ended without one."""
@@ -214,6 +291,13 @@ class LocalLauncher(SubmititLauncher):
 
     _EXECUTOR = "local"
 
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        if self.detach:  # local workers are this process's children: they cannot outlive it
+            print("kit: error: launcher.detach=true needs a cluster; expected hydra/launcher=submitit_slurm "
+                  "(or local_slurm); submitit_local jobs end with the submitting process", file=sys.stderr)
+            raise SystemExit(2)
+        return super().launch(job_overrides, initial_job_idx)
+
 
 class SlurmLauncher(SubmititLauncher):
     """A SLURM job array; site settings (partition, account, gpus, setup lines) in its config."""
@@ -222,6 +306,26 @@ class SlurmLauncher(SubmititLauncher):
 
     def states(self, jobs: list) -> dict[str, str]:
         return slurm_states([j.job_id for j in jobs])
+
+    def live_jobs(self, manifest: dict) -> dict[int, str]:
+        latest = {int(n): e["slurm_id"] for n, e in manifest["jobs"].items() if e.get("slurm_id")}
+        states = slurm_states(list(latest.values())) if latest else {}
+        return {n: states[i] for n, i in latest.items() if states.get(i) in RUNNING_STATES - {"UNKNOWN"}}
+
+
+def submit_command() -> list[str]:
+    """The kit command line that submitted the sweep (``--rerun-failed`` runs it again)."""
+    argv = list(sys.argv)
+    command = argv[0].split()[-1] if argv and argv[0].startswith("kit ") else "train"
+    return [command, *argv[1:]]
+
+
+def record_submissions(manifest: dict, points: list[Point], jobs: list) -> None:
+    for p, j in zip(points, jobs):
+        entry = manifest["jobs"][str(p.num)]
+        entry.update(slurm_id=str(j.job_id), submitted=time.time(),
+                     stdout=str(j.paths.stdout), stderr=str(j.paths.stderr))
+        entry["submissions"].append(str(j.job_id))
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
@@ -253,3 +357,25 @@ def scontrol_states(master: str, job_ids: list[str]) -> dict[str, str]:
         if task.isdigit():  # an array task: submitit calls it <array job id>_<task>
             states[f"{fields['ArrayJobId']}_{task}"] = state
     return states
+
+
+def slurm_details(job_ids: list[str]) -> dict[str, dict]:
+    """State, elapsed time and restart count of each job, for ``kit status``: scontrol
+    (knows jobs for MinJobAge), else sacct (accounting keeps them longer)."""
+    out: dict[str, dict] = {}
+    for master in sorted({i.split("_")[0] for i in job_ids}):
+        proc = subprocess.run(["scontrol", "-o", "show", "job", master], capture_output=True, text=True)
+        for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+            f = dict(x.split("=", 1) for x in line.split() if "=" in x)
+            task = f.get("ArrayTaskId", "")
+            key = f"{f['ArrayJobId']}_{task}" if task.isdigit() else f.get("JobId")
+            out[key] = {"state": f.get("JobState", "UNKNOWN"), "elapsed": f.get("RunTime"),
+                        "restarts": int(f.get("Restarts", "0") or 0), "reason": f.get("Reason")}
+    missing = [i for i in job_ids if i not in out]
+    if missing:
+        sacct = subprocess.run(["sacct", "-o", "JobID,State,Elapsed", "--parsable2", "-X", "-j",
+                                ",".join(sorted({i.split("_")[0] for i in missing}))], capture_output=True, text=True)
+        for line in sacct.stdout.splitlines()[1:] if sacct.returncode == 0 else []:
+            job_id, state, elapsed = (line.split("|") + ["", ""])[:3]
+            out.setdefault(job_id, {"state": (state.split() or ["UNKNOWN"])[0], "elapsed": elapsed, "restarts": 0})
+    return {i: out.get(i, {"state": "GONE", "elapsed": None, "restarts": 0}) for i in job_ids}

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from kit.core.config import plain_config
 from kit.core.data import read_jsonl
 from kit.core.errors import KitError
+from kit.core.identity import adapter_hash
 from kit.core.wandb_logger import log_eval, phase_run
 from kit.stages import export, train
 from kit.stages.eval.merge import merge_to_folder
@@ -124,6 +125,7 @@ def train_modifier(cfg: DictConfig, root: Path, base: Path, name: str, fingerpri
     return {
         "name": name, "path": str(Path(checkpoint["path"]).relative_to(root)),
         "rank": int(own.lora.rank), "alpha": float(own.lora.alpha), "bytes": checkpoint["bytes"],
+        "content_hash": adapter_hash(Path(checkpoint["path"])),  # kit serve refuses it once changed
         "base_fingerprint": fingerprint,
         "dataset": {"file": str(dataset), "sha256": file_sha256(dataset), "rows": len(read_jsonl(dataset)),
                     "prompt_column": spec.prompt_column, "response_column": spec.response_column},

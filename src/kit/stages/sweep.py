@@ -19,7 +19,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from kit.core.errors import KitError
-from kit.core.jobdir import read_summary
+from kit.core.jobdir import point_overrides, read_summary
 from kit.core.wandb_logger import phase_run
 from kit.stages.preflight import expand
 
@@ -61,7 +61,7 @@ def job_row(num: int, job_dir: Path, expected: list[str] | None) -> dict:
            "error": s.get("error")}
     if row["status"] == "running":  # killed before it could say so, and not seen by a launcher
         row.update(status="failed", error="ended while running (killed?); no result")
-    if expected is not None and set(expected) != set(row["overrides"]):
+    if expected is not None and set(point_overrides(expected)) != set(point_overrides(row["overrides"])):
         row.update(status="mismatch", error=f"holds {row['overrides']}, the sweep's point is {expected}")
     scores = {f"{t}/{m}": v for t, ms in (s.get("scores") or {}).items() for m, v in ms.items()}
     base = {f"{t}/{m}": v for t, ms in (s.get("base_scores") or {}).items() for m, v in ms.items()}
@@ -108,13 +108,17 @@ def totals(rows: list[dict]) -> dict:
     }
 
 
-def build(sweep_dir: Path) -> dict:
+def build(sweep_dir: Path, live: dict[int, str] | None = None) -> dict:
+    """``live``: jobs still queued or running on the cluster (a detached sweep), {job number: state}."""
     points = expected_points(sweep_dir)
     dirs = job_dirs(sweep_dir, len(points))
     if not dirs:
         raise KitError(f"{str(sweep_dir)!r} holds no job dirs (<n>/summary.json) and no multirun.yaml; "
                        "expected the hydra.sweep.dir of a kit multirun")
     rows = [job_row(n, d, points[n] if n < len(points) else None) for n, d in sorted(dirs.items())]
+    for r in rows:
+        if r["job"] in (live or {}) and r["status"] != "done":  # not failed: not finished yet
+            r.update(status=live[r["job"]], error="not finished yet (kit status)")
     return {"sweep_dir": str(sweep_dir), "group": sweep_group(sweep_dir), "swept": swept(rows),
             "jobs": rows, "totals": totals(rows)}
 
@@ -235,8 +239,8 @@ def plot(summary: dict, path: Path) -> None:
 
 # ---------------------------------------------------------------- write, W&B, entry points
 
-def write(sweep_dir: Path) -> dict:
-    summary = build(sweep_dir)
+def write(sweep_dir: Path, live: dict[int, str] | None = None) -> dict:
+    summary = build(sweep_dir, live)
     md = markdown(summary)
     (sweep_dir / FILES[0]).write_text(json.dumps(summary, indent=2))
     (sweep_dir / FILES[1]).write_text(md)
@@ -246,11 +250,12 @@ def write(sweep_dir: Path) -> dict:
     return summary
 
 
-def log_to_wandb(logger_cfg, sweep_dir: Path, summary: dict) -> None:
-    """The sweep summary as its own W&B run in the sweep's group (job_type ``sweep``)."""
+def log_to_wandb(logger_cfg, sweep_dir: Path, summary: dict, run_id: str | None = None) -> None:
+    """The sweep summary as its own W&B run in the sweep's group (job_type ``sweep``); with a
+    ``run_id`` (``kit collect``) every collect updates the same run."""
 
     config = {"sweep_dir": str(sweep_dir), "swept": summary["swept"], "jobs": len(summary["jobs"])}
-    with phase_run(logger_cfg, sweep_dir, "sweep", summary["group"], summary["group"], config) as run:
+    with phase_run(logger_cfg, sweep_dir, "sweep", summary["group"], summary["group"], config, run_id) as run:
         if run is None:
             return
         import wandb
@@ -318,6 +323,8 @@ class SweepReport(Callback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        if config.launcher.detach:  # the jobs run on; `kit collect` builds the summary
+            return
         try:
             summary = write(sweep_dir)
             log_to_wandb(config.logger, sweep_dir, summary)

@@ -1,0 +1,72 @@
+"""One identity per run: a run id from the job's resolved config, a content hash per adapter.
+
+The run id names a job everywhere it shows up (summary.json, the sweep manifest, the W&B
+run ids of its phases), so a requeue, a re-run of the same sweep or a later ``kit eval``
+attaches to the same run instead of creating a stray. It is a content hash: the same
+resolved config gives the same id on any machine, a changed value gives another one.
+Left out: Hydra's own keys (paths, timestamps, launcher settings: where and how a job ran,
+not what it is) and anything that looks like a secret (never hashed into a public name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+RUN_ID_CHARS = 16  # 64 bits: unique across any realistic number of runs, short enough to read
+SECRET = re.compile(r"(api_?key|token|secret|password|credential)", re.IGNORECASE)
+# Keys that say where or how a job ran, not what it computes.
+RUNTIME_KEYS = ("hydra", "launcher")
+
+
+def identity_config(cfg: DictConfig | dict) -> dict:
+    """The resolved config the run id hashes: plain values, no Hydra/runtime keys, no secrets."""
+    plain = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return strip({k: v for k, v in plain.items() if k not in RUNTIME_KEYS})
+
+
+def strip(value):
+    if isinstance(value, dict):
+        return {k: strip(v) for k, v in value.items() if not SECRET.search(str(k))}
+    if isinstance(value, list):
+        return [strip(v) for v in value]
+    return value
+
+
+def run_id(cfg: DictConfig | dict) -> str:
+    text = json.dumps(identity_config(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:RUN_ID_CHARS]
+
+
+def phase_run_id(run: str, phase: str) -> str:
+    """W&B run id of one phase of a run (train, eval, verify): one W&B run per phase, so each
+    keeps its own step axis and job_type; resumed, never duplicated."""
+    return f"{run}-{phase}"
+
+
+def adapter_hash(folder: Path) -> str:
+    """sha256 over every file of an adapter folder (weights and config), by relative path:
+    any changed byte, file added or removed gives another hash."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0".encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def changed_adapter(what: str, folder: Path, recorded: str | None) -> str | None:
+    """One line when the adapter in ``folder`` is not the one recorded (None: same, or none recorded)."""
+    if not recorded:
+        return None
+    now = adapter_hash(folder)
+    if now == recorded:
+        return None
+    return (f"{what}: adapter {str(folder)!r} changed since it was recorded (content hash {now[:12]}, "
+            f"recorded {recorded[:12]}); expected the adapter as trained (retrain or re-export it)")

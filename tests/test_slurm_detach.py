@@ -1,0 +1,121 @@
+"""Detached sweeps on a real single-node SLURM cluster (``slurm_cluster`` fixture,
+launchers/local_slurm/start.sh): submit and exit, ``kit status``, ``kit collect``,
+``--rerun-failed``; a requeued job restarting under the same run identity; one W&B run
+id per job phase across a requeue and a later ``kit eval``."""
+
+import json
+import time
+
+import pytest
+from conftest import run_kit
+from test_slurm import slurm, wait_for
+from wandb_records import records
+
+pytestmark = pytest.mark.slow
+
+QUICK = ["trainer.epochs=1", "trainer.max_steps_per_epoch=10", "tasks.limit=10", "hydra/launcher=local_slurm",
+         "launcher.detach=true"]
+
+
+def submit(sweep, ranks: str, kit_cache, cwd, *extra: str):
+    args = ["train", "+experiment=rank_sweep", "-m", f"lora.rank={ranks}", f"hydra.sweep.dir={sweep}", *QUICK, *extra]
+    return run_kit(args, kit_cache, cwd, timeout=600)
+
+
+def summary(job) -> dict:
+    path = job / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def queued() -> set[str]:
+    return {ln.split()[0] for ln in slurm("squeue", "-h", "-o", "%i %T").splitlines()}
+
+
+def status(sweep, kit_cache, cwd, *flags: str):
+    proc = run_kit(["status", str(sweep), *flags], kit_cache, cwd, timeout=600)
+    rows = {int(ln.split("|")[1]): [c.strip() for c in ln.strip("|").split("|")]
+            for ln in proc.stdout.splitlines() if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()}
+    return proc, rows
+
+
+def run_ids(job) -> dict[str, list[str]]:
+    """Every W&B offline run file under a job dir (attempts included): {run id: [files]}."""
+    ids: dict[str, list[str]] = {}
+    for path in job.rglob("run-*.wandb"):
+        run = next(r.run for r in records(path) if r.WhichOneof("record_type") == "run")
+        ids.setdefault(run.run_id, []).append(str(path.relative_to(job)))
+    return ids
+
+
+def test_detached_sweep_status_collect_and_rerun_failed(slurm_cluster, kit_cache, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = submit(sweep, "4,16", kit_cache, tmp_path, "logger=none")
+    # the submitter is gone; the jobs are not done, SLURM holds them
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "this process exits now" in proc.stdout
+    manifest = json.loads((sweep / "manifest.json").read_text())
+    ids = [manifest["jobs"][n]["slurm_id"] for n in ("0", "1")]
+    assert not any(summary(sweep / n).get("status") == "done" for n in ("0", "1"))
+    assert set(ids) <= queued(), (ids, queued())
+    assert not (sweep / "sweep_summary.json").exists()  # no summary of a sweep that has not run
+
+    # kill point #1 hard while it runs; #0 finishes on its own
+    wait_for(lambda: "RUNNING" in slurm("squeue", "-h", "-j", ids[1], "-o", "%T"), 300, "job #1 to run")
+    time.sleep(2)
+    slurm("scancel", "--signal=KILL", "--full", ids[1])
+    wait_for(lambda: summary(sweep / "0").get("status") == "done", 600, "job #0 to finish")
+    wait_for(lambda: ids[1] not in queued(), 60, "the killed job to leave the queue")
+    proc, rows = status(sweep, kit_cache, tmp_path)
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert rows[0][4] == "done" and rows[0][2] == manifest["jobs"]["0"]["run_id"]
+    assert rows[1][4] == "failed" and "cancelled" in rows[1][6] and rows[1][3] == ids[1]
+
+    proc = run_kit(["collect", str(sweep)], kit_cache, tmp_path)
+    assert proc.returncode == 1 and "#1 lora.rank=16" in proc.stderr and "--rerun-failed" in proc.stderr
+    table = json.loads((sweep / "sweep_summary.json").read_text())["jobs"]
+    assert table[0]["status"] == "done" and table[0]["scores"]["parity/mean"] is not None
+
+    # rerun-failed resubmits #1 only; the sweep completes
+    proc, _ = status(sweep, kit_cache, tmp_path, "--rerun-failed")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resubmitting 1 job(s): #1" in proc.stdout and f"{sweep / '0'} already done" in proc.stdout
+    manifest = json.loads((sweep / "manifest.json").read_text())
+    assert len(manifest["jobs"]["0"]["submissions"]) == 1 and len(manifest["jobs"]["1"]["submissions"]) == 2
+    wait_for(lambda: summary(sweep / "1").get("status") == "done", 600, "the resubmitted job #1 to finish")
+    proc, rows = status(sweep, kit_cache, tmp_path)
+    print(proc.stdout)
+    assert [rows[n][4] for n in (0, 1)] == ["done", "done"]
+    proc = run_kit(["collect", str(sweep)], kit_cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["status"] for r in json.loads((sweep / "sweep_summary.json").read_text())["jobs"]] == ["done", "done"]
+    attempt = json.loads((sweep / "1" / "attempts" / "1" / "summary.json").read_text())
+    assert attempt["status"] == "running"  # the killed attempt, kept aside as it was
+    assert summary(sweep / "1")["run_id"] == manifest["jobs"]["1"]["run_id"] == attempt["run_id"]
+
+
+def test_requeued_job_restarts_under_its_run_identity(slurm_cluster, kit_cache, tmp_path):
+    sweep = tmp_path / "sweep"
+    # long enough to be caught training (W&B offline: the default logger)
+    proc = submit(sweep, "8", kit_cache, tmp_path, "trainer.max_steps_per_epoch=200", "trainer.epochs=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job, entry = sweep / "0", json.loads((sweep / "manifest.json").read_text())["jobs"]["0"]
+    wait_for(lambda: (job / "torchtune_out").exists(), 600, "the job to start training")
+    slurm("scontrol", "requeue", entry["slurm_id"])
+    requeued = time.time()
+    wait_for(lambda: summary(job).get("status") == "done", 900, "the requeued job to finish")
+    print(f"requeued job finished {time.time() - requeued:.0f} s after the requeue")
+    done, attempt = summary(job), summary(job / "attempts" / "1")
+    # the interrupted attempt is set aside untouched; the new one trained from the base, all steps
+    assert attempt["status"] == "running" and attempt["run_id"] == done["run_id"] == entry["run_id"]
+    assert done["train"]["steps"] == 200
+    assert "restarted (SLURM restart 1)" in open(entry["stdout"]).read()
+    # a later kit eval attaches to the same identity
+    proc = run_kit(["eval", str(job), "tasks.limit=5"], kit_cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ids = run_ids(job)
+    print(json.dumps(ids, indent=1))
+    rid = done["run_id"]
+    assert set(ids) == {f"{rid}-train", f"{rid}-eval", f"{rid}-verify"}, ids
+    assert any(p.startswith("attempts/1/") for p in ids[f"{rid}-train"])  # the requeued attempt: same id
+    assert len(ids[f"{rid}-eval"]) == 2  # the job's own eval and kit eval's, one run id
