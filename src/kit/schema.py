@@ -32,6 +32,7 @@ class ModelConfig:
     name: str = MISSING
     path: Optional[str] = None  # a local HF folder; wins over hf_id
     hf_id: Optional[str] = None  # looked up in the local HF cache only, unless network allowed
+    gguf_file: Optional[str] = None  # a .gguf file in model.path: converted once to a cached HF folder (kit/gguf.py)
     allow_network: bool = False  # or KIT_ALLOW_NETWORK=1
     allow_pickle: bool = False  # load *.bin pickles (refused by default)
     trust_remote_code: bool = False
@@ -112,7 +113,8 @@ class VerifyConfig:  # conf/verify/default.yaml explains each key; kit/verify/
     max_new_tokens: int = 8
     dtype: str = "auto"
     device: str = "auto"
-    fp32_max_abs: float = 1e-4
+    logit_ulps: float = 512.0
+    logit_abs_floor: float = 1e-5
     margin_ulps: float = 4.0
     sample: SampleConfig = field(default_factory=SampleConfig)
     strategies: List[str] = field(default_factory=lambda: ["merge", "merge_in_memory", "direct"])
