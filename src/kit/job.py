@@ -83,7 +83,7 @@ def preflight(cfg: DictConfig) -> dict:
     from kit.data import read_jsonl
     from kit.eval import get_strategy
     from kit.inspect_runner import load_task_specs
-    from kit.models import family_of, weight_files
+    from kit.models import check_lora_targets, family_of, weight_files
     from kit.phases import check as check_phase
 
     missing = OmegaConf.missing_keys(cfg)
@@ -91,6 +91,7 @@ def preflight(cfg: DictConfig) -> dict:
         raise KitError(f"missing required config value(s) {sorted(missing)}; set them on the command line")
     base = resolve_base(cfg.model)
     family_of(base).tokenizer_section(base, None)  # supported family, tokenizer files present
+    check_lora_targets(cfg.lora, base)
     weight_files(base, cfg.model.allow_pickle)
     read_jsonl(cfg.dataset.train_file, (cfg.dataset.prompt_column, cfg.dataset.response_column))
     get_strategy(cfg.eval.strategy)

@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from kit.errors import KitError
-from kit.models import Family, family_of, weight_files
+from kit.models import Family, check_lora_targets, family_of, weight_files
 
 SCRATCH = "torchtune_out"  # torchtune's own output folder inside the job dir
 
@@ -43,6 +43,7 @@ def resolve_dtype(dtype: str, device: str) -> str:
 
 def model_section(cfg: DictConfig, family: Family, base: Path) -> dict:
     lora = cfg.lora
+    check_lora_targets(lora, base)
     component, shape = family.lora_builder(base)
     section = {
         "_component_": component,
