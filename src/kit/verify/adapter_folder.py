@@ -77,7 +77,7 @@ def training_model(ctx: VerifyContext, figures: dict) -> list[str]:
     import torch
 
     from kit.verify.reference import tune_model
-    from kit.verify.tolerance import compare_logits
+    from kit.verify.tolerance import compare_logits, limit_note
 
     model = tune_model(ctx.section, ctx.base, ctx.tune_adapter, ctx.torch_dtype).to(ctx.device)
     with torch.inference_mode():
@@ -87,6 +87,6 @@ def training_model(ctx: VerifyContext, figures: dict) -> list[str]:
     figures["training_model"] = f
     if f["passed"]:
         return []
-    limit = f" (limit {ctx.tol.fp32_max_abs:g})" if ctx.tol.strict else ""
+    limit = limit_note(f, ctx.tol)
     return [f"PEFT(adapter) vs torchtune's training model: max|logit diff| {f['max_abs_diff']:.3g}{limit}, "
             f"top-1 agreement {f['top1_agreement']:.3f}"]
