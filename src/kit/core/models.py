@@ -50,15 +50,27 @@ def _qwen2_builder(c: dict) -> tuple[str, dict]:
 
 
 def _llama3_builder(c: dict) -> tuple[str, dict]:
-    """Llama 3 / 3.1 / 3.2 differ in rope scaling and tied embeddings, so in builder."""
+    """Llama 3 / 3.1 / 3.2 differ in rope scaling and tied embeddings, so in builder.
+    Tied embeddings without Llama 3 RoPE scaling (e.g. SmolLM2) get kit's builder:
+    torchtune's tied builder would scale RoPE, which HF does not do for that config."""
     args = _common_args(c)
     args["rope_base"] = int(args["rope_base"])
     scaling = c.get("rope_scaling") or {}
+    rope_type = scaling.get("rope_type", scaling.get("type"))
+    if rope_type not in (None, "default", "llama3"):
+        raise KitError(f"rope_scaling type {rope_type!r} in config.json is not supported for Llama models; "
+                       "expected none or 'llama3'")
+    head_dim = c.get("head_dim")
+    if head_dim and head_dim != c["hidden_size"] // c["num_attention_heads"]:
+        raise KitError(f"head_dim {head_dim} != hidden_size / num_attention_heads in config.json; "
+                       "torchtune's Llama builders expect them equal")
     if c.get("tie_word_embeddings"):
-        args["scale_factor"] = scaling.get("factor", 32)
         args["tie_word_embeddings"] = True
+        if rope_type != "llama3":
+            return "kit.core.torchtune_models.lora_llama", args
+        args["scale_factor"] = scaling.get("factor", 32)
         return "torchtune.models.llama3_2.lora_llama3_2", args
-    if scaling.get("rope_type") == "llama3":
+    if rope_type == "llama3":
         args["scale_factor"] = scaling.get("factor", 8)
         return "torchtune.models.llama3_1.lora_llama3_1", args
     return "torchtune.models.llama3.lora_llama3", args
@@ -157,12 +169,28 @@ class Family:
 
     def tokenizer_section(self, base: Path, max_seq_len) -> dict:
         missing = [f for f in self.tokenizer_files if not (base / f).exists()]
+        if missing and has_chat_template(base):
+            # no torchtune tokenizer files, but an HF tokenizer with its own chat template
+            # (e.g. SmolLM2): train on exactly what that template renders
+            return {"_component_": "kit.core.hf_chat_tokenizer.hf_chat_tokenizer", "path": str(base),
+                    "max_seq_len": max_seq_len}
         if missing:
             raise KitError(
                 f"model folder {str(base)!r} lacks tokenizer file(s) {missing}; "
-                f"expected the {self.name} tokenizer files {list(self.tokenizer_files)}"
+                f"expected the {self.name} tokenizer files {list(self.tokenizer_files)}, or tokenizer.json "
+                "with a chat template"
             )
         return self.tokenizer(base, max_seq_len)
+
+
+def has_chat_template(base: Path) -> bool:
+    """tokenizer.json plus a chat template (chat_template.jinja or in tokenizer_config.json)."""
+    if not (base / "tokenizer.json").is_file():
+        return False
+    if (base / "chat_template.jinja").is_file():
+        return True
+    config = base / "tokenizer_config.json"
+    return config.is_file() and bool(json.loads(config.read_text()).get("chat_template"))
 
 
 FAMILIES = {
@@ -203,6 +231,14 @@ def family_of(base: Path) -> Family:
         f"model_type {model_type!r} in {str(base / 'config.json')!r} is not supported; "
         f"expected one of {supported}"
     )
+
+
+def check_lora_targets(lora_cfg, base: Path) -> None:
+    """LoRA on the output layer is impossible when it is the embedding matrix (torchtune raises)."""
+    if lora_cfg.apply_to_output and read_config(base).get("tie_word_embeddings"):
+        raise KitError(f"lora.apply_to_output=true, but the model in {str(base)!r} ties its output layer to "
+                       "the embeddings (tie_word_embeddings in config.json), where torchtune cannot put LoRA; "
+                       "expected lora.apply_to_output=false")
 
 
 def weight_files(base: Path, allow_pickle: bool = False) -> list[str]:

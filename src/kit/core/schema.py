@@ -72,6 +72,7 @@ class ModelConfig:
     name: str = MISSING
     path: Optional[str] = MISSING  # a local HF folder; wins over hf_id
     hf_id: Optional[str] = MISSING  # looked up in the local HF cache only, unless network allowed
+    gguf_file: Optional[str] = MISSING  # a .gguf file in model.path: converted once to a cached HF folder (kit/core/gguf.py)
     allow_network: bool = False  # or KIT_ALLOW_NETWORK=1
     allow_pickle: bool = False  # load *.bin pickles (refused by default)
     trust_remote_code: bool = False
@@ -152,7 +153,8 @@ class VerifyConfig:  # conf/verify/default.yaml explains each key; kit/verify/
     max_new_tokens: int = MISSING
     dtype: Dtype = MISSING
     device: str = MISSING
-    fp32_max_abs: float = MISSING
+    logit_ulps: float = MISSING
+    logit_abs_floor: float = MISSING
     margin_ulps: float = MISSING
     sample: SampleConfig = field(default_factory=SampleConfig)
     strategies: List[Strategy] = MISSING

@@ -18,7 +18,7 @@ from kit.core.data import check_lengths, read_jsonl
 from kit.core.errors import KitError
 from kit.core.jobdir import is_done, set_aside
 from kit.core.log import get as get_logger
-from kit.core.models import _call, family_of, read_config, weight_files
+from kit.core.models import _call, check_lora_targets, family_of, read_config, weight_files
 from kit.stages.eval import get_strategy
 from kit.stages.inspect_runner import load_task_specs
 from kit.stages.phases import check as check_phase
@@ -213,6 +213,7 @@ def check_inputs(cfg: DictConfig) -> dict:
     check_ranges(cfg)
     base = resolve_base(cfg.model)
     family_of(base).tokenizer_section(base, None)  # supported family, tokenizer files present
+    check_lora_targets(cfg.lora, base)
     weight_files(base, cfg.model.allow_pickle)
     check_dataset(cfg.dataset.train_file, (cfg.dataset.prompt_column, cfg.dataset.response_column), base)
     get_strategy(cfg.eval.strategy)

@@ -20,13 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from kit.core.device import resolve_device, resolve_dtype
 from kit.core.errors import KitError
 from kit.core.metric_logger import JobMetricLogger
-from kit.core.models import Family, family_of, weight_files
+from kit.core.models import Family, check_lora_targets, family_of, weight_files
 
 SCRATCH = "torchtune_out"  # torchtune's own output folder inside the job dir
 
 
 def model_section(cfg: DictConfig, family: Family, base: Path) -> dict:
     lora = cfg.lora
+    check_lora_targets(lora, base)
     component, shape = family.lora_builder(base)
     section = {
         "_component_": component,

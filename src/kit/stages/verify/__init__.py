@@ -81,7 +81,8 @@ def make_context(cfg, job_dir: Path, base: Path, checkpoint: dict, peers, tmp: P
         adapter = peft_adapter_from_tune(section, base, tune_adapter, tmp / "adapter")
     return VerifyContext(cfg=cfg, job_dir=job_dir, base=base, adapter=adapter, full=full,
                          tune_adapter=tune_adapter, section=section, device=device, dtype=dtype,
-                         tol=Tolerance(dtype, float(v.fp32_max_abs), float(v.margin_ulps)),
+                         tol=Tolerance(dtype, float(v.logit_ulps), float(v.logit_abs_floor),
+                                       float(v.margin_ulps)),
                          peers=[Path(p) for p in peers])
 
 

@@ -15,7 +15,7 @@ from kit.core.snapshot import adapter_target_modules
 from kit.stages.resident import check_fits, read_adapter
 from kit.stages.verify.context import VerifyContext
 from kit.stages.verify.reference import tune_model
-from kit.stages.verify.tolerance import compare_logits
+from kit.stages.verify.tolerance import compare_logits, limit_note
 
 
 def check(ctx: VerifyContext) -> dict:
@@ -87,6 +87,6 @@ def training_model(ctx: VerifyContext, figures: dict) -> list[str]:
     figures["training_model"] = f
     if f["passed"]:
         return []
-    limit = f" (limit {ctx.tol.fp32_max_abs:g})" if ctx.tol.strict else ""
+    limit = limit_note(f, ctx.tol)
     return [f"PEFT(adapter) vs torchtune's training model: max|logit diff| {f['max_abs_diff']:.3g}{limit}, "
             f"top-1 agreement {f['top1_agreement']:.3f}"]

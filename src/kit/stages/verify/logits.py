@@ -23,7 +23,9 @@ def check(ctx: VerifyContext) -> dict:
 
 
 def why(name: str, f: dict, ctx: VerifyContext) -> str:
-    limit = f" (limit {ctx.tol.fp32_max_abs:g})" if ctx.tol.strict else ""
+    from kit.stages.verify.tolerance import limit_note
+
+    limit = limit_note(f, ctx.tol)
     return (f"{name} vs {REFERENCE}: max|logit diff| {f['max_abs_diff']:.3g}{limit}, top-1 agreement "
             f"{f['top1_agreement']:.3f}, {f['top1_mismatches']} top-1 mismatches of {f['positions']} positions")
 
