@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from kit.core.config import conf_dir, register_resolvers
 from kit.core.errors import KitError
+from kit.stages.eval.session import EvalSession
 from kit.stages.job import run_job
 from kit.stages.sweep import sweep_group
 
@@ -38,7 +39,8 @@ def train_main(cfg: DictConfig) -> dict:
 
     job_dir, group, name, overrides = job_identity()
     try:
-        summary = run_job(cfg, job_dir, group, name, overrides)
+        with EvalSession():  # the job's resident base / vLLM server (eval and verify share them), closed after
+            summary = run_job(cfg, job_dir, group, name, overrides)
     except KitError as e:
         print(f"kit: error: {e}", file=sys.stderr)
         if HydraConfig.get().mode == RunMode.MULTIRUN:

@@ -70,8 +70,9 @@ class VllmConfig:
 
 @dataclass
 class EvalConfig:
-    strategy: str = "merge"
-    batch_size: int = 32  # Inspect's max_connections: the hf provider's batch size
+    strategy: str = "auto"  # auto | merge | merge_in_memory | direct | vllm | none (conf/eval/*.yaml)
+    batch_size: int = 32  # requests per generate call (peft/ provider's own; hf and vllm: max_connections)
+    max_connections: Optional[int] = None  # Inspect's samples in flight; None: batch_size
     max_tokens: int = 8
     temperature: float = 0.0  # 0 -> greedy
     seed: int = 0

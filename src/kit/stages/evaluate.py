@@ -7,9 +7,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from dataclasses import replace
+
 from kit.stages.base_scores import base_scores
-from kit.stages.eval import get_strategy
+from kit.stages.eval import auto, get_strategy
 from kit.stages.eval.context import EvalContext
+from kit.stages.eval.session import session_scope
 
 
 def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers: list[Path] = ()) -> dict:
@@ -21,12 +24,16 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers
         tmp_root=Path(cfg.eval.tmp_dir) if cfg.eval.tmp_dir else job_dir,
         trust_remote_code=cfg.model.trust_remote_code, limit=cfg.tasks.limit, peers=list(peers),
     )
-    result = get_strategy(cfg.eval.strategy)(ctx)
-    base_result = {"scores": {}}
-    if cfg.eval.base_scores and cfg.eval.strategy != "none":
-        base_result = base_scores(ctx)
+    strategy, why = auto.resolve(ctx)
+    ctx = replace(ctx, strategy=strategy)
+    with session_scope():  # the command's session, else one for this checkpoint and its base scores
+        result = get_strategy(strategy)(ctx)
+        base_result = {"scores": {}}
+        if cfg.eval.base_scores and strategy != "none":
+            base_result = base_scores(ctx)
     info = {k: v for k, v in result.items() if k not in ("scores",)}
     info["strategy"] = cfg.eval.strategy
+    info["strategy_chosen"], info["why"] = strategy, why
     info["base_scores_cached"] = base_result.get("cached")
     return {
         "eval": info,

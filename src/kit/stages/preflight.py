@@ -15,6 +15,8 @@ from kit.core.errors import KitError
 from kit.core.jobdir import is_done, set_aside
 from kit.core.models import family_of, weight_files
 from kit.stages.eval import get_strategy
+from kit.stages.eval.vllm import real_vllm
+from kit.stages.eval.vllm_lora import refusal, unservable_from_config
 from kit.stages.inspect_runner import load_task_specs
 from kit.stages.phases import check as check_phase
 
@@ -88,6 +90,19 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
     return None
 
 
+def check_vllm_lora(cfg: DictConfig, base: Path) -> None:
+    """eval=vllm (the real server): refuse, before any training, a LoRA that vLLM will not
+    serve (kit's default trains the output projection). ``eval=auto`` needs no refusal:
+    it does not pick vLLM for such an adapter and records why."""
+    if cfg.eval.strategy != "vllm" or not real_vllm(cfg.eval) or cfg.phase.name != "training":
+        return
+    if str(getattr(cfg.checkpointer.kind, "value", cfg.checkpointer.kind)) == "full" or cfg.phase.merge:
+        return  # a merged model: vLLM serves it without LoRA
+    bad = unservable_from_config(cfg.lora)
+    if bad:
+        raise KitError(refusal(bad[0], family_of(base).name))
+
+
 def check_inputs(cfg: DictConfig) -> dict:
     """Check every input before any work: one clear error, nothing written."""
 
@@ -99,6 +114,7 @@ def check_inputs(cfg: DictConfig) -> dict:
     weight_files(base, cfg.model.allow_pickle)
     read_jsonl(cfg.dataset.train_file, (cfg.dataset.prompt_column, cfg.dataset.response_column))
     get_strategy(cfg.eval.strategy)
+    check_vllm_lora(cfg, base)
     check_phase(cfg)
     if cfg.eval.strategy != "none" and cfg.phase.name == "training":
         if not cfg.tasks.specs:
