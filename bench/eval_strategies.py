@@ -169,12 +169,11 @@ def bench_vllm(base: Path, adapters: list[Path], batch: int, new_tokens: int) ->
 
 def measure(base: Path, adapters: list[Path], args, device: str, dtype: str) -> dict:
     from kit.core.loader import load_model
-    from kit.stages.resident import release_all, resident_for
+    from kit.stages.resident import ResidentBase
 
     bare = load_model(base, dtype=dtype, device=device)
-    release_all()
     short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[dtype]
-    resident = resident_for(base, device, short, max_adapters=1)  # one at a time: every attach is a real load
+    resident = ResidentBase(base, device, short, max_adapters=1)  # one at a time: every attach is a real load
     resident.attach(adapters[-1])  # wrap the base once, outside the timings (first-use cost)
     rows = {"base": {"setup_s": None, "temp_bytes": 0}}
     rows["merge"], merged_model = setup_merge(base, adapters, device, dtype)

@@ -70,12 +70,11 @@ def test_no_temporary_disk_except_merge(strategy_runs):
 
 
 def test_merge_in_memory_restores_the_base_bit_exactly(trained_job):
-    from kit.stages.resident import release_all, resident_for
+    from kit.stages.resident import ResidentBase
     from kit.core.jobdir import read_summary
 
-    release_all()
     summary = read_summary(trained_job)
-    resident = resident_for(Path(summary["base_model"]), "cpu", "fp32")
+    resident = ResidentBase(Path(summary["base_model"]), "cpu", "fp32")
     before = resident.fingerprint()
     name = resident.attach(trained_job / "adapter")
     with resident.lock:
@@ -90,20 +89,19 @@ def test_peft_provider_loads_the_base_once_for_tasks_and_adapters(trained_job, r
     from inspect_ai import eval as inspect_eval
     from inspect_ai.model import get_model
 
-    from kit.stages import resident
+    from kit.stages.eval.session import EvalSession
     from kit.core.jobdir import read_summary
 
-    resident.release_all()
     base = read_summary(trained_job)["base_model"]
-    loads = resident.LOADS
     adapters = [trained_job / "adapter", rank_sweep / "0" / "adapter", rank_sweep / "1" / "adapter"]
-    for adapter in adapters:  # Inspect also builds provider instances for its model-info lookup
-        model = get_model(f"peft/{adapter}", base=base, do_sample=False, memoize=False)
-        logs = inspect_eval(["kit/parity", "kit/parity_long"], model=model, limit=4, max_tokens=8,
-                            log_dir=str(tmp_path), display="none")
-        assert [log.status for log in logs] == ["success", "success"]
-    assert resident.LOADS - loads == 1
-    assert resident.resident_for(Path(base), "cpu", "fp32").adapter_loads == 3
+    with EvalSession() as session:  # what a kit command holds; the provider finds it
+        for adapter in adapters:  # Inspect also builds provider instances for its model-info lookup
+            model = get_model(f"peft/{adapter}", base=base, do_sample=False, memoize=False)
+            logs = inspect_eval(["kit/parity", "kit/parity_long"], model=model, limit=4, max_tokens=8,
+                                log_dir=str(tmp_path), display="none")
+            assert [log.status for log in logs] == ["success", "success"]
+        assert session.base_loads == 1
+        assert session.resident(Path(base), "cpu", "fp32").adapter_loads == 3
 
 
 def test_peft_provider_from_inspects_own_cli(trained_job, tmp_path, kit_cache):
@@ -139,10 +137,9 @@ def test_memory_flat_over_100_adapter_switches(trained_job, rank_sweep):
     import torch
 
     from kit.core.jobdir import read_summary
-    from kit.stages.resident import release_all, resident_for
+    from kit.stages.resident import ResidentBase
 
-    release_all()
-    resident = resident_for(Path(read_summary(trained_job)["base_model"]), "cpu", "fp32", max_adapters=2)
+    resident = ResidentBase(Path(read_summary(trained_job)["base_model"]), "cpu", "fp32", max_adapters=2)
     before = resident.fingerprint()
     adapters = [trained_job / "adapter", rank_sweep / "0" / "adapter", rank_sweep / "1" / "adapter"]
     prompt = resident.tokenizer("Is 12 even or odd?", return_tensors="pt")
@@ -167,10 +164,9 @@ def test_memory_flat_over_100_adapter_switches(trained_job, rank_sweep):
 def test_resident_base_survives_bad_adapters(trained_job, tmp_path):
     from kit.core.errors import KitError
     from kit.core.jobdir import read_summary
-    from kit.stages.resident import release_all, resident_for
+    from kit.stages.resident import ResidentBase
 
-    release_all()
-    resident = resident_for(Path(read_summary(trained_job)["base_model"]), "cpu", "fp32")
+    resident = ResidentBase(Path(read_summary(trained_job)["base_model"]), "cpu", "fp32")
     before = resident.fingerprint()
     broken = shutil.copytree(trained_job / "adapter", tmp_path / "broken")
     weights = broken / "adapter_model.safetensors"

@@ -170,17 +170,23 @@ def test_routers_learned_and_rules(modifier_job):
     assert rules.route("Tell me a story about the sea") == (None, None)
 
 
-def test_lazy_store_evicts_and_never_reloads_the_base(modifier_job):
+def test_lazy_store_evicts_and_never_reloads_the_base(modifier_job, monkeypatch):
     """In process: preload off, room for 2 of 3 modifiers; the base is loaded once."""
     from omegaconf import OmegaConf
 
-    import kit.stages.resident as resident
+    import kit.stages.serve.store as store
     from kit.stages.modifiers import read_registry
     from kit.core.schema import RouterConfig, ServeConfig
     from kit.stages.serve.app import ServeApp
 
-    resident.release_all()
-    loads = resident.LOADS
+    loads = []
+
+    class Counted(store.ResidentBase):
+        def __init__(self, *args, **kwargs):
+            loads.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(store, "ResidentBase", Counted)
     registry = read_registry(modifier_job)
     cfg = OmegaConf.structured(ServeConfig(preload=False, max_loaded=2, device="cpu", dtype="fp32"))
     app = ServeApp(cfg, OmegaConf.structured(RouterConfig()), registry, registry.base)
@@ -190,8 +196,7 @@ def test_lazy_store_evicts_and_never_reloads_the_base(modifier_job):
     assert app.store.loaded() == ["last_digit", "reverse"]  # parity, least recently used, evicted
     again = app.complete(body("parity"), chat=True)[0]["choices"][0]["message"]["content"]
     assert again == first["parity"] and app.store.resident.adapter_loads == 4
-    assert resident.LOADS == loads + 1
-    resident.release_all()
+    assert len(loads) == 1
 
 
 def test_serve_refuses_modifiers_of_another_base_and_bad_config(modifier_job, kit_cache, tmp_path):

@@ -30,6 +30,7 @@ from kit.core.jobdir import (
     write_summary,
 )
 from kit.core.wandb_logger import log_scores, phase_run
+from kit.stages.eval.session import EvalSession
 from kit.stages.evaluate import eval_entry, evaluate
 from kit.stages.inspect_runner import load_task_specs
 
@@ -54,7 +55,11 @@ def evaluate_job(job_dir: Path, cfg, summary: dict, peers: list[Path]) -> dict:
 
 
 def run(target: Path, overrides: list[str]) -> int:
+    with EvalSession():  # resident base and vLLM servers shared by every job, closed at the end
+        return evaluate_all(target, overrides)
 
+
+def evaluate_all(target: Path, overrides: list[str]) -> int:
     jobs = find_jobs(target)
     plans = []
     for job_dir in jobs:  # compose everything first: a bad override fails before any eval

@@ -64,6 +64,7 @@ PLUGINS: dict[str, dict[str, tuple[str, tuple[Check, ...]]]] = {
 
 # eval strategies come from kit.stages.eval.STRATEGIES; what each one needs beyond its module
 EVAL_NEEDS: dict[str, tuple[str, tuple[Check, ...]]] = {
+    "auto": ("the fastest of the others for this machine and checkpoint (recorded in summary.json)", (INSPECT, PEFT)),
     "merge": ("merge_and_unload into a temporary folder, Inspect hf provider", (INSPECT, PEFT)),
     "merge_in_memory": ("merge into the resident base, restore it after", (INSPECT, PEFT)),
     "direct": ("unmerged PEFT through the peft/ provider", (INSPECT, PEFT)),

@@ -13,9 +13,10 @@ from omegaconf import DictConfig
 
 from kit.core.config import conf_dir, register_resolvers
 from kit.core.errors import KitError
+from kit.core.jobdir import point_overrides
 from kit.core.log import get as get_logger
 from kit.core.log import quiet_warnings, setup
-from kit.core.jobdir import point_overrides
+from kit.stages.eval.session import EvalSession
 from kit.stages.job import run_job
 from kit.stages.sweep import human_bytes, sweep_group
 
@@ -44,7 +45,9 @@ def train_main(cfg: DictConfig) -> dict:
     job_dir, group, name, overrides = job_identity()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        with quiet_warnings():  # also on a submitit worker, where kit.__main__ does not run
+        # quiet_warnings: also on a submitit worker, where kit.__main__ does not run;
+        # EvalSession: the job's resident base / vLLM server (eval and verify share them), closed after
+        with quiet_warnings(), EvalSession():
             summary = run_job(cfg, job_dir, group, name, overrides)
     except KitError as e:
         print(f"kit: error: {e}", file=sys.stderr)

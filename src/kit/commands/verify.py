@@ -21,6 +21,7 @@ from kit.core.jobdir import (
     peer_adapters,
     read_summary,
 )
+from kit.stages.eval.session import EvalSession
 from kit.stages.verify import check_names
 from kit.stages.verify.run import verify_job
 
@@ -44,7 +45,11 @@ def overall_line(jobs: int, failed: list[str], errors: list[str]) -> str:
 
 
 def run(target: Path, overrides: list[str]) -> int:
+    with EvalSession():  # this command's resident base: loaded once for every job, freed at the end
+        return verify_all(target, overrides)
 
+
+def verify_all(target: Path, overrides: list[str]) -> int:
     plans = []
     for job_dir in find_jobs(target):  # compose everything first: a bad override fails before any check
         summary = read_summary(job_dir)

@@ -30,6 +30,7 @@ class Loader(StrEnum):
 
 
 class Strategy(StrEnum):  # kit.stages.eval.STRATEGIES
+    auto = "auto"  # the fastest correct one for the hardware and the sweep (kit.stages.eval.auto)
     merge = "merge"
     merge_in_memory = "merge_in_memory"
     direct = "direct"
@@ -112,7 +113,8 @@ class VllmConfig:
 @dataclass
 class EvalConfig:
     strategy: Strategy = MISSING
-    batch_size: int = 32  # Inspect's max_connections: the hf provider's batch size
+    batch_size: int = 32  # requests per generate call (peft/ provider's own; hf and vllm: max_connections)
+    max_connections: Optional[int] = None  # Inspect's samples in flight; None: batch_size
     max_tokens: int = 8
     temperature: float = 0.0  # 0 -> greedy
     seed: int = 0

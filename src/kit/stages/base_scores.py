@@ -41,7 +41,7 @@ def score_base(ctx) -> dict:
     from dataclasses import replace
 
 
-    if ctx.eval_cfg.strategy in RESIDENT_STRATEGIES:
+    if (ctx.strategy or ctx.eval_cfg.strategy) in RESIDENT_STRATEGIES:
         return evaluate_with_peft(replace(ctx, checkpoint_kind="adapter", checkpoint_path=Path("base")), merge=False)
     return evaluate_folder(replace(ctx, checkpoint_kind="full", checkpoint_path=ctx.base), ctx.base, "kit-base")
 

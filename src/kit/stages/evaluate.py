@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from kit.core.diskwatch import DiskWatch
+from kit.core.errors import KitError
 from kit.core.log import get as get_logger
 from kit.core.log import timed
-from kit.core.errors import KitError
 from kit.stages.base_scores import base_scores
-from kit.stages.eval import get_strategy
+from kit.stages.eval import auto, get_strategy
 from kit.stages.eval.context import EvalContext
+from kit.stages.eval.session import session_scope
 
 log = get_logger(__name__)
 
@@ -31,20 +34,26 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers
         tmp_root=Path(cfg.eval.tmp_dir) if cfg.eval.tmp_dir else job_dir,
         trust_remote_code=cfg.model.trust_remote_code, limit=cfg.tasks.limit, peers=list(peers),
     )
-    with timed(log, f"eval ({cfg.eval.strategy})") as t:
-        result = get_strategy(cfg.eval.strategy)(ctx)
-        t["detail"] = score_line(result["scores"])
-    if cfg.eval.strategy != "none" and not result.get("scores"):
-        raise KitError(f"the {cfg.eval.strategy} eval of {checkpoint['path']} returned no scores for tasks {specs}; "
-                       "expected a score per task (the job is not marked done)")
-    base_result, base_seconds = {"scores": {}}, None
-    if cfg.eval.base_scores and cfg.eval.strategy != "none":
-        with timed(log, "base scores") as t:
-            base_result = base_scores(ctx)
-            t["detail"] = score_line(base_result["scores"]) + (" (cached)" if base_result.get("cached") else "")
-        base_seconds = t["seconds"]
+    strategy, why = auto.resolve(ctx)
+    ctx = replace(ctx, strategy=strategy)
+    with session_scope():  # the command's session, else one for this checkpoint and its base scores
+        with timed(log, f"eval ({strategy})") as t, DiskWatch(ctx.tmp_root) as disk:
+            result = get_strategy(strategy)(ctx)
+            t["detail"] = score_line(result["scores"])
+        # measured, not declared: what the strategy wrote under its temp root and deleted again
+        result["temp_peak_bytes"] = max(disk.temp_peak_bytes, int(result.get("temp_peak_bytes") or 0))
+        if strategy != "none" and not result.get("scores"):
+            raise KitError(f"the {strategy} eval of {checkpoint['path']} returned no scores for tasks {specs}; "
+                           "expected a score per task (the job is not marked done)")
+        base_result, base_seconds = {"scores": {}}, None
+        if cfg.eval.base_scores and strategy != "none":
+            with timed(log, "base scores") as t:
+                base_result = base_scores(ctx)
+                t["detail"] = score_line(base_result["scores"]) + (" (cached)" if base_result.get("cached") else "")
+            base_seconds = t["seconds"]
     info = {k: v for k, v in result.items() if k not in ("scores",)}
     info["strategy"] = cfg.eval.strategy
+    info["strategy_chosen"], info["why"] = strategy, why
     info["base_scores_cached"] = base_result.get("cached")
     info["base_scores_seconds"] = base_seconds
     info["base_logs"] = list(base_result.get("logs") or [])  # the base's Inspect logs (cached: where they were written)

@@ -96,6 +96,12 @@ def scores_from_logs(logs, specs: list[str] = (), log_dir: Path | None = None, s
     return out
 
 
+def max_connections(eval_cfg) -> int:
+    """Inspect's concurrency (samples in flight): ``eval.max_connections``, else ``eval.batch_size``
+    (a batch only fills when at least that many samples are in flight)."""
+    return int(eval_cfg.get("max_connections") or eval_cfg.batch_size)
+
+
 def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=None) -> dict:
     """Evaluate an Inspect ``Model`` on the tasks; returns scores, log files, seconds."""
     from inspect_ai import eval as inspect_eval
@@ -112,7 +118,7 @@ def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=Non
         # greedy (0) passes no temperature: transformers warns that it is unused without sampling
         temperature=float(eval_cfg.temperature) if float(eval_cfg.temperature) > 0 else None,
         seed=int(eval_cfg.seed),
-        max_connections=int(eval_cfg.batch_size),
+        max_connections=max_connections(eval_cfg),
         fail_on_error=True,
     )
     return {
@@ -139,7 +145,7 @@ def hf_model(path: Path, name: str, eval_cfg, trust_remote_code: bool = False):
     return get_model(
         f"hf/{name}",
         memoize=False,
-        config=GenerateConfig(max_connections=int(eval_cfg.batch_size)),
+        config=GenerateConfig(max_connections=max_connections(eval_cfg)),  # hf: also its batch size
         model_path=str(path),
         device=device,
         dtype=dtype,

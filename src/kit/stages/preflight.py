@@ -20,6 +20,8 @@ from kit.core.jobdir import is_done, set_aside
 from kit.core.log import get as get_logger
 from kit.core.models import _call, check_lora_targets, family_of, read_config, weight_files
 from kit.stages.eval import get_strategy
+from kit.stages.eval.vllm import real_vllm
+from kit.stages.eval.vllm_lora import refusal, unservable_from_config
 from kit.stages.inspect_runner import load_task_specs
 from kit.stages.phases import check as check_phase
 
@@ -202,6 +204,17 @@ def longest_row(path: str, size: int, mtime_ns: int, columns: tuple[str, str], b
         return len(tokenizer.tokenize_messages(to_messages(row)["messages"])[0])
 
     return check_lengths(path, columns, count, max_len) if max_len else 0
+def check_vllm_lora(cfg: DictConfig, base: Path) -> None:
+    """eval=vllm (the real server): refuse, before any training, a LoRA that vLLM will not
+    serve (kit's default trains the output projection). ``eval=auto`` needs no refusal:
+    it does not pick vLLM for such an adapter and records why."""
+    if cfg.eval.strategy != "vllm" or not real_vllm(cfg.eval) or cfg.phase.name != "training":
+        return
+    if str(getattr(cfg.checkpointer.kind, "value", cfg.checkpointer.kind)) == "full" or cfg.phase.merge:
+        return  # a merged model: vLLM serves it without LoRA
+    bad = unservable_from_config(cfg.lora)
+    if bad:
+        raise KitError(refusal(bad[0], family_of(base).name))
 
 
 def check_inputs(cfg: DictConfig) -> dict:
@@ -217,6 +230,7 @@ def check_inputs(cfg: DictConfig) -> dict:
     weight_files(base, cfg.model.allow_pickle)
     check_dataset(cfg.dataset.train_file, (cfg.dataset.prompt_column, cfg.dataset.response_column), base)
     get_strategy(cfg.eval.strategy)
+    check_vllm_lora(cfg, base)
     check_phase(cfg)
     if cfg.eval.strategy != "none" and cfg.phase.name == "training":
         if not cfg.tasks.specs:

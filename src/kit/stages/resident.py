@@ -2,9 +2,13 @@
 
 Used by ``eval=direct`` (unmerged PEFT), ``eval=merge_in_memory`` (merged into
 the resident weights, then restored bit-exactly) and the vLLM stand-in server.
-The base is loaded once per process (``resident_for``) and never reloaded when
-the adapter changes. At most ``max_adapters`` adapters stay attached; the least
-recently used one is deleted, so memory stays flat over any number of switches.
+Whoever loads a base owns it: a command's ``EvalSession``
+(kit.stages.eval.session) keeps one per process run and closes it; the server
+and verify hold theirs. It is never reloaded when the adapter changes. At most
+``max_adapters`` adapters stay attached; the least recently used one is evicted,
+so memory stays flat over any number of switches. An adapter with the same
+LoRA shapes and settings as the evicted one takes over its LoRA modules (its
+weights are copied into them) instead of PEFT building new ones.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ from kit.core.errors import KitError
 from kit.core.loader import load_model, load_tokenizer
 from kit.core.snapshot import Snapshot, fingerprint
 
-_residents: dict[tuple, "ResidentBase"] = {}
-_residents_lock = threading.Lock()
-LOADS = 0  # bases loaded by this process (tests and summaries show the base is loaded once)
+# adapter_config.json keys that decide the LoRA modules PEFT builds and how they compute;
+# two adapters equal on these (and on their tensor shapes) can share the modules
+# per-adapter stores on a PEFT LoRA layer beyond the ones its delete_adapter walks (peft 0.18)
+LORA_LAYER_STORES = ("use_dora", "use_rslora", "lora_bias", "lora_magnitude_vector", "lora_variant", "_caches")
+REUSE_KEYS = ("r", "lora_alpha", "use_rslora", "use_dora", "rank_pattern", "alpha_pattern", "lora_bias",
+              "fan_in_fan_out", "bias", "modules_to_save", "lora_dropout", "layer_replication", "target_parameters")
 
 
 def adapter_name(folder: Path) -> str:
@@ -29,7 +36,7 @@ def adapter_name(folder: Path) -> str:
     return "kit_" + hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:12]
 
 
-def read_adapter(folder: Path, allow_pickle: bool = False) -> tuple[dict, dict]:
+def read_adapter(folder: Path, allow_pickle: bool = False, read_all: bool = True) -> tuple[dict, dict]:
     """(adapter_config, {tensor name: shape}) of an adapter folder, or a one-line KitError naming the file."""
     folder = Path(folder)
     config_file = folder / "adapter_config.json"
@@ -47,21 +54,50 @@ def read_adapter(folder: Path, allow_pickle: bool = False) -> tuple[dict, dict]:
         if pickled.is_file() and not allow_pickle:
             raise KitError(f"{str(pickled)!r} is a pickle; kit loads safetensors only (set model.allow_pickle=true to load it)")
         raise KitError(f"{str(weights)!r} is missing; expected adapter weights in safetensors format")
-    return config, tensor_shapes(weights)
+    return config, tensor_shapes(weights, read_all)
 
 
-def tensor_shapes(weights: Path) -> dict[str, list[int]]:
+def _unreadable(weights: Path, e: Exception) -> KitError:
+    why = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return KitError(f"{str(weights)!r} is unreadable ({why}); expected a complete safetensors file")
+
+
+def tensor_shapes(weights: Path, read_all: bool = True) -> dict[str, list[int]]:
+    """{name: shape} from the header; ``read_all`` also reads every tensor, so a
+    truncated file fails here, not mid-eval (callers that read them anyway skip it)."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(weights), framework="pt") as f:
             shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
-            for k in f.keys():  # read every tensor: a truncated file fails here, not mid-eval
+            for k in f.keys() if read_all else ():
                 f.get_tensor(k)
     except Exception as e:
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise KitError(f"{str(weights)!r} is unreadable ({why}); expected a complete safetensors file") from None
+        raise _unreadable(weights, e) from None
     return shapes
+
+
+def read_tensors(weights: Path, device) -> dict:
+    """Every tensor of a safetensors file, read straight onto ``device``; one-line error if broken."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt", device=str(device)) as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise _unreadable(weights, e) from None
+
+
+def signature(config: dict, shapes: dict) -> str:
+    """Adapters with equal signatures get LoRA modules of the same shapes and settings from
+    PEFT, so one can take over the other's modules. Plain LoRA (lora_A/lora_B) only."""
+    plain = all(".lora_A." in k or ".lora_B." in k for k in shapes)
+    settings = {k: config.get(k) for k in REUSE_KEYS}
+    return json.dumps({"plain": plain, "settings": settings, "shapes": sorted(shapes.items())}, sort_keys=True)
+
+
+def is_plain_lora(sig: str | None) -> bool:
+    return sig is not None and json.loads(sig)["plain"] and not json.loads(sig)["settings"].get("use_dora")
 
 
 def check_fits(shapes: dict[str, list[int]], model, weights: Path) -> None:
@@ -86,10 +122,8 @@ def check_fits(shapes: dict[str, list[int]], model, weights: Path) -> None:
 
 
 class ResidentBase:
-    def __init__(self, base: Path, device: str, dtype: str, trust_remote_code: bool = False, max_adapters: int = 4):
-
-        global LOADS
-        LOADS += 1
+    def __init__(self, base: Path, device: str, dtype: str, trust_remote_code: bool = False, max_adapters: int = 4,
+                 snapshot_on_device: bool = True):
         self.base = Path(base)
         self.device = device
         import torch
@@ -104,9 +138,14 @@ class ResidentBase:
         self.peft = None  # the PeftModel wrapper, made when the first adapter arrives
         self.attached: OrderedDict[str, Path] = OrderedDict()  # least recently used first
         self.merged: str | None = None
-        self.snapshots: dict[frozenset, object] = {}  # pristine weights per set of LoRA'd layers
+        self.snapshots: dict[frozenset, Snapshot] = {}  # pristine weights per set of LoRA'd layers
+        self.snapshot_on_device = snapshot_on_device  # else in CPU memory (eval.snapshot)
         self.lock = threading.RLock()
         self.adapter_loads = 0
+        self.reused = 0  # of those, loads that copied weights into spare LoRA modules (no new modules)
+        self.signatures: dict[str, str] = {}  # attached adapter -> signature()
+        self.spares: OrderedDict[str, tuple[dict, object]] = OrderedDict()  # signature -> evicted LoRA modules
+        self.max_spares = 2  # spare module sets kept (one per signature): memory stays bounded
 
     def fingerprint(self) -> str:
         """sha256 of every base weight, bit-exact (LoRA weights excluded)."""
@@ -123,10 +162,16 @@ class ResidentBase:
             if name in self.attached:
                 self.attached.move_to_end(name)
                 return name
-            _, shapes = read_adapter(folder, allow_pickle)
-            check_fits(shapes, self.model, folder / "adapter_model.safetensors")
             self.restore()  # PEFT unmerges by arithmetic when adapters change; keep it exact
-            self._load(folder, name)
+            config, shapes = read_adapter(folder, allow_pickle, read_all=False)
+            sig = signature(config, shapes)
+            if sig in self.spares:  # LoRA modules of this shape are allocated: copy the weights in
+                self._refill(sig, folder, name)
+            else:
+                read_adapter(folder, allow_pickle)  # read every tensor: a truncated file fails here
+                check_fits(shapes, self.model, folder / "adapter_model.safetensors")
+                self._load(folder, name)
+            self.signatures[name] = sig
             self.attached[name] = folder
             self.adapter_loads += 1
             while len(self.attached) > self.max_adapters:
@@ -147,15 +192,56 @@ class ResidentBase:
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise KitError(f"adapter {str(folder)!r} could not be loaded onto {str(self.base)!r} ({why})") from None
 
+    def _refill(self, sig: str, folder: Path, name: str) -> None:
+        """Give the spare LoRA modules of signature ``sig`` to the adapter in ``folder``
+        (as ``name``) and copy its weights into them; a broken file fails before any change."""
+        import torch
+
+        tensors = read_tensors(folder / "adapter_model.safetensors", self.model.device)
+        stores, config = self.spares.pop(sig)
+        for module_name, entries in stores.items():
+            module = self.model.get_submodule(module_name)
+            for attr, value in entries.items():
+                getattr(module, attr)[name] = value
+        self.peft.peft_config[name] = config
+        with torch.no_grad():
+            for key, tensor in tensors.items():  # base_model.model.<module>.lora_A.weight
+                module_name, kind = key.removeprefix("base_model.model.").rsplit(".lora_", 1)
+                side, param = kind.split(".", 1)
+                lora = getattr(self.model.get_submodule(module_name), f"lora_{side}")[name]
+                getattr(lora, param).copy_(tensor)  # casts to the module's dtype, as PEFT's own load does
+        self.reused += 1
+
+    def _stash(self, name: str) -> None:
+        """Take ``name``'s LoRA modules out of PEFT (every per-adapter store on its LoRA
+        layers, and its config) and keep them as the spare of their signature."""
+        from peft.tuners.lora import LoraLayer
+
+        stores = {}
+        for module_name, module in self.model.named_modules():
+            if isinstance(module, LoraLayer) and name in module.lora_A:
+                attrs = dict.fromkeys(module.adapter_layer_names + module.other_param_names + LORA_LAYER_STORES)
+                stores[module_name] = {a: getattr(module, a).pop(name) for a in attrs
+                                       if getattr(module, a, None) is not None and name in getattr(module, a)}
+        self.spares[self.signatures[name]] = (stores, self.peft.peft_config.pop(name))
+        while len(self.spares) > self.max_spares:  # the oldest spare is freed
+            self.spares.pop(next(iter(self.spares)))
+
     def detach(self, name: str) -> None:
         with self.lock:
             self.restore()
             if len(self.peft.peft_config) == 1:  # PEFT needs one adapter left; keep it, unused
                 return
-            if name in self.peft.active_adapters:  # else PEFT warns "Adapter ... was active which is now deleted"
-                self.peft.set_adapter(next(n for n in self.peft.peft_config if n != name))
-            self.peft.delete_adapter(name)
+            if is_plain_lora(self.signatures.get(name)):
+                self._stash(name)
+                if self.peft.active_adapter == name or name in getattr(self.peft, "active_adapters", []):
+                    self.peft.set_adapter(next(n for n in self.peft.peft_config))
+            else:
+                if name in self.peft.active_adapters:  # else PEFT warns "Adapter ... was active which is now deleted"
+                    self.peft.set_adapter(next(n for n in self.peft.peft_config if n != name))
+                self.peft.delete_adapter(name)
             self.attached.pop(name, None)
+            self.signatures.pop(name, None)
 
     # -- which weights compute ---------------------------------------------
 
@@ -187,28 +273,38 @@ class ResidentBase:
                 if isinstance(m, LoraLayer) and name in m.lora_A]
 
     def _snapshot_for(self, name: str) -> None:
-
         targets = frozenset(self._targets(name))
         if targets not in self.snapshots:  # taken while unmerged: the weights are pristine
-            snap = Snapshot.take(self.model, sorted(targets))
-            self.snapshots[targets] = (snap, fingerprint(self.model, snap.names))
+            self.snapshots[targets] = Snapshot.take(self.model, sorted(targets), on_device=self.snapshot_on_device)
         self._merged_targets = targets
 
+    def snapshot_info(self) -> dict | None:
+        """Where the in-memory merge snapshots live and why (for summaries), or None before the first merge."""
+        if not self.snapshots:
+            return None
+        snaps = list(self.snapshots.values())
+        return {"where": sorted({s.where for s in snaps}), "bytes": sum(s.nbytes for s in snaps),
+                "why": snaps[-1].why}
+
     def restore(self, check: bool = True) -> None:
-        """Undo an in-memory merge by copying the pristine weights back (bit-exact)."""
+        """Undo an in-memory merge by copying the pristine weights back (bit-exact), then
+        compare on-device checksums with the pristine ones (``check``)."""
         if self.merged is None:
             return
 
         from peft.tuners.lora import LoraLayer
 
-        snap, print_before = self.snapshots[self._merged_targets]
+        snap = self.snapshots[self._merged_targets]
         snap.restore(self.model)  # the saved bits, not PEFT's unmerge arithmetic (it drifts in bf16)
         for module in self.model.modules():  # and PEFT's bookkeeping to match: nothing merged
             if isinstance(module, LoraLayer):
                 module.merged_adapters.clear()
-        if check and fingerprint(self.model, snap.names) != print_before:
-            raise KitError(f"base {str(self.base)!r} weights differ from their snapshot after unmerge")
         self.merged = None
+        if check:
+            differ = snap.verify(self.model)
+            if differ:
+                raise KitError(f"base {str(self.base)!r} weights differ from their snapshot after restore "
+                               f"({len(differ)} tensor(s), first {differ[0]!r}); expected a bit-exact restore")
 
 
 class _BaseOnly:
@@ -220,23 +316,3 @@ class _BaseOnly:
     def generate(self, *args, **kwargs):
         with self.peft.disable_adapter():
             return self.peft.generate(*args, **kwargs)
-
-
-def resident_for(base: Path, device: str, dtype: str, trust_remote_code: bool = False, max_adapters: int = 4) -> ResidentBase:
-    """The process's resident copy of ``base`` (loaded on first use only).
-
-    Only one base stays resident: asking for another releases the previous one.
-    """
-    key = (str(Path(base).resolve()), device, dtype, trust_remote_code)
-    with _residents_lock:
-        if key not in _residents:
-            _residents.clear()
-            _residents[key] = ResidentBase(Path(base), device, dtype, trust_remote_code, max_adapters)
-        resident = _residents[key]
-        resident.max_adapters = max(resident.max_adapters, max_adapters)
-        return resident
-
-
-def release_all() -> None:
-    with _residents_lock:
-        _residents.clear()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from kit.core.device import ALIASES
 from kit.core.errors import KitError
-from kit.stages.resident import resident_for
+from kit.stages.resident import ResidentBase
 from kit.stages.serve.openai_api import (
     JsonHandler,
     completion_response,
@@ -64,7 +64,7 @@ class StandIn:
 
         self.args = args
         dtype = ALIASES.get(args.dtype, "fp32")
-        self.resident = resident_for(Path(args.model), "cpu", dtype, max_adapters=max(args.max_loras, 1))
+        self.resident = ResidentBase(Path(args.model), "cpu", dtype, max_adapters=max(args.max_loras, 1))
         config = json.loads((Path(args.model) / "config.json").read_text())
         self.max_model_len = args.max_model_len or config.get("max_position_embeddings", 2048)
         self.loras: dict[str, tuple[str, str]] = {}  # lora_name -> (lora_path, peft name)

@@ -13,6 +13,7 @@ import importlib
 from kit.core.errors import KitError
 
 STRATEGIES = {
+    "auto": "kit.stages.eval.auto:evaluate",  # the fastest of the others for this machine and eval (recorded)
     "merge": "kit.stages.eval.merge:evaluate",  # merge_and_unload -> temporary folder -> hf
     "merge_in_memory": "kit.stages.eval.merge_in_memory:evaluate",  # merge into the resident base, restore after
     "direct": "kit.stages.eval.direct:evaluate",  # unmerged PEFT through the peft/ provider

@@ -18,3 +18,4 @@ class EvalContext:
     trust_remote_code: bool = False
     limit: int | None = None
     peers: list[Path] = field(default_factory=list)  # every adapter of this eval call (one vLLM server for all)
+    strategy: str | None = None  # the strategy that runs (eval=auto's choice); None: eval.strategy

@@ -1,15 +1,15 @@
 """``eval=direct``: the base plus the unmerged adapter, through kit's ``peft/``
-Inspect provider. The base is loaded once per process and reused by every task
-and every adapter; nothing is written to disk."""
+Inspect provider. The base is loaded once per session (the command's) and reused
+by every task and every adapter; nothing is written to disk."""
 
 from __future__ import annotations
 
 import time
 
-from kit.stages import resident
 from kit.stages.eval.context import EvalContext
 from kit.stages.eval.merge import evaluate_folder
-from kit.stages.inspect_runner import run_inspect
+from kit.stages.eval.session import session_scope
+from kit.stages.inspect_runner import max_connections, run_inspect
 
 
 def peft_model(ctx: EvalContext, merge: bool):
@@ -19,8 +19,9 @@ def peft_model(ctx: EvalContext, merge: bool):
     return get_model(
         f"peft/{ctx.checkpoint_path}",
         memoize=False,
-        config=GenerateConfig(max_connections=int(cfg.batch_size)),
+        config=GenerateConfig(max_connections=max_connections(cfg)),
         base=str(ctx.base),
+        batch_size=int(cfg.batch_size),
         device=cfg.device,
         dtype=cfg.dtype,
         merge=merge,
@@ -34,15 +35,19 @@ def peft_model(ctx: EvalContext, merge: bool):
 def evaluate_with_peft(ctx: EvalContext, merge: bool) -> dict:
     if ctx.checkpoint_kind == "full":
         return {**evaluate_folder(ctx, ctx.checkpoint_path, "kit-full"), "temp_peak_bytes": 0}
-    start = time.perf_counter()
-    model = peft_model(ctx, merge)
-    setup = time.perf_counter() - start
-    try:
-        result = run_inspect(model, ctx.tasks, ctx.log_dir, ctx.eval_cfg, ctx.limit)
-    finally:
-        model.api.close()  # restores the base after an in-memory merge
-
-    return {**result, "temp_peak_bytes": 0, "setup_seconds": setup, "base_loads_in_process": resident.LOADS}
+    with session_scope() as session:
+        start = time.perf_counter()
+        model = peft_model(ctx, merge)
+        setup = time.perf_counter() - start
+        try:
+            result = run_inspect(model, ctx.tasks, ctx.log_dir, ctx.eval_cfg, ctx.limit)
+        finally:
+            model.api.close()  # restores the base after an in-memory merge
+        resident = model.api.model.resident
+        extra = {"snapshot": resident.snapshot_info()} if merge else {}
+        return {**result, "temp_peak_bytes": 0, "setup_seconds": setup, **extra,
+                "adapter_loads": resident.adapter_loads, "adapter_loads_reusing_modules": resident.reused,
+                "base_loads_in_process": session.base_loads}  # this command's session: one process
 
 
 def evaluate(ctx: EvalContext) -> dict:

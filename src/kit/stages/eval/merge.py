@@ -2,6 +2,11 @@
 -> Inspect's ``hf`` provider. The folder is removed whatever happens, Ctrl-C
 included (``finally``), and its size is reported as ``temp_peak_bytes``.
 
+The merge runs where the eval runs, in the eval's dtype (``eval.device`` /
+``eval.dtype``: bf16 on the GPU, fp32 on the CPU), so the folder holds exactly
+the weights Inspect will load, no fp32 CPU copy: on a GPU with a bf16 base the
+temporary folder is the size of the base.
+
 A full checkpoint is already a merged model: it is evaluated as a plain ``hf`` model.
 """
 
@@ -12,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from kit.core.device import resolve_device, resolve_dtype
 from kit.core.loader import load_model, load_tokenizer
 from kit.stages.eval.context import EvalContext
 from kit.stages.export import folder_bytes
@@ -19,16 +25,20 @@ from kit.stages.inspect_runner import hf_model, run_inspect
 from kit.stages.resident import check_fits, read_adapter
 
 
-def merge_to_folder(base: Path, adapter: Path, out: Path) -> None:
+def merge_to_folder(base: Path, adapter: Path, out: Path, device: str = "cpu", dtype: str = "fp32",
+                    trust_remote_code: bool = False) -> None:
+    """Merge ``adapter`` into ``base`` on ``device`` in ``dtype`` and save the merged
+    model to ``out`` in that dtype (``auto``: cuda / bf16 when there is a GPU). The
+    defaults are ``phase.merge``'s standalone fp32 model; eval passes its own."""
     from peft import PeftModel
 
-
     _, shapes = read_adapter(adapter)  # one-line errors naming the bad file, before any work
-    model = load_model(base, dtype="float32")
+    device = resolve_device(device)
+    model = load_model(base, dtype=resolve_dtype(dtype, device), device=device, trust_remote_code=trust_remote_code)
     check_fits(shapes, model, adapter / "adapter_model.safetensors")
     model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)
-    load_tokenizer(base).save_pretrained(out)
+    load_tokenizer(base, trust_remote_code=trust_remote_code).save_pretrained(out)
     del model
 
 
@@ -46,7 +56,8 @@ def evaluate(ctx: EvalContext) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="kit-merged-", dir=ctx.tmp_root))
     try:
         start = time.perf_counter()
-        merge_to_folder(ctx.base, ctx.checkpoint_path, tmp)
+        cfg = ctx.eval_cfg
+        merge_to_folder(ctx.base, ctx.checkpoint_path, tmp, cfg.device, cfg.dtype, ctx.trust_remote_code)
         merge_seconds = time.perf_counter() - start
         temp_bytes = folder_bytes(tmp)
         result = evaluate_folder(ctx, tmp, "kit-merged")

@@ -4,8 +4,9 @@ kit starts one ``vllm serve`` per base (with ``--enable-lora``, ``--max-lora-ran
 rounded up from the largest adapter rank of the eval, and the server options of
 ``eval.vllm``), bound to 127.0.0.1, and points Inspect at it; Inspect loads each
 adapter through ``/v1/load_lora_adapter`` and routes requests by adapter name.
-Every adapter of a sweep is served by the same server; a later adapter with a
-larger rank restarts it with the larger limit.
+Every adapter of a sweep is served by the same server (kept in the command's
+``EvalSession``, stopped when it closes); a later adapter with a larger rank
+restarts it with the larger limit.
 
 ``eval.vllm.server=standin`` runs ``kit.stages.vllm_standin`` instead: the same command
 line and HTTP endpoints, computed with PEFT on the CPU. It exists because vLLM
@@ -14,7 +15,6 @@ needs a GPU build; it tests what kit sends and parses, not vLLM itself.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import secrets
@@ -28,7 +28,9 @@ from pathlib import Path
 from kit.core.device import dtype_info, resolve_device, resolve_dtype
 from kit.core.errors import KitError
 from kit.stages.eval.context import EvalContext
-from kit.stages.inspect_runner import run_inspect
+from kit.stages.eval.session import EvalSession, session_scope
+from kit.stages.eval.vllm_lora import refusal, unservable_modules
+from kit.stages.inspect_runner import max_connections, run_inspect
 from kit.stages.resident import read_adapter
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values `vllm serve --max-lora-rank` accepts
@@ -52,9 +54,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-
-
-_servers: dict[str, Server] = {}
 
 
 def lora_rank(adapter: Path) -> int | None:
@@ -136,41 +135,43 @@ def wait_healthy(server: Server, timeout: int) -> None:
     raise KitError(f"vLLM server not healthy after {timeout} s (eval.vllm.startup_timeout); log: {server.log}")
 
 
-def server_for(ctx: EvalContext, served: str, adapters: list[Path]) -> Server:
-    """The running server for this base, (re)started when it cannot take these adapters."""
+def server_for(session: EvalSession, ctx: EvalContext, served: str, adapters: list[Path]) -> Server:
+    """The session's server for this base, (re)started when it cannot take these adapters."""
     cfg = ctx.eval_cfg
     ranks = [r for r in map(lora_rank, adapters) if r is not None]
     rank = server_rank(ranks, cfg.vllm.max_lora_rank) if adapters else None
-    server = _servers.get(served)
+    server = session.servers.get(served)
     if server and server.process.poll() is None and (rank or 0) <= (server.max_lora_rank or 0):
         return server
     if server:
+        session.servers.pop(served)
         server.stop()
-    _servers[served] = start(cfg, served, rank, ctx.log_dir)
-    return _servers[served]
-
-
-@atexit.register
-def stop_all() -> None:
-    while _servers:
-        _servers.popitem()[1].stop()
+    session.servers[served] = start(cfg, served, rank, ctx.log_dir)
+    return session.servers[served]
 
 
 def evaluate(ctx: EvalContext) -> dict:
-    from inspect_ai.model import GenerateConfig, get_model
+    with session_scope() as session:
+        return evaluate_in(session, ctx)
 
+
+def evaluate_in(session: EvalSession, ctx: EvalContext) -> dict:
+    from inspect_ai.model import GenerateConfig, get_model
 
     full = ctx.checkpoint_kind == "full"
     if not full:
-        read_adapter(ctx.checkpoint_path)  # a broken folder fails here in one line, not inside Inspect
+        config, _ = read_adapter(ctx.checkpoint_path)  # a broken folder fails here in one line, not inside Inspect
+        bad = unservable_modules(config.get("target_modules"))
+        if bad and real_vllm(ctx.eval_cfg):  # vLLM would refuse it at load; the stand-in computes with PEFT
+            raise KitError(refusal(bad[0]))
     served = str(ctx.checkpoint_path if full else ctx.base)
     adapters = [] if full else list(dict.fromkeys([*ctx.peers, ctx.checkpoint_path]))
     start_s = time.perf_counter()
-    server = server_for(ctx, served, adapters)
+    server = server_for(session, ctx, served, adapters)
     name = f"vllm/{served}" if full else f"vllm/{served}:{ctx.checkpoint_path}"
     model = get_model(
         name, memoize=False, base_url=f"{server.url}/v1", api_key=server.api_key,
-        config=GenerateConfig(max_connections=int(ctx.eval_cfg.batch_size)),
+        config=GenerateConfig(max_connections=max_connections(ctx.eval_cfg)),
     )
     setup = time.perf_counter() - start_s
     try:

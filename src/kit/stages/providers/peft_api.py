@@ -5,15 +5,22 @@
 
 Model args: ``base`` (required), ``device``, ``dtype`` (fp32|bf16|fp16),
 ``merge`` (merge into the resident weights while this model generates, then
-restore them bit-exactly), ``max_adapters``, ``check_restore``, and the ``hf``
-provider's ``do_sample``, ``batch_size``, ``chat_template``, ``use_chat_template``,
+restore them bit-exactly), ``max_adapters``, ``check_restore``, ``batch_size``, and
+the ``hf`` provider's ``do_sample``, ``chat_template``, ``use_chat_template``,
 ``tokenizer_call_args``, ``enable_thinking``, ``trust_remote_code``.
 ``peft/base`` evaluates the bare base through the same resident copy.
 
-The base is loaded once per process (kit.stages.resident) and shared by every task and
-every adapter; a second provider instance (Inspect's model-info lookup can make
-one) reuses it. Prompt building, batching and decoding are the ``hf``
-provider's own code, so an adapter scores exactly as its merged model does there.
+``batch_size`` is the provider's own: how many queued requests one ``generate``
+call takes. Inspect's ``max_connections`` stays what it is elsewhere, the number
+of samples in flight (the ``hf`` provider uses it as the batch size too; a batch
+can only fill when max_connections >= batch_size).
+
+The base is loaded once per session (kit.stages.eval.session: the running command's,
+found through a context variable) and shared by every task and every adapter; a
+second provider instance (Inspect's model-info lookup can make one) reuses it.
+With no session running (Inspect's own CLI) the provider opens its own and closes
+it with itself. Prompt building, batching and decoding are the ``hf`` provider's
+own code, so an adapter scores exactly as its merged model does there.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from inspect_ai.model._providers.hf import HuggingFaceAPI, set_random_seeds
 
 from kit.core.device import resolve_device, resolve_dtype
 from kit.core.errors import KitError
-from kit.stages.resident import resident_for
+from kit.stages.eval.session import EvalSession, current
 
 HF_ARGS = ("batch_size", "chat_template", "use_chat_template", "tokenizer_call_args", "enable_thinking", "hidden_states")
 
@@ -71,7 +78,9 @@ class PeftAPI(HuggingFaceAPI):
         dtype = resolve_dtype(model_args.pop("dtype", None) or "auto", self.device)
         merged = bool(model_args.pop("merge", False))
         check_restore = bool(model_args.pop("check_restore", True))
-        resident = resident_for(
+        session = current()
+        self.own_session = None if session is not None else EvalSession()  # closed with this provider
+        resident = (session or self.own_session).resident(
             Path(base), self.device, dtype, bool(model_args.pop("trust_remote_code", False)),
             int(model_args.pop("max_adapters", 4)),
         )
@@ -83,9 +92,18 @@ class PeftAPI(HuggingFaceAPI):
         self.tokenizer.pad_token = self.tokenizer.eos_token  # as the hf provider does
         self.tokenizer.padding_side = "left"
 
+    async def generate(self, input, tools, tool_choice, config: GenerateConfig):
+        """The ``hf`` provider's generate, batching by ``batch_size`` (when given), not max_connections."""
+        if self.batch_size:
+            config = config.model_copy(update={"max_connections": int(self.batch_size)})
+        return await super().generate(input, tools, tool_choice, config)
+
     def close(self) -> None:
         """Keep the resident base (the next adapter reuses it); undo an in-memory merge."""
         view = self.model
         if isinstance(view, AdapterView) and view.merged:
             with view.resident.lock:
                 view.resident.restore(view.check_restore)
+        if getattr(self, "own_session", None) is not None:
+            self.own_session.close()
+            self.own_session = None

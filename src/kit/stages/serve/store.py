@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from kit.core.errors import KitError
-from kit.stages.resident import resident_for
+from kit.stages.resident import ResidentBase
 
 
 class ModifierStore:
@@ -26,7 +26,7 @@ class ModifierStore:
         self.folders = {m.name: m.path for m in registry.modifiers}
         self.max_loaded = max_loaded
         start = time.perf_counter()
-        self.resident = resident_for(base, device, dtype, max_adapters=max_loaded)
+        self.resident = ResidentBase(base, device, dtype, max_adapters=max_loaded)  # the server's own
         self.base_load_seconds = time.perf_counter() - start
         self.attach_seconds: dict[str, float] = {}
         if preload:

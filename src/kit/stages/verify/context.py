@@ -19,7 +19,8 @@ from pathlib import Path
 from kit.core.data import read_jsonl
 from kit.core.device import torch_dtype
 from kit.core.loader import load_model
-from kit.stages.resident import resident_for
+from kit.stages.eval.session import current
+from kit.stages.resident import ResidentBase
 from kit.stages.verify.tolerance import Tolerance
 
 
@@ -46,8 +47,14 @@ class VerifyContext:
 
     @property
     def resident(self):
-
-        return resident_for(self.base, self.device, self.dtype, bool(self.cfg.model.trust_remote_code))
+        """The running session's resident base (shared with eval), else this context's own."""
+        trust = bool(self.cfg.model.trust_remote_code)
+        session = current()
+        if session is not None:
+            return session.resident(self.base, self.device, self.dtype, trust)
+        if "resident" not in self._models:
+            self._models["resident"] = ResidentBase(self.base, self.device, self.dtype, trust)
+        return self._models["resident"]
 
     @property
     def tokenizer(self):

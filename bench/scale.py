@@ -1,0 +1,421 @@
+"""Eval strategies at scale: per-adapter set-up (with a breakdown) and throughput
+as a ratio to the bare base, on a random-weight base of a real model's shape.
+
+    .venv/bin/python bench/scale.py --shape {tiny,qwen0_5b,qwen1_5b,qwen7b} [--adapters N]
+        [--strategies merge,merge_in_memory,direct,vllm] [--batches 1,32] [--new-tokens 8] [--rounds 2]
+
+Nothing is downloaded: the base is built from the shape's config with kit's own
+512-token tokenizer (``kit.core.tiny.build_tokenizer``), directly on the device in
+the device's dtype (bf16 on CUDA, fp32 on CPU), then saved once as safetensors so
+every strategy loads it as it would a real base. The N adapters are all-linear
+LoRA (q, k, v, o, gate, up, down), ranks 16 and 64 in turn, with non-zero A and B.
+
+Per strategy:
+- set-up per adapter: median over ``2 x N`` switches (every adapter twice, one
+  attached at a time, so every switch is a real load), split into phases by timing
+  kit's own functions: ``read`` (read_adapter + check_fits), ``attach`` (the PEFT
+  load), ``snapshot`` (the pristine copy, first merge only), ``merge``,
+  ``restore`` (of the previous adapter's merge), ``check`` (after the restore);
+  ``merge`` (to disk): ``merge_to_folder`` and the reload;
+- tokens/s at each batch size, every sequence forced to ``--new-tokens`` tokens,
+  as a ratio to the bare base measured in the same rounds (median over rounds
+  that run the strategy and the bare base in turn);
+- temporary disk; peak memory (CUDA: max allocated during the strategy; CPU: the
+  process's peak RSS so far, a coarse figure).
+
+Sizing for ``--shape qwen7b --adapters 2`` on one H100 (bf16, 6.5B parameters,
+~13 GB): build on the device ~5 s, save ~30 s, bare load ~10 s; merge_in_memory
+and direct: 4 switches each, well under 5 s each with the device snapshot;
+merge: 4 x (load + merge on the device + save 13 GB + reload) ~ 4 x 35 s;
+throughput: 3 strategies x (rounds + 1) x 2 models x (b1 + b32) generate calls of
+8 tokens, ~1 s each. About 4 minutes in all; ``--strategies`` leaves merge out
+when time is short. Results go to bench/results/scale-<shape>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's kit, not an installed one
+
+SHAPES = {  # Qwen2.5 shapes; vocabulary replaced by kit's 512-token tokenizer
+    "tiny": dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, tie_word_embeddings=False),
+    "qwen0_5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                     num_key_value_heads=2, tie_word_embeddings=True),
+    "qwen1_5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                     num_key_value_heads=2, tie_word_embeddings=True),
+    "qwen7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                   num_key_value_heads=4, tie_word_embeddings=False),
+}
+TARGETS = {"self_attn": ["q_proj", "k_proj", "v_proj", "o_proj"], "mlp": ["gate_proj", "up_proj", "down_proj"]}
+RANKS = [16, 64]
+
+
+# -- building the base and the adapters ----------------------------------------
+
+def build_base(shape: str, out: Path, device: str, dtype: str) -> int:
+    """A random-weight base of ``shape``, built on ``device`` in ``dtype``, saved to ``out``."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    from kit.core.tiny import build_tokenizer
+
+    out.mkdir(parents=True)
+    ids = build_tokenizer(out, 512)
+    config = Qwen2Config(vocab_size=512, max_position_embeddings=4096, rope_theta=1e6, **SHAPES[shape],
+                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                         pad_token_id=ids["<|endoftext|>"], torch_dtype=dtype)
+    torch.manual_seed(0)
+    with torch.device(device):  # no host copy of a 7B model: init where it will run
+        model = Qwen2ForCausalLM._from_config(config, torch_dtype=getattr(torch, dtype)).eval()
+    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+                                               pad_token_id=config.pad_token_id)
+    model.save_pretrained(str(out), safe_serialization=True)
+    params = sum(p.numel() for p in model.parameters())
+    del model
+    return params
+
+
+def build_adapter(base: Path, out: Path, rank: int, seed: int, dtype: str) -> None:
+    """An all-linear LoRA adapter for ``base`` with non-zero A and B, in PEFT's folder format."""
+    import torch
+    from safetensors.torch import save_file
+
+    cfg = json.loads((base / "config.json").read_text())
+    h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    kv = h // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
+    sizes = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+             "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)}  # (in, out)
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for i in range(layers):
+        for block, names in TARGETS.items():
+            for name in names:
+                n_in, n_out = sizes[name]
+                key = f"base_model.model.model.layers.{i}.{block}.{name}"
+                tensors[f"{key}.lora_A.weight"] = (torch.randn(rank, n_in, generator=gen) / n_in**0.5).to(getattr(torch, dtype))
+                tensors[f"{key}.lora_B.weight"] = (torch.randn(n_out, rank, generator=gen) * 0.01).to(getattr(torch, dtype))
+    out.mkdir(parents=True)
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    (out / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 2 * rank, "lora_dropout": 0.0,
+        "bias": "none", "fan_in_fan_out": False, "inference_mode": True, "base_model_name_or_path": None,
+        "target_modules": [n for names in TARGETS.values() for n in names]}, indent=1))
+
+
+# -- timing kit's own functions by phase ---------------------------------------
+
+class Phases:
+    """Wraps named functions so their wall time adds up per phase (with a CUDA sync);
+    exclusive: time in a wrapped function called by another counts for the inner one only."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.times, self._undo, self._inner = cuda, defaultdict(float), [], [0.0]
+
+    def _sync(self):
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+    def wrap(self, owner, attr: str, phase: str) -> None:
+        original = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr, None)
+        if original is None:
+            return  # not in this version of kit
+        func = original.__func__ if isinstance(original, (classmethod, staticmethod)) else original
+        phases = self
+
+        def timed(*args, **kwargs):
+            phases._sync()
+            start = time.perf_counter()
+            phases._inner.append(0.0)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                phases._sync()
+                spent = time.perf_counter() - start
+                phases.times[phase] += spent - phases._inner.pop()
+                phases._inner[-1] += spent
+
+        setattr(owner, attr, classmethod(timed) if isinstance(original, classmethod) else timed)
+        self._undo.append((owner, attr, original))
+
+    def take(self) -> dict:
+        times, self.times = dict(self.times), defaultdict(float)
+        return times
+
+    def undo(self) -> None:
+        for owner, attr, original in reversed(self._undo):
+            setattr(owner, attr, original)
+
+
+def resident_phases(cuda: bool) -> Phases:
+    import peft.tuners.tuners_utils as tuners
+
+    from kit.core import snapshot
+    from kit.stages import resident
+
+    p = Phases(cuda)
+    p.wrap(resident, "read_adapter", "read")
+    p.wrap(resident, "check_fits", "read")
+    p.wrap(resident, "read_tensors", "read")  # issue 14: read straight onto the device for reused modules
+    p.wrap(resident.ResidentBase, "_load", "attach")
+    p.wrap(resident.ResidentBase, "_refill", "attach")  # issue 14: copy into spare LoRA modules
+    p.wrap(resident.ResidentBase, "_stash", "attach")  # issue 14: evict into the spares
+    p.wrap(snapshot.Snapshot, "take", "snapshot")
+    p.wrap(tuners.BaseTuner, "merge_adapter", "merge")
+    p.wrap(snapshot.Snapshot, "restore", "restore")
+    p.wrap(resident, "fingerprint", "check")  # main before issue 14: sha256 on the CPU
+    p.wrap(snapshot.Snapshot, "verify", "check")  # after: an on-device checksum
+    return p
+
+
+# -- measuring -------------------------------------------------------------------
+
+def peak_memory(device: str) -> int:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+def prompts(tokenizer, batch: int, device: str):
+    numbers = range(10_000, 10_000 + batch)
+    chats = [tokenizer.apply_chat_template([{"role": "user", "content": f"Is {n} even?"}], tokenize=False,
+                                           add_generation_prompt=True) for n in numbers]
+    tokenizer.padding_side = "left"
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    return tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+
+
+def tok_s(model, inputs, new_tokens: int) -> float:
+    import torch
+
+    cuda = inputs["input_ids"].is_cuda
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    if cuda:
+        torch.cuda.synchronize()
+    return (out.shape[1] - inputs["input_ids"].shape[1]) * out.shape[0] / (time.perf_counter() - start)
+
+
+def ratios(bare, model, prepare, inputs_by_batch: dict, new_tokens: int, rounds: int) -> dict:
+    """tok/s of ``model`` and its ratio to ``bare`` per batch size; rounds alternate the two."""
+    out = {}
+    for batch, inputs in inputs_by_batch.items():
+        speeds = {"base": [], "strategy": []}
+        for r in range(rounds + 1):
+            for name, m in (("base", bare), ("strategy", model)):
+                if name == "strategy":
+                    prepare()
+                s = tok_s(m, inputs, new_tokens)
+                if r:  # round 0 warms up
+                    speeds[name].append(s)
+        base, strat = statistics.median(speeds["base"]), statistics.median(speeds["strategy"])
+        out[f"b{batch}"] = {"tok_s": strat, "base_tok_s": base, "ratio": strat / base}
+    return out
+
+
+def median_phases(per_switch: list[dict]) -> dict:
+    names = sorted({k for t in per_switch for k in t})
+    return {k: statistics.median(t.get(k, 0.0) for t in per_switch) for k in names}
+
+
+def bench_resident(base: Path, adapters: list[Path], merged: bool, device: str, dtype: str) -> tuple[dict, object]:
+    """merge_in_memory (merged=True) or direct: 2 x N switches, one adapter attached at a time."""
+    from kit.stages.resident import ResidentBase
+
+    start = time.perf_counter()
+    resident = ResidentBase(base, device, dtype, max_adapters=1)
+    load_s = time.perf_counter() - start
+    phases = resident_phases(device.startswith("cuda"))
+    try:
+        totals, per_switch, once = [], [], {}
+        for i, adapter in enumerate(adapters * 2):
+            start = time.perf_counter()
+            with resident.lock:
+                resident.activate(resident.attach(adapter), merged=merged, check=True)
+            if device.startswith("cuda"):
+                import torch
+
+                torch.cuda.synchronize()
+            totals.append(time.perf_counter() - start)
+            times = phases.take()
+            times["other"] = totals[-1] - sum(times.values())  # PEFT set_adapter, module walks, bookkeeping
+            if "snapshot" in times:
+                once["snapshot"] = times.pop("snapshot")
+            per_switch.append(times)
+            if i == 0:
+                once["first_switch_s"] = totals.pop()  # wraps the base in PEFT layers: a one-off
+                per_switch.pop()
+        with resident.lock:
+            resident.restore(check=True)
+        last_restore = phases.take()
+    finally:
+        phases.undo()
+    row = {"resident_load_s": load_s, "setup_s": statistics.median(totals), "breakdown_s": median_phases(per_switch),
+           "once_s": once, "final_restore_s": last_restore, "temp_bytes": 0}
+    return row, resident
+
+
+def bench_merge(base: Path, adapters: list[Path], device: str, dtype: str) -> tuple[dict, object]:
+    """merge to disk: merge_to_folder + reload, per adapter; keeps the last merged model."""
+    from kit.core.loader import load_model
+    from kit.stages.eval.merge import merge_to_folder
+    from kit.stages.export import folder_bytes
+
+    per, totals, temp, model = [], [], 0, None
+    for adapter in adapters:
+        tmp = Path(tempfile.mkdtemp(prefix="kit-scale-merged-", dir=base.parent))
+        try:
+            model = None
+            start = time.perf_counter()
+            if "device" in inspect.signature(merge_to_folder).parameters:  # issue 14: on the device
+                merge_to_folder(base, adapter, tmp, device, dtype)
+            else:  # main before issue 14: fp32 on the CPU
+                merge_to_folder(base, adapter, tmp)
+            merged = time.perf_counter()
+            model = load_model(tmp, dtype=dtype, device=device)
+            done = time.perf_counter()
+            per.append({"merge_to_folder": merged - start, "reload": done - merged})
+            totals.append(done - start)
+            temp = max(temp, folder_bytes(tmp))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {"setup_s": statistics.median(totals), "breakdown_s": median_phases(per), "temp_bytes": temp}, model
+
+
+def run(args) -> dict:
+    import torch
+
+    from kit.core.loader import load_model, load_tokenizer
+    from kit.stages.export import folder_bytes
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    short = {"float32": "fp32", "bfloat16": "bf16"}[dtype]
+    work = Path(tempfile.mkdtemp(prefix="kit-scale-", dir=args.tmp))
+    result = {"shape": args.shape, "device": device, "dtype": dtype, "adapters": args.adapters,
+              "batches": args.batches, "new_tokens": args.new_tokens, "rounds": args.rounds,
+              "load_average": os.getloadavg(), "threads": torch.get_num_threads(), "strategies": {}}
+    try:
+        start = time.perf_counter()
+        result["parameters"] = build_base(args.shape, work / "base", device, dtype)
+        result["build_s"] = time.perf_counter() - start
+        result["base_bytes"] = folder_bytes(work / "base")
+        adapters = [work / f"adapter{i}" for i in range(args.adapters)]
+        for i, folder in enumerate(adapters):
+            build_adapter(work / "base", folder, RANKS[i % len(RANKS)], i, dtype)
+        start = time.perf_counter()
+        bare = load_model(work / "base", dtype=dtype, device=device)
+        result["base_load_s"] = time.perf_counter() - start
+        tokenizer = load_tokenizer(work / "base")
+        inputs = {b: prompts(tokenizer, b, device) for b in args.batches}
+        for name in args.strategies:
+            print(f"[scale] {name} ...", file=sys.stderr, flush=True)
+            reset_peak(device)
+            row = measure_strategy(name, work / "base", adapters, bare, inputs, args, device, short)
+            row["peak_memory_bytes"] = peak_memory(device)
+            result["strategies"][name] = row
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result["load_average_after"] = os.getloadavg()
+    return result
+
+
+def measure_strategy(name: str, base: Path, adapters: list[Path], bare, inputs, args, device: str, short: str) -> dict:
+    import gc
+    import importlib.util
+
+    if name == "vllm":
+        if importlib.util.find_spec("vllm") is None:
+            return {"skipped": "vllm not installed here"}
+        return {"skipped": "vllm: run bench/eval_strategies.py on the GPU machine (vLLM's own engine)"}
+    if name == "merge":
+        row, model = bench_merge(base, adapters, device, {"fp32": "float32", "bf16": "bfloat16"}[short])
+        row["throughput"] = ratios(bare, model, lambda: None, inputs, args.new_tokens, args.rounds)
+        del model
+        gc.collect()
+        return row
+    merged = name == "merge_in_memory"
+    row, resident = bench_resident(base, adapters, merged, device, short)
+    with resident.lock:
+        last = resident.attach(adapters[-1])
+        prepare = lambda: resident.activate(last, merged=merged, check=False)  # noqa: E731
+        row["throughput"] = ratios(bare, resident.forward_model(last), prepare, inputs, args.new_tokens, args.rounds)
+        resident.restore(check=True)
+    del resident
+    gc.collect()
+    return row
+
+
+def table(result: dict) -> str:
+    lines = [f"shape {result['shape']} ({result['parameters'] / 1e9:.2f}B parameters, {result['base_bytes'] / 1e9:.2f} GB), "
+             f"{result['device']} {result['dtype']}, {result['adapters']} adapters (r16/r64 all-linear), "
+             f"{result['new_tokens']} new tokens, {result['rounds']} rounds, {result['threads']} threads; "
+             f"build {result['build_s']:.1f} s, bare load {result['base_load_s']:.1f} s; load average "
+             f"{result['load_average'][0]:.1f} -> {result['load_average_after'][0]:.1f}", "",
+             "| strategy | set-up s / adapter (median) | breakdown s (median per switch) | once | "
+             + " | ".join(f"b{b} tok/s (vs base)" for b in result["batches"]) + " | temp disk | peak mem |",
+             "|---|---|---|---|" + "---|" * len(result["batches"]) + "---|---|"]
+    for name, r in result["strategies"].items():
+        if "skipped" in r:
+            lines.append(f"| {name} | not run: {r['skipped']} |")
+            continue
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in r["breakdown_s"].items())
+        once = ", ".join(f"{k} {v:.2f}" for k, v in r.get("once_s", {}).items()) or "-"
+        speeds = " | ".join(f"{t['tok_s']:.1f} ({t['ratio']:.2f}x)" for t in r["throughput"].values())
+        lines.append(f"| {name} | {r['setup_s']:.3f} | {parts} | {once} | {speeds} | "
+                     f"{r['temp_bytes'] / 1e9:.2f} GB | {r['peak_memory_bytes'] / 2**30:.1f} GiB |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    p.add_argument("--adapters", type=int, default=2)
+    p.add_argument("--strategies", default="merge,merge_in_memory,direct,vllm")
+    p.add_argument("--batches", default="1,32")
+    p.add_argument("--new-tokens", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--device", default=None, help="default: cuda when there is one, else cpu")
+    p.add_argument("--tmp", default=None, help="where the base and adapters are written (default: system tmp)")
+    p.add_argument("--out", type=Path, default=None, help="JSON results (default bench/results/scale-<shape>.json)")
+    args = p.parse_args()
+    args.strategies = [s for s in args.strategies.split(",") if s]
+    args.batches = [int(b) for b in args.batches.split(",")]
+    result = run(args)
+    print(table(result))
+    out = args.out or ROOT / "bench" / "results" / f"scale-{args.shape}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Issue 14 on the tiny base, in process (no CLI, no training): the in-memory restore is
+checked bit-exactly by on-device checksums, spare LoRA modules are refilled without
+changing what an adapter computes, a session owns its resident bases, eval=auto
+records its choice, the peft provider batches by its own batch size, and preflight
+refuses LoRA targets vLLM does not serve."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kit.core.errors import KitError
+from kit.core.snapshot import Snapshot, checksums
+from kit.stages.eval.session import EvalSession, current
+from kit.stages.resident import ResidentBase
+
+PROMPT = "Is 12 even or odd?"
+
+
+def make_adapter(base: Path, out: Path, rank: int, seed: int) -> Path:
+    """A real PEFT adapter of the tiny base with non-zero B (merging changes the weights)."""
+    from peft import LoraConfig, get_peft_model
+
+    from kit.core.loader import load_model
+
+    model = get_peft_model(load_model(base), LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear"))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.3)
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_base, tmp_path_factory):
+    where = tmp_path_factory.mktemp("adapters")
+    return [make_adapter(tiny_base, where / f"a{i}", rank, i) for i, rank in enumerate([4, 8, 4])]
+
+
+def logits(resident, name, merged):
+    ids = resident.tokenizer(PROMPT, return_tensors="pt")
+    with resident.lock, torch.inference_mode():
+        resident.activate(name, merged=merged)
+        model = resident.peft if name else resident.model
+        return model(**ids).logits.clone()
+
+
+def fresh_logits(base, adapter):
+    """The adapter on a base of its own, loaded by PEFT: what a refill must reproduce."""
+    from peft import PeftModel
+
+    from kit.core.loader import load_model, load_tokenizer
+
+    model = PeftModel.from_pretrained(load_model(base), adapter, is_trainable=False)
+    with torch.inference_mode():
+        return model(**load_tokenizer(base)(PROMPT, return_tensors="pt")).logits.clone()
+
+
+def test_refilled_spare_modules_compute_exactly_as_a_fresh_peft_load(tiny_base, adapters):
+    resident = ResidentBase(tiny_base, "cpu", "fp32", max_adapters=1)
+    a0, a1, a2 = adapters  # ranks 4, 8, 4: a2 takes over a0's evicted modules
+    resident.attach(a0)
+    resident.attach(a1)
+    assert resident.reused == 0 and len(resident.spares) == 1
+    name = resident.attach(a2)
+    assert resident.reused == 1, "a2 has a0's shapes: its modules were refilled, not built"
+    assert list(resident.peft.peft_config) == [name], "evicted adapters leave PEFT; their modules stay spare"
+    expected = fresh_logits(tiny_base, a2)
+    assert torch.equal(logits(resident, name, merged=False), expected)
+    before = resident.fingerprint()
+    merged = logits(resident, name, merged=True)
+    assert torch.allclose(merged, expected, atol=1e-4)
+    with resident.lock:
+        resident.restore()
+    assert resident.fingerprint() == before
+    name0 = resident.attach(a0)  # back to a0 through a2's modules: a0's own weights again
+    assert torch.equal(logits(resident, name0, merged=False), fresh_logits(tiny_base, a0))
+
+
+def test_refill_of_a_broken_file_changes_nothing(tiny_base, adapters, tmp_path):
+    import shutil
+
+    resident = ResidentBase(tiny_base, "cpu", "fp32", max_adapters=1)
+    resident.attach(adapters[0])
+    name1 = resident.attach(adapters[1])  # a0's modules now spare
+    broken = shutil.copytree(adapters[2], tmp_path / "broken")
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(KitError, match="unreadable"):
+        resident.attach(broken)
+    assert len(resident.spares) == 1 and list(resident.attached) == [name1]
+    assert torch.equal(logits(resident, name1, merged=False), fresh_logits(tiny_base, adapters[1]))
+
+
+def test_restore_check_catches_a_one_ulp_difference(tiny_base, adapters, monkeypatch):
+    """The cheap on-device check must fail if a restore ever stops being bit-exact."""
+    resident = ResidentBase(tiny_base, "cpu", "fp32")
+    name = resident.attach(adapters[0])
+    with resident.lock:
+        resident.activate(name, merged=True)
+        resident.restore()  # exact: passes
+        resident.activate(name, merged=True)
+    original = Snapshot.restore
+
+    def off_by_one_ulp(self, model):
+        original(self, model)
+        from kit.core.snapshot import get_param
+
+        with torch.no_grad():
+            flat = get_param(model, self.names[-1]).view(-1)
+            flat[7] = torch.nextafter(flat[7], flat[7] + 1)
+
+    monkeypatch.setattr(Snapshot, "restore", off_by_one_ulp)
+    with resident.lock, pytest.raises(KitError, match="differ from their snapshot.*bit-exact"):
+        resident.restore()
+
+
+def test_checksums_are_order_free_and_see_one_ulp():
+    t = torch.randn(1000)
+    before = checksums([t])
+    assert checksums([t.flip(0).flip(0)]) == before
+    t[123] = torch.nextafter(t[123], torch.tensor(float("inf")))
+    assert checksums([t]) != before
+    half = torch.randn(64).to(torch.bfloat16)
+    assert checksums([half]) == checksums([half.clone()])
+
+
+def test_snapshot_says_where_it_lives(tiny_base):
+    from kit.core.loader import load_model
+
+    model = load_model(tiny_base)
+    snap = Snapshot.take(model, ["model.layers.0.self_attn.q_proj"])
+    assert snap.where == "device" and "CPU memory" in snap.why  # CPU weights: the snapshot is beside them
+    assert snap.verify(model) == []
+
+
+def test_session_owns_its_bases_and_counts_loads(tiny_base):
+    assert current() is None
+    with EvalSession() as session:
+        assert current() is session
+        first = session.resident(tiny_base, "cpu", "fp32")
+        assert session.resident(tiny_base, "cpu", "fp32") is first and session.base_loads == 1
+        with EvalSession() as inner:  # nothing shared between sessions
+            assert inner.resident(tiny_base, "cpu", "fp32") is not first and inner.base_loads == 1
+        assert current() is session
+    assert current() is None and session.residents == {}
+
+
+def test_peft_provider_batches_by_its_own_batch_size(tiny_base, adapters, tmp_path):
+    """batch_size=2 with 8 samples in flight: no generate call takes more than 2 rows."""
+    from inspect_ai import eval as inspect_eval
+    from inspect_ai.model import GenerateConfig, get_model
+
+    from kit.stages.providers.peft_api import AdapterView
+
+    rows = []
+    original = AdapterView.generate
+
+    def counting(self, *args, **kwargs):
+        rows.append(kwargs["input_ids"].shape[0] if "input_ids" in kwargs else args[0].shape[0])
+        return original(self, *args, **kwargs)
+
+    AdapterView.generate = counting
+    try:
+        with EvalSession() as session:
+            model = get_model(f"peft/{adapters[0]}", base=str(tiny_base), do_sample=False, memoize=False,
+                              batch_size=2, config=GenerateConfig(max_connections=8))
+            logs = inspect_eval(["kit/parity"], model=model, limit=8, max_tokens=2, max_connections=8,
+                                log_dir=str(tmp_path), display="none")
+            model.api.close()
+        assert logs[0].status == "success" and session.base_loads == 1
+    finally:
+        AdapterView.generate = original
+    assert sum(rows) == 8 and max(rows) <= 2 and len(rows) >= 4, rows
+
+
+def eval_cfg(**over):
+    from omegaconf import OmegaConf
+
+    from kit.core.schema import EvalConfig
+
+    cfg = OmegaConf.structured(EvalConfig())
+    for k, v in over.items():
+        OmegaConf.update(cfg, k, v)
+    return cfg
+
+
+def ctx_for(adapter: Path, **over):
+    from kit.stages.eval.context import EvalContext
+
+    return EvalContext("adapter", adapter, adapter, [], adapter, eval_cfg(**over), adapter)
+
+
+def test_auto_picks_by_hardware_and_adapter(adapters, tmp_path, monkeypatch):
+    from kit.stages.eval import auto
+
+    assert auto.choose(ctx_for(adapters[0], device="cpu"))[0] == "direct"
+    assert auto.resolve(ctx_for(adapters[0], strategy="merge")) == ("merge", "set by eval=merge")
+    monkeypatch.setattr(auto, "resolve_device", lambda _: "cuda")
+    monkeypatch.setattr(auto, "vllm_installed", lambda: False)
+    assert auto.choose(ctx_for(adapters[0]))[0] == "merge_in_memory"
+    monkeypatch.setattr(auto, "vllm_installed", lambda: True)
+    servable = tmp_path / "servable"
+    servable.mkdir()
+    (servable / "adapter_config.json").write_text(json.dumps({"target_modules": ["q_proj", "v_proj"]}))
+    assert auto.choose(ctx_for(servable))[0] == "vllm"
+    (servable / "adapter_config.json").write_text(json.dumps({"target_modules": ["q_proj", "lm_head"]}))
+    strategy, why = auto.choose(ctx_for(servable))
+    assert strategy == "merge_in_memory" and "lm_head" in why
+
+
+def test_preflight_refuses_lora_vllm_cannot_serve_before_training():
+    from kit.core.config import compose
+    from kit.stages.preflight import check_inputs
+
+    with pytest.raises(KitError, match=r"vLLM refuses LoRA on 'lm_head'.*lora.apply_to_output=false"):
+        check_inputs(compose("train", ["eval=vllm", "logger=none"]))
+    check_inputs(compose("train", ["eval=vllm", "lora.apply_to_output=false", "logger=none"]))
+    check_inputs(compose("train", ["eval=vllm", "phase.merge=true", "logger=none"]))  # a merged model: no LoRA
+    check_inputs(compose("train", ["eval=vllm", "eval.vllm.server=standin", "logger=none"]))  # PEFT stand-in
