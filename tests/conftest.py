@@ -11,6 +11,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_SILENT": "true"}
 
 
+def pytest_configure(config):
+    """kit's list of known-harmless warnings (kit.core.log.NOISY_WARNINGS) holds for the tests too."""
+    from kit.core.log import pytest_filters
+
+    for line in pytest_filters():
+        config.addinivalue_line("filterwarnings", line)
+
+
 @pytest.fixture(scope="session")
 def kit_cache(tmp_path_factory) -> Path:
     """One model cache per test session: the tiny model is built once, offline."""
@@ -43,6 +51,8 @@ def trained_job(kit_cache, tmp_path_factory) -> Path:
     job = work / "job"
     proc = run_kit(["train", f"hydra.run.dir={job}"], kit_cache, work)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (work / "stdout.txt").write_text(proc.stdout)  # what the user saw: test_ux reads it
+    (work / "stderr.txt").write_text(proc.stderr)
     return job
 
 

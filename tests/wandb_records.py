@@ -54,10 +54,17 @@ def run_info(path: Path) -> dict:
     """group, job_type, name, tags, config keys, history keys and summary of one run file."""
     import json
 
-    info = {"history": {}, "summary": {}, "config": {}}
+    info = {"history": {}, "summary": {}, "config": {}, "metrics": {}}
     for r in records(path):
         kind = r.WhichOneof("record_type")
-        if kind == "run":
+        if kind == "metric":  # define_metric: name or glob -> step metric and summary kinds
+            m = r.metric
+            info["metrics"][m.name or m.glob_name] = {
+                "step_metric": m.step_metric,
+                "summary": sorted(f.name for f, v in m.summary.ListFields() if v)}
+        elif kind == "config":  # config set after init, e.g. W&B's panels (_wandb/visualize/<key>)
+            info["config"].update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in r.config.update})
+        elif kind == "run":
             info.update(group=r.run.run_group, job_type=r.run.job_type, name=r.run.display_name, tags=list(r.run.tags))
             info["config"].update({u.key: json.loads(u.value_json) for u in r.run.config.update})
         elif kind == "history":

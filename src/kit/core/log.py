@@ -39,6 +39,8 @@ NOISY_WARNINGS = (
     (r"'set_vital' is deprecated", UserWarning, r"torchdata\."),
     # Inspect 0.3.285 passes tenacity's deprecated 'initial' to wait_exponential_jitter
     (r"The 'initial' parameter is deprecated", DeprecationWarning, r"inspect_ai\."),
+    # torchtune 0.6.1 imports torchao.dtypes names that torchao 0.15 moved to its prototype package
+    (r"Importing (\w+ )?from torchao\.dtypes", DeprecationWarning, r"torchao\.dtypes"),
 )
 # kit's conf/hydra/launcher/*.yaml extend the launcher schemas of the same name on purpose;
 # Hydra 1.3 merges them as intended and warns on every compose that this is deprecated.

@@ -117,7 +117,7 @@ def resume(point: Point) -> JobReturn | None:
         return returned(point, {"status": "done", "job_dir": str(point.job_dir), "skipped": True})
     moved = jobdir.set_aside(point.job_dir)
     if moved:
-        print(f"kit: job #{point.num}: unfinished attempt moved to {moved}; running it again")
+        log.info("job #%d: unfinished attempt moved to %s; running it again", point.num, moved)
     return None
 
 
