@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from kit.core.config import conf_dir, register_resolvers
+from kit.core.config import conf_dir, redact_overrides, redact_yaml_files, register_resolvers
 from kit.core.errors import KitError
 from kit.stages.job import run_job
 from kit.stages.sweep import sweep_group
@@ -23,7 +23,7 @@ def job_identity() -> tuple[Path, str, str, list[str]]:
     """(job dir, W&B group, run name, overrides) for the running Hydra job."""
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
-    overrides = list(hc.overrides.task)
+    overrides = redact_overrides(list(hc.overrides.task))  # as saved and logged: no secrets
     if hc.mode == RunMode.MULTIRUN:
         group = sweep_group(Path(hc.sweep.dir))
         name = ",".join(o for o in overrides if not o.startswith("+experiment")) or f"job{hc.job.num}"
@@ -33,10 +33,18 @@ def job_identity() -> tuple[Path, str, str, list[str]]:
     return job_dir, group, name, overrides
 
 
+def hide_secrets(job_dir: Path) -> None:
+    """Hydra has just written the job's ``.hydra/`` files from the raw command line: rewrite them
+    with secrets redacted, and redact ``sys.argv`` (already parsed) before W&B records it."""
+    redact_yaml_files(sorted((job_dir / ".hydra").glob("*.yaml")))
+    sys.argv[:] = redact_overrides(sys.argv)
+
+
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
 def train_main(cfg: DictConfig) -> dict:
 
     job_dir, group, name, overrides = job_identity()
+    hide_secrets(job_dir)
     try:
         summary = run_job(cfg, job_dir, group, name, overrides)
     except KitError as e:

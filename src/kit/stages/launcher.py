@@ -31,6 +31,9 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import open_dict
 
 from kit.core import jobdir
+from kit.core.config import redact_overrides, redact_yaml_files
+from kit.core.errors import KitError
+from kit.core.locks import hold
 
 POLL_S = 5.0  # how often job states are read; bounds how late a hard crash is seen
 RESULT_GRACE_S = 15.0  # a finished job's result file can show up late on a network file system
@@ -57,6 +60,11 @@ class Point:
     config: Any
     job_dir: Path
 
+    @property
+    def shown(self) -> list[str]:
+        """The overrides as printed and saved: secrets redacted."""
+        return redact_overrides(self.overrides)
+
 
 def plan(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Point]:
     points = []
@@ -71,6 +79,22 @@ def plan(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int)
     return points
 
 
+FAILURES: list[int] = []  # job numbers this process reported failed: the sweep then exits non-zero
+
+
+def open_sweep(config) -> Path:
+    """The sweep dir, locked for this process (one sweep per dir; the second refuses in one line
+    naming the holder), with the ``multirun.yaml`` Hydra just wrote stripped of secrets."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    try:
+        hold(sweep_dir, "sweep dir")
+    except KitError as e:
+        print(f"kit: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    redact_yaml_files([sweep_dir / "multirun.yaml"])
+    return sweep_dir
+
+
 def returned(point: Point, value: dict) -> JobReturn:
     return JobReturn(overrides=point.overrides, working_dir=str(point.job_dir),
                      status=JobStatus.COMPLETED, _return_value=value)
@@ -78,8 +102,9 @@ def returned(point: Point, value: dict) -> JobReturn:
 
 def failed(point: Point, error: str) -> JobReturn:
     """The job failed: say so now (one line) and in its summary.json (never a finished one's)."""
-    print(f"kit: job #{point.num} ({' '.join(point.overrides)}) failed: {error}", file=sys.stderr)
-    jobdir.mark_failed(point.job_dir, point.overrides, error)
+    print(f"kit: job #{point.num} ({' '.join(point.shown)}) failed: {error}", file=sys.stderr)
+    FAILURES.append(point.num)
+    jobdir.mark_failed(point.job_dir, point.shown, error)
     return returned(point, {"status": "failed", "job_dir": str(point.job_dir), "error": error})
 
 
@@ -88,7 +113,7 @@ def resume(point: Point) -> JobReturn | None:
     an unfinished attempt)."""
     summary = jobdir.read_summary(point.job_dir)
     if jobdir.is_done(point.job_dir):
-        if set(summary.get("overrides", [])) != set(point.overrides):
+        if set(summary.get("overrides", [])) != set(point.shown):
             return failed(point, (
                 f"job dir {str(point.job_dir)!r} holds a finished run of {summary.get('overrides')}, "
                 "not this point; expected the same sweep command (or a new hydra.sweep.dir)"))
@@ -118,7 +143,7 @@ class BasicLauncher(HydraBasicLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        open_sweep(self.config)
         results = []
         for point in plan(self, job_overrides, initial_job_idx):
             skipped = resume(point)
@@ -152,7 +177,7 @@ class SubmititLauncher(BaseSubmititLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra.core.singleton import Singleton
 
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        open_sweep(self.config)
         points = plan(self, job_overrides, initial_job_idx)
         results = {p.num: resume(p) for p in points}
         to_run = [p for p in points if results[p.num] is None]
@@ -161,7 +186,7 @@ class SubmititLauncher(BaseSubmititLauncher):
                     for p in to_run]
             jobs = self.executor().map_array(self, *zip(*args))
             for p, j in zip(to_run, jobs):
-                print(f"kit: job #{p.num} ({' '.join(p.overrides)}) submitted as {self._EXECUTOR} job {j.job_id}")
+                print(f"kit: job #{p.num} ({' '.join(p.shown)}) submitted as {self._EXECUTOR} job {j.job_id}")
             results.update(self.await_all(to_run, jobs))
         return [results[p.num] for p in points]
 

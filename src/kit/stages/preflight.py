@@ -14,6 +14,7 @@ from kit.core.config import compose, one_line
 from kit.core.data import check_lengths, read_jsonl
 from kit.core.errors import KitError
 from kit.core.jobdir import is_done, set_aside
+from kit.core.locks import hold
 from kit.core.models import _call, family_of, read_config, weight_files
 from kit.stages.eval import get_strategy
 from kit.stages.inspect_runner import load_task_specs
@@ -83,6 +84,11 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
         raise
     except Exception as e:  # Hydra / OmegaConf composition errors
         raise KitError(one_line(e)) from None
+    # One writer per dir: taken here, before Hydra writes into it, when the dir exists already
+    # (a fresh timestamped dir is locked by the job / the launcher as soon as it exists).
+    target = Path(str(first.hydra.sweep.dir if multirun else first.hydra.run.dir))
+    if target.is_dir():
+        hold(target, "sweep dir" if multirun else "job dir")
     moved = None if multirun else set_aside(run_dir)
     if moved:
         print(f"kit: unfinished attempt in {run_dir} moved to {moved}; running it again")
