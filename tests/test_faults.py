@@ -216,3 +216,88 @@ def test_disk_full_during_a_job_is_one_line_and_a_failed_summary(kit_cache, tmp_
     assert summary["status"] == "failed" and "disk full" in summary["error"], summary
     assert (job / "adapter" / "adapter_model.safetensors").is_file()
     assert not list(job.glob("kit-merged-*"))  # the temporary model is gone
+
+
+# ---------------------------------------------------------------- 3: one writer per sweep dir and job dir
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from kit.core.locks import hold
+hold(Path(sys.argv[1]), "job dir")
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_lock_names_its_holder_and_dies_with_it(tmp_path):
+    from kit.core.errors import KitError
+    from kit.core.locks import hold, release
+
+    job = tmp_path / "job"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(job)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(KitError) as e:
+            hold(job, "job dir")
+        assert f"pid {holder.pid} on host " in str(e.value) and str(job) in str(e.value)
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs, the OS drops the lock
+        holder.wait()
+    assert hold(job, "job dir")
+    release(job)
+
+
+@pytest.mark.slow
+def test_second_sweep_into_a_live_sweep_dir_refuses(kit_cache, tmp_path):
+    """Sweep B into sweep A's dir while A runs: B exits 2 in one line naming A's pid, touching
+    nothing; A finishes undisturbed. After A is killed hard, the same command resumes."""
+    sweep = tmp_path / "sweep"
+    args = ["train", "-m", "lora.rank=4,8", *SHORT[2:], "trainer.epochs=1", "eval=none",
+            f"hydra.sweep.dir={sweep}"]  # a whole epoch: long enough for B to start while A trains
+    first = kit_popen(args, kit_cache, tmp_path)
+    wait_for(lambda: (sweep / "0" / "summary.json").exists(), first)
+    before = {p: p.stat().st_mtime_ns for p in sweep.rglob("*") if p.is_file() and p.name != ".kit.lock"}
+    second = run_kit(args, kit_cache, tmp_path)
+    line = assert_one_line_error(second, f"pid {first.pid} on host", str(sweep))
+    assert "in use" in line
+    _, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr[-3000:]
+    for path, mtime in before.items():  # B wrote nothing A had (A itself updated its summaries)
+        assert path.exists(), path
+    rows = json.loads((sweep / "sweep_summary.json").read_text())["jobs"]
+    assert [r["status"] for r in rows] == ["done", "done"]
+    assert not list(sweep.glob("*/attempts"))  # nobody moved a live attempt aside
+    steps = [read_summary(sweep / str(n))["train"]["steps"] for n in range(2)]
+    assert steps[0] == steps[1] > 2, steps  # one whole epoch each: no interleaved second run
+
+    # killed hard mid-sweep: the lock goes with the process, the rerun resumes
+    again = tmp_path / "again"
+    args = ["train", "-m", "lora.rank=4,8", *SHORT, "eval=none", f"hydra.sweep.dir={again}"]
+    killed = kit_popen(args, kit_cache, tmp_path)
+    wait_for(lambda: (again / "0" / "summary.json").exists(), killed)
+    killed.kill()
+    killed.communicate()
+    proc = run_kit(args, kit_cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_summary(again / "0" / "attempts" / "1")["status"] == "interrupted"
+
+
+# ---------------------------------------------------------------- 8: secrets never written
+
+@pytest.mark.slow
+def test_secret_given_to_train_is_written_nowhere(kit_cache, tmp_path):
+    secret = "sk-kit-test-5ecr3t-7781"
+    sweep = tmp_path / "sweep"
+    args = ["train", "-m", f"serve.api_key={secret}", "lora.rank=4", "trainer.epochs=1",
+            "trainer.max_steps_per_epoch=1", "eval=none", "verify.after_train=false", f"hydra.sweep.dir={sweep}"]
+    proc = run_kit(args, kit_cache, tmp_path)  # logger=wandb (offline): its run files are checked too
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(sweep.rglob("*.wandb")) and (sweep / "0" / ".hydra" / "config.yaml").is_file()
+    leaks = [str(p) for p in sweep.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert not leaks
+    assert "serve.api_key=REDACTED" in read_summary(sweep / "0")["overrides"]
+    assert secret not in proc.stdout + proc.stderr
+    proc = run_kit(args, kit_cache, tmp_path)  # resume matches the redacted point
+    assert proc.returncode == 0 and "already done" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from kit.core.config import conf_dir, register_resolvers
+from kit.core.config import conf_dir, redact_overrides, redact_yaml_files, register_resolvers
 from kit.core.errors import KitError
 from kit.core.jobdir import point_overrides
 from kit.core.log import get as get_logger
@@ -28,7 +28,7 @@ def job_identity() -> tuple[Path, str, str, list[str]]:
     """(job dir, W&B group, run name, overrides) for the running Hydra job."""
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
-    overrides = list(hc.overrides.task)
+    overrides = redact_overrides(list(hc.overrides.task))  # as saved and logged: no secrets
     own = point_overrides(overrides)
     if hc.mode == RunMode.MULTIRUN:
         group = sweep_group(Path(hc.sweep.dir))
@@ -39,11 +39,19 @@ def job_identity() -> tuple[Path, str, str, list[str]]:
     return job_dir, group, name, overrides
 
 
+def hide_secrets(job_dir: Path) -> None:
+    """Hydra has just written the job's ``.hydra/`` files from the raw command line: rewrite them
+    with secrets redacted, and redact ``sys.argv`` (already parsed) before W&B records it."""
+    redact_yaml_files(sorted((job_dir / ".hydra").glob("*.yaml")))
+    sys.argv[:] = redact_overrides(sys.argv)
+
+
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
 def train_main(cfg: DictConfig) -> dict:
     setup()  # again inside the job: Hydra has just opened this job's log file (kit.core.log)
     job_dir, group, name, overrides = job_identity()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    hide_secrets(job_dir)
     try:
         # quiet_warnings: also on a submitit worker, where kit.__main__ does not run;
         # EvalSession: the job's resident base / vLLM server (eval and verify share them), closed after

@@ -31,7 +31,8 @@ def register_resolvers() -> None:
 
 
 def plain_config(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    """The resolved config as plain values, secrets redacted: what is written or logged."""
+    return redact(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
 
 
 def compose(config_name: str, overrides: list[str], hydra_cfg: bool = False):
@@ -63,3 +64,53 @@ def one_line(e: Exception) -> str:
     if key and key not in head:
         head += f" ({key})"
     return head
+
+
+# ---------------------------------------------------------------- secrets
+
+SECRET_KEYS = ("serve.api_key",)
+SECRET_NAMES = ("api_key", "token", "password", "secret")  # any key named so, in any config group
+REDACTED = "REDACTED"  # a valid Hydra override value: saved overrides still parse
+
+
+def is_secret(key: str) -> bool:
+    key = key.lstrip("+~")
+    return key in SECRET_KEYS or key.rsplit(".", 1)[-1] in SECRET_NAMES
+
+
+def redact_override(override: str) -> str:
+    """``serve.api_key=S`` -> ``serve.api_key=REDACTED``; any other override unchanged."""
+    key, eq, value = override.partition("=")
+    return f"{key}={REDACTED}" if eq and value and value != "null" and is_secret(key.strip()) else override
+
+
+def redact_overrides(overrides: list[str]) -> list[str]:
+    return [redact_override(o) for o in overrides]
+
+
+def redact(value, path: str = ""):
+    """A copy of a plain config (dicts, lists, strings) with every secret replaced by ``REDACTED``:
+    secret keys, and secret overrides inside strings (Hydra's override lists and ``override_dirname``).
+    Every writer of a config or of overrides (summary.json, .hydra/, W&B) passes through here."""
+    if isinstance(value, dict):
+        return {k: REDACTED if is_secret(f"{path}{k}") and v not in (None, "") else redact(v, f"{path}{k}.")
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v, path) for v in value]
+    if isinstance(value, str) and "=" in value:
+        return ",".join(redact_override(part) for part in value.split(","))
+    return value
+
+
+def redact_yaml_files(paths: list[Path]) -> None:
+    """Rewrite YAML files (Hydra's ``.hydra/*.yaml``, ``multirun.yaml``) with secrets redacted,
+    atomically, and only those that hold one."""
+    for path in paths:
+        if not path.is_file():
+            continue
+        plain = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        clean = redact(plain)
+        if clean != plain:
+            tmp = path.with_name(f".{path.name}.tmp")
+            OmegaConf.save(OmegaConf.create(clean), tmp)
+            tmp.replace(path)

@@ -28,6 +28,7 @@ from kit.core.jobdir import (
     skip_message,
     write_summary,
 )
+from kit.core.locks import locked
 from kit.core.log import get as get_logger
 from kit.core.log import timed
 from kit.core.versions import stack_versions
@@ -43,6 +44,11 @@ log = get_logger(__name__)
 
 
 def run_job(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides: list[str]) -> dict:
+    with locked(job_dir, "job dir"):  # one writer: a second run into this dir refuses, naming the holder
+        return run_locked(cfg, job_dir, group, run_name, overrides)
+
+
+def run_locked(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overrides: list[str]) -> dict:
     if is_done(job_dir):
         print(skip_message(job_dir))
         return read_summary(job_dir)

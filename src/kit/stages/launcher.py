@@ -40,7 +40,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 from kit.core import identity, jobdir
+from kit.core.config import redact_overrides, redact_yaml_files
 from kit.core.errors import KitError
+from kit.core.locks import hold
 from kit.core.log import get as get_logger
 
 log = get_logger(__name__)
@@ -78,6 +80,11 @@ class Point:
             del task["hydra"]  # as Hydra's run_job hands it to the job
         return identity.run_id(task)
 
+    @property
+    def shown(self) -> list[str]:
+        """The overrides as printed and saved: secrets redacted."""
+        return redact_overrides(self.overrides)
+
 
 def plan(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Point]:
     points = []
@@ -92,6 +99,22 @@ def plan(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int)
     return points
 
 
+FAILURES: list[int] = []  # job numbers this process reported failed: the sweep then exits non-zero
+
+
+def open_sweep(config) -> Path:
+    """The sweep dir, locked for this process (one sweep per dir; the second refuses in one line
+    naming the holder), with the ``multirun.yaml`` Hydra just wrote stripped of secrets."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    try:
+        hold(sweep_dir, "sweep dir")
+    except KitError as e:
+        print(f"kit: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    redact_yaml_files([sweep_dir / "multirun.yaml"])
+    return sweep_dir
+
+
 def returned(point: Point, value: dict) -> JobReturn:
     return JobReturn(overrides=point.overrides, working_dir=str(point.job_dir),
                      status=JobStatus.COMPLETED, _return_value=value)
@@ -99,8 +122,9 @@ def returned(point: Point, value: dict) -> JobReturn:
 
 def failed(point: Point, error: str) -> JobReturn:
     """The job failed: say so now (one line) and in its summary.json (never a finished one's)."""
-    print(f"kit: job #{point.num} ({' '.join(point.overrides)}) failed: {error}", file=sys.stderr)
-    jobdir.mark_failed(point.job_dir, point.overrides, error)
+    print(f"kit: job #{point.num} ({' '.join(point.shown)}) failed: {error}", file=sys.stderr)
+    FAILURES.append(point.num)
+    jobdir.mark_failed(point.job_dir, point.shown, error)
     return returned(point, {"status": "failed", "job_dir": str(point.job_dir), "error": error})
 
 
@@ -109,7 +133,7 @@ def resume(point: Point) -> JobReturn | None:
     an unfinished attempt)."""
     summary = jobdir.read_summary(point.job_dir)
     if jobdir.is_done(point.job_dir):
-        if set(jobdir.point_overrides(summary.get("overrides", []))) != set(jobdir.point_overrides(point.overrides)):
+        if set(jobdir.point_overrides(summary.get("overrides", []))) != set(jobdir.point_overrides(point.shown)):
             return failed(point, (
                 f"job dir {str(point.job_dir)!r} holds a finished run of {summary.get('overrides')}, "
                 "not this point; expected the same sweep command (or a new hydra.sweep.dir)"))
@@ -139,7 +163,7 @@ class BasicLauncher(HydraBasicLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        open_sweep(self.config)
         results = []
         points = plan(self, job_overrides, initial_job_idx)
         for k, point in enumerate(points, 1):
@@ -183,6 +207,7 @@ class SubmititLauncher(BaseSubmititLauncher):
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        open_sweep(self.config)  # one writer per sweep dir; multirun.yaml without secrets
         points = plan(self, job_overrides, initial_job_idx)
         manifest = self.manifest(sweep_dir, points)
         live = self.live_jobs(manifest)  # never submit a point twice while SLURM still runs it
@@ -197,7 +222,7 @@ class SubmititLauncher(BaseSubmititLauncher):
                     for p in to_run]
             jobs = self.executor().map_array(self, *zip(*args))
             for p, j in zip(to_run, jobs):
-                print(f"kit: job #{p.num} ({' '.join(p.overrides)}) submitted as {self._EXECUTOR} job {j.job_id}")
+                print(f"kit: job #{p.num} ({' '.join(p.shown)}) submitted as {self._EXECUTOR} job {j.job_id}")
             record_submissions(manifest, to_run, jobs)
         jobdir.write_manifest(sweep_dir, manifest)
         if self.detach:
@@ -221,7 +246,7 @@ class SubmititLauncher(BaseSubmititLauncher):
         )
         for p in points:
             entry = manifest["jobs"].setdefault(str(p.num), {"submissions": []})
-            entry.update(num=p.num, overrides=jobdir.point_overrides(p.overrides), job_dir=str(p.job_dir),
+            entry.update(num=p.num, overrides=jobdir.point_overrides(p.shown), job_dir=str(p.job_dir),
                          run_id=p.run_id)
         return manifest
 

@@ -17,6 +17,7 @@ from kit.core.config import compose, conf_dir, one_line
 from kit.core.data import check_lengths, read_jsonl
 from kit.core.errors import KitError
 from kit.core.jobdir import is_done, set_aside
+from kit.core.locks import hold
 from kit.core.log import get as get_logger
 from kit.core.models import _call, check_lora_targets, family_of, read_config, weight_files
 from kit.stages.eval import get_strategy
@@ -111,6 +112,11 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
         raise
     except Exception as e:  # Hydra / OmegaConf composition errors
         raise KitError(one_line(e)) from None
+    # One writer per dir: taken here, before Hydra writes into it, when the dir exists already
+    # (a fresh timestamped dir is locked by the job / the launcher as soon as it exists).
+    target = Path(str(first.hydra.sweep.dir if multirun else first.hydra.run.dir))
+    if target.is_dir() and not printing:
+        hold(target, "sweep dir" if multirun else "job dir")
     moved = None if multirun or printing else set_aside(run_dir)
     if moved:
         log.info("unfinished attempt in %s moved to %s; running it again", run_dir, moved)

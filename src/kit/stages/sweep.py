@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from kit.core.errors import KitError
 from kit.core.jobdir import point_overrides, read_summary
 from kit.core.wandb_logger import phase_run
+from kit.stages.launcher import FAILURES
 from kit.stages.preflight import expand
 
 FILES = ("sweep_summary.json", "sweep_summary.md", "sweep_summary.png")
@@ -334,4 +335,8 @@ class SweepReport(Callback):
         line = failure_line(summary)
         if line:
             print(f"kit: error: {line}", file=sys.stderr)
+            raise SystemExit(1)
+        if FAILURES:  # a failure was printed although every summary reads done: never exit 0 then
+            print(f"kit: error: job(s) {sorted(set(FAILURES))} failed during this sweep (see above); "
+                  f"their summaries in {sweep_dir} read done", file=sys.stderr)
             raise SystemExit(1)
