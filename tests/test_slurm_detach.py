@@ -44,8 +44,11 @@ def run_ids(job) -> dict[str, list[str]]:
     """Every W&B offline run file under a job dir (attempts included): {run id: [files]}."""
     ids: dict[str, list[str]] = {}
     for path in job.rglob("run-*.wandb"):
-        run = next(r.run for r in records(path) if r.WhichOneof("record_type") == "run")
-        ids.setdefault(run.run_id, []).append(str(path.relative_to(job)))
+        named = path.stem.removeprefix("run-")  # W&B names the file after the run id
+        run = next((r.run for r in records(path) if r.WhichOneof("record_type") == "run"), None)
+        # a killed attempt may have died before W&B flushed its run record: its file name is all there is
+        assert run is None or run.run_id == named, (path, run.run_id)
+        ids.setdefault(named, []).append(str(path.relative_to(job)))
     return ids
 
 
@@ -127,3 +130,25 @@ def test_requeued_job_restarts_under_its_run_identity(slurm_cluster, kit_cache, 
     assert set(ids) == {f"{rid}-train", f"{rid}-eval", f"{rid}-verify"}, ids
     assert any(p.startswith("attempts/1/") for p in ids[f"{rid}-train"])  # the requeued attempt: same id
     assert len(ids[f"{rid}-eval"]) == 2  # the job's own eval and kit eval's, one run id
+
+
+def test_preemption_signal_requeues_and_status_says_preempted(slurm_cluster, kit_cache, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = submit(sweep, "8", kit_cache, tmp_path, "logger=none", "trainer.max_steps_per_epoch=null",
+                  "trainer.epochs=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job, entry = sweep / "0", json.loads((sweep / "manifest.json").read_text())["jobs"]["0"]
+    wait_for(lambda: (job / "metrics.jsonl").exists(), 600, "the job to start training")
+    slurm("scancel", "--signal=USR2", entry["slurm_id"])  # what SLURM sends before preempting (submitit's signal)
+    wait_for(lambda: "PENDING" in slurm("squeue", "-h", "-j", entry["slurm_id"], "-o", "%T"), 120,
+             "submitit to requeue the job")
+    proc, rows = status(sweep, kit_cache, tmp_path)
+    print(proc.stdout)
+    assert rows[0][4] == "preempted" and "requeued (1 restart(s))" in rows[0][6]
+    slurm("scontrol", "update", f"JobId={entry['slurm_id']}", "StartTime=now")
+    wait_for(lambda: summary(job).get("status") == "done", 900, "the preempted job to finish")
+    log = open(entry["stderr"]).read()
+    assert "this job is preempted" in log  # submitit's handler: checkpoint() and requeue
+    assert summary(job / "attempts" / "1")["status"] != "done" and summary(job)["run_id"] == entry["run_id"]
+    proc, rows = status(sweep, kit_cache, tmp_path)
+    assert rows[0][4] == "done"
