@@ -73,7 +73,10 @@ def rows(sweep_dir: Path) -> tuple[dict, list[dict]]:
     for e in entries:
         summary = read_summary(Path(e["job_dir"]))
         slurm = details.get(e.get("slurm_id"))
-        state, why = job_state(e, summary, slurm)
+        if manifest["executor"] == "slurm":
+            state, why = job_state(e, summary, slurm)
+        else:  # local processes of an attached sweep: their summary is all there is
+            state, why = (summary or {}).get("status") or "pending", (summary or {}).get("error") or ""
         out.append({"job": e["num"], "overrides": " ".join(o for o in e["overrides"] if o not in common) or "-", "run_id": e["run_id"],
                     "slurm_id": e.get("slurm_id") or "-", "state": state, "why": why,
                     "elapsed": (slurm or {}).get("elapsed") or "-", "log": last_log_line(e)})

@@ -10,12 +10,13 @@ not what it is) and anything that looks like a secret (never hashed into a publi
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 RUN_ID_CHARS = 16  # 64 bits: unique across any realistic number of runs, short enough to read
 SECRET = re.compile(r"(api_?key|token|secret|password|credential)", re.IGNORECASE)
@@ -25,8 +26,13 @@ RUNTIME_KEYS = ("hydra", "launcher")
 
 def identity_config(cfg: DictConfig | dict) -> dict:
     """The resolved config the run id hashes: plain values, no Hydra/runtime keys, no secrets."""
-    plain = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return strip({k: v for k, v in plain.items() if k not in RUNTIME_KEYS})
+    if not isinstance(cfg, dict):
+        cfg = copy.deepcopy(cfg)
+        with open_dict(cfg):  # dropped before resolving: Hydra's keys resolve only inside a running app
+            for key in RUNTIME_KEYS:
+                cfg.pop(key, None)
+        cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return strip({k: v for k, v in cfg.items() if k not in RUNTIME_KEYS})
 
 
 def strip(value):

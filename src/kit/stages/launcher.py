@@ -22,7 +22,6 @@ what a sweep needs on a cluster:
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -75,10 +74,7 @@ class Point:
     def run_id(self) -> str:
         """The run id the job itself will compute (kit.core.identity) from this config minus Hydra's keys."""
         HydraConfig.instance().set_config(self.config)  # for ${hydra:...} interpolations
-        task = copy.deepcopy(self.config)
-        with open_dict(task):
-            del task["hydra"]  # as Hydra's run_job hands it to the job
-        return identity.run_id(task)
+        return identity.run_id(self.config)
 
     @property
     def shown(self) -> list[str]:
