@@ -28,6 +28,7 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers
     info = {k: v for k, v in result.items() if k not in ("scores",)}
     info["strategy"] = cfg.eval.strategy
     info["base_scores_cached"] = base_result.get("cached")
+    info["base_logs"] = base_result.get("logs", [])  # per-sample base scores for the paired tests (kit.stages.paired)
     return {
         "eval": info,
         "scores": result["scores"],
