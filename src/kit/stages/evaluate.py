@@ -56,7 +56,8 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers
     info["strategy_chosen"], info["why"] = strategy, why
     info["base_scores_cached"] = base_result.get("cached")
     info["base_scores_seconds"] = base_seconds
-    info["base_logs"] = list(base_result.get("logs") or [])  # the base's Inspect logs (cached: where they were written)
+    # the base's Inspect logs (cached: where they were written): per-sample base scores for the paired tests
+    info["base_logs"] = list(base_result.get("logs") or [])
     return {
         "eval": info,
         "scores": result["scores"],

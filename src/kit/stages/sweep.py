@@ -20,8 +20,10 @@ from hydra.experimental.callback import Callback
 
 from kit.core.errors import KitError
 from kit.core.jobdir import point_overrides, read_summary
+from kit.core.paired import format_p
 from kit.core.wandb_logger import phase_run
 from kit.stages.launcher import FAILURES
+from kit.stages.paired import row_tests, sample_scores
 from kit.stages.preflight import expand
 
 FILES = ("sweep_summary.json", "sweep_summary.md", "sweep_summary.png")
@@ -74,6 +76,7 @@ def job_row(num: int, job_dir: Path, expected: list[str] | None) -> dict:
         other_kind=estimate.get("kind"), other_checkpoint_bytes=estimate.get("checkpoint_bytes"),
         other_how=estimate.get("how"), train_s=(s.get("timings") or {}).get("train_s"),
         eval_s=(s.get("timings") or {}).get("eval_s"),
+        logs=(s.get("eval") or {}).get("logs") or [], base_logs=(s.get("eval") or {}).get("base_logs") or [],
     )
     if row["persistent_bytes"] is not None and row["other_checkpoint_bytes"] is not None:
         row["other_persistent_bytes"] = row["persistent_bytes"] - row["checkpoint_bytes"] + row["other_checkpoint_bytes"]
@@ -120,8 +123,22 @@ def build(sweep_dir: Path, live: dict[int, str] | None = None) -> dict:
     for r in rows:
         if r["job"] in (live or {}) and r["status"] != "done":  # not failed: not finished yet
             r.update(status=live[r["job"]], error="not finished yet (kit status)")
+    add_paired_tests(rows)
     return {"sweep_dir": str(sweep_dir), "group": sweep_group(sweep_dir), "swept": swept(rows),
             "jobs": rows, "totals": totals(rows)}
+
+
+def add_paired_tests(rows: list[dict]) -> None:
+    """``paired`` per done row: each headline metric's paired test against the base and against
+    the sweep's best row, on the per-sample scores of their Inspect logs (kit.stages.paired)."""
+    done = [r for r in rows if r["status"] == "done"]
+    base_logs = sorted({p for r in done for p in r.get("base_logs") or []})
+    if not done:
+        return
+    base = sample_scores(base_logs)
+    per_row = {r["job"]: sample_scores(r.get("logs") or []) for r in done}
+    for job, tests in row_tests(rows, base, per_row, headline_metrics(rows)).items():
+        next(r for r in rows if r["job"] == job)["paired"] = tests
 
 
 # ---------------------------------------------------------------- table
@@ -141,10 +158,31 @@ def fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def paired_cell(test: dict | None, best: bool = False) -> str:
+    """``p (difference)`` of one paired test; ``best`` for the best row's own vs-best cell."""
+    if best:
+        return "best"
+    if not test or "p" not in test:
+        return "-"
+    return f"{format_p(test['p'])} ({test['diff']:+.2f})"
+
+
+def paired_cells(row: dict, metric: str) -> list[str]:
+    tests = (row.get("paired") or {}).get(metric)
+    if tests is None:
+        return ["-", "-"]
+    return [paired_cell(tests.get("vs_base")), paired_cell(tests.get("vs_best"), best="vs_best" not in tests)]
+
+
+def paired_heads(metrics: list[str]) -> list[str]:
+    prefix = (lambda m: f"{m.rpartition('/')[0]} ") if len(metrics) > 1 else (lambda m: "")
+    return [h for m in metrics for h in (f"{prefix(m)}vs base: p", f"{prefix(m)}vs best: p")]
+
+
 def table(summary: dict) -> str:
     rows, keys = summary["jobs"], summary["swept"]
     metrics = headline_metrics(rows)
-    head = ["#", *keys, "status", *metrics, *(f"base {m}" for m in metrics), "checkpoint",
+    head = ["#", *keys, "status", *metrics, *(f"base {m}" for m in metrics), *paired_heads(metrics), "checkpoint",
             "checkpoint bytes", "other checkpointer (est.)", "job dir bytes", "train s", "eval s"]
     body = []
     for r in rows:
@@ -153,6 +191,7 @@ def table(summary: dict) -> str:
         body.append([str(r["job"]), *(values.get(k, "-") for k in keys), r["status"],
                      *(fmt((r.get("scores") or {}).get(m)) for m in metrics),
                      *(fmt((r.get("base_scores") or {}).get(m)) for m in metrics),
+                     *(c for m in metrics for c in paired_cells(r, m)),
                      r.get("checkpoint_kind") or "-", human_bytes(r.get("checkpoint_bytes")), other,
                      human_bytes(r.get("persistent_bytes")), fmt(r.get("train_s")), fmt(r.get("eval_s"))])
     line = lambda cells: "| " + " | ".join(cells) + " |"
@@ -175,10 +214,24 @@ def storage_lines(summary: dict) -> list[str]:
     return lines
 
 
+def paired_lines(summary: dict) -> list[str]:
+    """How to read the 'vs base' / 'vs best' columns (only when there are any)."""
+    tests = [t for r in summary["jobs"] for m in (r.get("paired") or {}).values() for t in m.values()
+             if isinstance(t, dict) and "test" in t]
+    if not tests:
+        return []
+    kinds = sorted({t["test"] for t in tests})
+    how = {"mcnemar": "McNemar's exact test on the per-sample exact-match scores",
+           "bootstrap": "a paired bootstrap of the per-sample score differences (10,000 resamples)"}
+    return [f"vs base / vs best: two-sided p-value that the row and the base (or the sweep's best row) score "
+            f"the same on the same {max(t['n'] for t in tests)} samples ({'; '.join(how[k] for k in kinds)}), "
+            "and in brackets the row's mean minus theirs; p < 0.05: a difference beyond noise.", ""]
+
+
 def markdown(summary: dict) -> str:
     failures = [f"- #{r['job']} {' '.join(r['overrides'])}: {r['status']}: {r['error']}"
                 for r in summary["jobs"] if r["status"] != "done"]
-    parts = [f"# Sweep {summary['group']}", "", table(summary), "", *storage_lines(summary)]
+    parts = [f"# Sweep {summary['group']}", "", table(summary), "", *paired_lines(summary), *storage_lines(summary)]
     if failures:
         parts += ["", "Not done:", *failures]
     return "\n".join(parts) + "\n"
@@ -269,6 +322,20 @@ def log_to_wandb(logger_cfg, sweep_dir: Path, summary: dict, run_id: str | None 
         logged.update(charts(summary))
         run.log(logged)
         run.summary.update({f"sweep/{k}": v for k, v in summary["totals"].items() if v is not None})
+        run.summary.update(paired_summary(summary))
+
+
+def paired_summary(summary: dict) -> dict:
+    """W&B summary keys of the paired tests: ``sweep/paired/<job>/<metric>/{p_vs_base,diff_vs_base,p_vs_best}``."""
+    out = {}
+    for r in summary["jobs"]:
+        for metric, tests in (r.get("paired") or {}).items():
+            for which in ("vs_base", "vs_best"):
+                test = tests.get(which) or {}
+                if "p" in test:
+                    out[f"sweep/paired/{r['job']}/{metric}/p_{which}"] = test["p"]
+                    out[f"sweep/paired/{r['job']}/{metric}/diff_{which}"] = test["diff"]
+    return out
 
 
 def chart_rows(summary: dict) -> tuple[str | None, list[str], list[list]]:
