@@ -169,7 +169,7 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
             "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated["temp_peak_bytes"]},
             "timings": {"train_s": trained["seconds"], "export_s": export_seconds, "eval_s": evaluated["eval"]["seconds"]},
         }
-        result["storage"]["estimate"] = storage.other_checkpointer(cfg, base, trained["dtype"])
+        result["storage"]["estimate"] = storage.other_checkpointer(cfg, base, trained["dtype"], trained["adapter_dtype"])
         log_eval(run, result)
     if cfg.verify.after_train:
         result["verify"] = verify_after_train(cfg, job_dir, checkpoint, {**result, "base_model": str(base),
@@ -206,10 +206,12 @@ def eval_entry(cfg: DictConfig, evaluated: dict, command: str) -> dict:
 
 
 def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers: list[Path] = ()) -> dict:
+    from kit import threads
     from kit.base_scores import base_scores
     from kit.eval import get_strategy
     from kit.eval.context import EvalContext
 
+    threads.apply(threads.choose(os.environ))  # `kit eval` starts here without training first
     log_dir = job_dir / "inspect_logs"
     specs = list(cfg.tasks.specs)
     ctx = EvalContext(

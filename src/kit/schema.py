@@ -16,6 +16,11 @@ class CheckpointKind(str, Enum):
     adapter = "adapter"
 
 
+class AdapterDtype(str, Enum):
+    fp32 = "fp32"  # LoRA weights + AdamW state in fp32 while the frozen base is in the training dtype
+    same = "same"  # the training dtype for all (torchtune's recipe as shipped)
+
+
 class LoggerKind(str, Enum):
     wandb = "wandb"
     none = "none"
@@ -204,6 +209,7 @@ class TrainerConfig:
     compile: bool = False
     activation_checkpointing: bool = False
     nproc_per_node: int = 1
+    adapter_dtype: AdapterDtype = AdapterDtype.fp32
 
 
 @dataclass

@@ -57,8 +57,11 @@ def lora_numel(cfg: DictConfig, base: Path) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
 
 
-def other_checkpointer(cfg: DictConfig, base: Path, dtype: str) -> dict | None:
-    """The other checkpointer's checkpoint bytes for this job, and how they were estimated."""
+def other_checkpointer(cfg: DictConfig, base: Path, dtype: str, adapter_dtype: str | None = None) -> dict | None:
+    """The other checkpointer's checkpoint bytes for this job, and how they were estimated.
+    ``adapter_dtype``: the LoRA weights' dtype when it differs from the training dtype."""
+    if cfg.checkpointer.kind == "full":
+        dtype = adapter_dtype or dtype
     per_param = BYTES_PER_PARAM.get(dtype)
     if per_param is None:
         return None
