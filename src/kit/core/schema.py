@@ -57,6 +57,11 @@ class CheckpointKind(str, Enum):
     adapter = "adapter"
 
 
+class AdapterDtype(str, Enum):
+    fp32 = "fp32"  # LoRA weights + AdamW state in fp32 while the frozen base is in the training dtype
+    same = "same"  # the training dtype for all (torchtune's recipe as shipped)
+
+
 class LoggerKind(str, Enum):
     wandb = "wandb"
     none = "none"
@@ -248,6 +253,7 @@ class TrainerConfig:
     compile: bool = MISSING
     activation_checkpointing: bool = MISSING
     nproc_per_node: int = MISSING
+    adapter_dtype: AdapterDtype = MISSING  # LoRA weights + AdamW state (kit.stages.train)
 
 
 @dataclass

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from kit.core import threads
 from kit.core.diskwatch import DiskWatch
 from kit.core.errors import KitError
 from kit.core.log import get as get_logger
@@ -26,6 +28,7 @@ def score_line(scores: dict) -> str:
 
 
 def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers: list[Path] = ()) -> dict:
+    threads.apply(threads.choose(os.environ))  # `kit eval` starts here without training first
     log_dir = job_dir / "inspect_logs"
     specs = list(cfg.tasks.specs)
     ctx = EvalContext(

@@ -153,7 +153,8 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
                         "base_scores_s": evaluated["eval"].get("base_scores_seconds")},
         }
         # the estimate follows the checkpoint the job kept (phase.merge turns an adapter job into a full one)
-        result["storage"]["estimate"] = storage.other_checkpointer(cfg, base, trained["dtype"], checkpoint["kind"])
+        result["storage"]["estimate"] = storage.other_checkpointer(cfg, base, trained["dtype"], checkpoint["kind"],
+                                                                   trained["adapter_dtype"])
         log_eval(run, result)
     if cfg.verify.after_train:
         start = time.perf_counter()

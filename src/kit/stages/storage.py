@@ -57,16 +57,20 @@ def lora_numel(cfg: DictConfig, base: Path) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
 
 
-def other_checkpointer(cfg: DictConfig, base: Path, dtype: str, kept: str | None = None) -> dict | None:
+def other_checkpointer(cfg: DictConfig, base: Path, dtype: str, kept: str | None = None,
+                       adapter_dtype: str | None = None) -> dict | None:
     """The other checkpointer's checkpoint bytes for this job, and how they were estimated.
 
     ``kept``: the kind of checkpoint the job kept (default ``checkpointer.kind``); a
     ``phase.merge`` job keeps a full model although it trained with the adapter checkpointer.
+    ``adapter_dtype``: the LoRA weights' dtype when it differs from the training dtype.
     """
+    kept = kept or getattr(cfg.checkpointer.kind, "value", cfg.checkpointer.kind)
+    if kept == "full":  # the other checkpointer stores the adapter, in the LoRA weights' dtype
+        dtype = adapter_dtype or dtype
     if dtype not in DTYPES:
         return None
     per_param = DTYPES[dtype].bytes
-    kept = kept or getattr(cfg.checkpointer.kind, "value", cfg.checkpointer.kind)
     if kept == "adapter":
         numel = base_numel(base)
         if numel is None:
