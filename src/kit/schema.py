@@ -152,8 +152,13 @@ class ServeConfig:
     base: Optional[str] = None  # serve on this base folder instead of the registry's (fingerprint checked)
     host: str = "127.0.0.1"
     port: int = 8000  # 0: any free port (printed at start)
-    api_key: Optional[str] = None  # or $KIT_API_KEY; unset: no key required
+    api_key: Optional[str] = None  # prefer $KIT_API_KEY or api_key_file (argv is visible to all); unset: no key
+    api_key_file: Optional[str] = None  # a file holding the key
     max_body_bytes: int = 1_000_000  # larger requests get 413
+    request_timeout_s: float = 300.0  # generation deadline per request (queue wait included): 504 after
+    client_timeout_s: float = 30.0  # to send a request's headers, and again its body (408); idle keep-alive
+    drain_timeout_s: int = 30  # SIGTERM/Ctrl-C: in-flight requests get this long to finish
+    backlog: int = 2048  # listen queue (the stdlib server's was 5)
     max_tokens: int = 64  # when a request does not say
     max_tokens_limit: int = 1024  # larger max_tokens get 400
     preload: bool = True  # attach every modifier at start; false: on first use
