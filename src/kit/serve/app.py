@@ -62,7 +62,7 @@ class ServeApp:
         self.engine = Engine(self.store, str(getattr(serve_cfg.batching, "value", serve_cfg.batching)),
                              int(serve_cfg.batch_wait_ms), int(serve_cfg.max_batch))
         self.tokenizer = self.store.resident.tokenizer
-        self.context = context_length(base, self.store.resident.model)
+        self.context = context_length(self.store.resident.model)
         # no token is longer than this many characters: a prompt over context * this is too long untokenized
         self.longest_token = max(len(t) for t in self.tokenizer.get_vocab())
         self.timeout = float(serve_cfg.request_timeout_s)
@@ -152,7 +152,7 @@ class ServeApp:
         return self.response(p, job.result), {"X-Kit-Modifier": p.modifier or BASE}
 
 
-def context_length(base: Path, model) -> int:
+def context_length(model) -> int:
     """Tokens the model can attend to: its config's ``max_position_embeddings`` (or the like)."""
     config = model.config
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
