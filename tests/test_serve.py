@@ -17,11 +17,15 @@ PROMPTS = {"parity": "Is 4821 even or odd?", "last_digit": "What is the last dig
            "reverse": "Reverse the word abc."}
 
 
-@pytest.fixture(scope="module")
-def modifier_job(kit_cache, tmp_path_factory) -> Path:
-    """The bundled three modifiers, one short epoch each, parity scored on 10 held-out rows."""
-    work = tmp_path_factory.mktemp("modifiers")
+def train_modifier_job(kit_cache, tmp_path_factory) -> Path:
+    """The bundled three modifiers, one short epoch each, parity scored on 10 held-out rows; trained
+    once per session and shared by the serve test modules (a finished job dir is reused)."""
+    work = tmp_path_factory.getbasetemp() / "modifiers_shared"
     job = work / "job"
+    summary = job / "summary.json"
+    if summary.is_file() and json.loads(summary.read_text()).get("status") == "done":
+        return job
+    work.mkdir(exist_ok=True)
     args = ["train", "+experiment=modifiers", "trainer.epochs=1", "tasks.limit=10", "logger=none",
             "phase.modifiers.last_digit.tasks=[]", "phase.modifiers.reverse.tasks=[]", f"hydra.run.dir={job}"]
     proc = run_kit(args, kit_cache, work)
@@ -30,20 +34,32 @@ def modifier_job(kit_cache, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(modifier_job, kit_cache):
-    """``python -m kit serve`` in a subprocess, API key on, a small body limit; yields its /v1 URL."""
+def modifier_job(kit_cache, tmp_path_factory) -> Path:
+    return train_modifier_job(kit_cache, tmp_path_factory)
+
+
+def start_server(modifier_job, kit_cache, *args, key=KEY):
+    """``python -m kit serve`` in a subprocess (the key from $KIT_API_KEY, never argv); (process, /v1 URL)."""
     env = {**os.environ, **OFFLINE, "KIT_CACHE": str(kit_cache)}
     env.pop("KIT_API_KEY", None)
-    proc = subprocess.Popen([sys.executable, "-m", "kit", "serve", f"serve.registry={modifier_job}", "serve.port=0",
-                             f"serve.api_key={KEY}", "serve.max_body_bytes=20000"],
+    if key:
+        env["KIT_API_KEY"] = key
+    proc = subprocess.Popen([sys.executable, "-m", "kit", "serve", f"serve.registry={modifier_job}", "serve.port=0", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
     if not line.startswith("kit: serving"):
         proc.kill()
         pytest.fail(f"server did not start: {line} {proc.stderr.read()[-3000:]}")
-    yield line.split(" at ")[-1].strip()
+    return proc, line.split(" at ")[-1].strip()
+
+
+@pytest.fixture(scope="module")
+def server(modifier_job, kit_cache):
+    """``python -m kit serve`` in a subprocess, API key on, a small body limit; yields its /v1 URL."""
+    proc, url = start_server(modifier_job, kit_cache, "serve.max_body_bytes=20000")
+    yield url
     proc.terminate()
-    proc.wait(timeout=30)
+    assert proc.wait(timeout=60) == 0  # SIGTERM drains and exits 0
 
 
 def client(url, key=KEY):
@@ -209,12 +225,13 @@ def test_serve_refuses_modifiers_of_another_base_and_bad_config(modifier_job, ki
     assert not (other / "adapter").exists() and summary["checkpoint"]["kind"] == "full"
     assert lineage["base"]["path"] == summary["base_model"] and lineage["lora"]["rank"] == 8
     assert lineage["fingerprint"] != lineage["base"]["fingerprint"]
-    refused = run_kit(["serve", f"serve.registry={modifier_job}", f"serve.base={other / 'merged'}"], kit_cache, tmp_path)
+    refused = run_kit(["serve", f"serve.registry={modifier_job}", f"serve.base={other / 'merged'}", "serve.port=0"],
+                      kit_cache, tmp_path)
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1].startswith("kit: error: modifier 'parity' was trained on another base")
     for args, needle in [([], "serve.registry is unset"), (["serve.registry=/nonexistent"], "no modifier registry"),
                          ([f"serve.registry={modifier_job}", "router=nosuch"], "nosuch")]:
-        proc = run_kit(["serve", *args], kit_cache, tmp_path)
+        proc = run_kit(["serve", *args, "serve.port=0"], kit_cache, tmp_path)
         assert proc.returncode == 2 and needle in proc.stderr, (args, proc.stderr[-2000:])
     proc = run_kit(["train", "phase=runtime"], kit_cache, tmp_path)
     assert proc.returncode == 2 and "python -m kit serve" in proc.stderr

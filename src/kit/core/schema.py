@@ -201,8 +201,13 @@ class ServeConfig:
     base: Optional[str] = MISSING  # serve on this base folder instead of the registry's (fingerprint checked)
     host: str = MISSING
     port: int = MISSING  # 0: any free port (printed at start)
-    api_key: Optional[str] = MISSING  # or $KIT_API_KEY; unset: no key required
+    api_key: Optional[str] = MISSING  # prefer $KIT_API_KEY or api_key_file (argv is visible to all); unset: no key
+    api_key_file: Optional[str] = MISSING  # a file holding the key
     max_body_bytes: int = MISSING  # larger requests get 413
+    request_timeout_s: float = MISSING  # generation deadline per request (queue wait included): 504 after
+    client_timeout_s: float = MISSING  # to send a request's headers, and again its body (408); idle keep-alive
+    drain_timeout_s: int = MISSING  # SIGTERM/Ctrl-C: in-flight requests get this long to finish
+    backlog: int = MISSING  # listen queue (the stdlib server's was 5)
     max_tokens: int = MISSING  # when a request does not say
     max_tokens_limit: int = MISSING  # larger max_tokens get 400
     preload: bool = MISSING  # attach every modifier at start; false: on first use

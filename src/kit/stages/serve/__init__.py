@@ -5,6 +5,7 @@ app.py      models, completions, model=base|<modifier>|auto
 router.py   config group ``router``: rules, learned, none
 store.py    the modifiers on the resident base (preloaded, or lazy with an LRU cap)
 engine.py   the generation worker: mixed batches or per-request switching
-http.py     the stdlib HTTP server: auth, size limit, JSON errors
-openai_api.py  OpenAI request/response shapes (shared with kit.stages.vllm_standin)
+http.py     FastAPI on uvicorn: auth, size and time limits, JSON errors, streaming, graceful drain
+schemas.py  pydantic models of the OpenAI request/response bodies (strict validation, 400 naming the field)
+openai_api.py  OpenAI response shapes (shared with kit.stages.vllm_standin)
 """

@@ -10,7 +10,15 @@ requests for different modifiers:
             ``__base__`` rows use the bare base). Greedy jobs only; a sampled job
             runs on its own so its seed means what it says.
 
-``bench/serve.py`` measures which is faster.
+Each row is watched after every generated token (``RowWatch``): it ends on its own
+end-of-turn token, its own ``max_tokens``, a ``stop`` string, its deadline, or when
+its client has gone (``Job.cancel``), and its answer is handed back at once rather
+than when the longest row of the batch ends. A batch that fails is re-run row by
+row, so one bad request fails alone. Prompts arrive as token ids, already checked
+against the model's context by the caller.
+
+``bench/serve.py`` measures which batching is faster; ``bench/serve_load.py`` what
+one misbehaving client costs the others.
 """
 
 from __future__ import annotations
@@ -19,41 +27,133 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
+class Cancelled(Exception):
+    """The client went away (or the server is stopping): nobody reads this answer."""
+
+
+class DeadlineExceeded(Exception):
+    def __init__(self, seconds: float):
+        super().__init__(f"generation took longer than serve.request_timeout_s={seconds:g}")
+
+
 @dataclass
 class Job:
-    prompt: str
+    prompt_ids: list[int]
     modifier: str | None  # a registry name, None for the base
-    settings: dict  # max_new_tokens, temperature, top_p, seed
+    settings: dict  # max_new_tokens, min_new_tokens, temperature, top_p, seed, stop
+    timeout: float = 300.0  # seconds from submission to the last token
+    on_text: Callable[[str], None] | None = None  # streaming: new answer text, called from the worker
+    on_done: Callable[[], None] | None = None  # called from the worker once result or error is set
     done: threading.Event = field(default_factory=threading.Event)
     result: tuple | None = None  # (text, prompt_tokens, completion_tokens, finish_reason)
     error: BaseException | None = None
+    cancelled: bool = False
+    ids: list[int] = field(default_factory=list)  # generated so far
+    sent: int = 0  # characters of answer text already given to on_text
+
+    def __post_init__(self):
+        self.deadline = time.monotonic() + self.timeout
 
     @property
     def greedy(self) -> bool:
         return self.settings["temperature"] == 0
+
+    def cancel(self) -> None:
+        self.cancelled = True  # read by the worker between tokens
+
+    def finish(self, result: tuple | None = None, error: BaseException | None = None) -> None:
+        if self.done.is_set():
+            return
+        self.result, self.error = result, error
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done()
+
+
+class Decoder:
+    """Answer text from generated ids: the chat template's own assistant header dropped when the
+    model writes it (a raw prompt without the generation prompt: the model opens the turn
+    itself, and skipping special tokens would leave ``assistant\\n`` in the answer), and the end
+    at a new turn or a stop string."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self.eos = {tokenizer.eos_token_id} - {None}
+        self.header = generation_header(tokenizer)
+        self.turn_start = self.header[0] if self.header and self.header[0] in tokenizer.all_special_ids else None
+
+    def answer_ids(self, ids: list[int]) -> tuple[list[int], bool]:
+        """(the answer's ids, whether it may still grow into a header we would drop)."""
+        h = self.header
+        if h and ids[:len(h)] == h:
+            ids = ids[len(h):]
+        elif h and len(ids) < len(h) and ids == h[:len(ids)]:
+            return [], True
+        return ids, False
+
+    def text(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+
+def generation_header(tokenizer) -> list[int]:
+    """Token ids the chat template adds for ``add_generation_prompt`` (e.g. ``<|im_start|>assistant\\n``)."""
+    try:
+        turn = [{"role": "user", "content": "x"}]
+        with_header = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+        without = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=False)
+    except Exception:  # no chat template: nothing to drop
+        return []
+    if not with_header.startswith(without) or with_header == without:
+        return []
+    return tokenizer(with_header[len(without):], add_special_tokens=False)["input_ids"]
+
+
+class RowWatch:
+    """A transformers stopping criterion: one verdict per row, after every token."""
+
+    def __init__(self, engine: "Engine", batch: list[Job], width: int):
+        self.engine, self.batch, self.width = engine, batch, width
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = torch.zeros(len(self.batch), dtype=torch.bool, device=input_ids.device)
+        last = input_ids[:, -1].tolist()
+        for row, job in enumerate(self.batch):
+            if job.done.is_set() or self.engine.step(job, last[row]):
+                done[row] = True
+        return done
 
 
 class Engine:
     def __init__(self, store, batching: str = "mixed", batch_wait_ms: int = 5, max_batch: int = 16):
         self.store = store  # kit.stages.serve.store.ModifierStore
         self.resident = store.resident
+        self.decoder = Decoder(self.resident.tokenizer)
         self.batching = batching
         self.wait = batch_wait_ms / 1000
         self.max_batch = max_batch
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.batches = 0  # generate calls, for stats and tests
         self.rows = 0
+        self.busy = False
+        self.cancelled = 0  # rows stopped because their client left
+        self.timed_out = 0  # rows stopped at their deadline
         threading.Thread(target=self._work, name="kit-serve-engine", daemon=True).start()
 
-    def generate(self, prompt: str, modifier: str | None, settings: dict, timeout: float | None = None) -> tuple:
-        job = Job(prompt, modifier, settings)
+    def submit(self, job: Job) -> Job:
         self.jobs.put(job)
-        if not job.done.wait(timeout):
-            raise TimeoutError("generation did not finish in time")
+        return job
+
+    def generate(self, prompt_ids: list[int], modifier: str | None, settings: dict, timeout: float = 300.0) -> tuple:
+        """Blocking: the (text, prompt_tokens, completion_tokens, finish) of one job."""
+        job = self.submit(Job(prompt_ids, modifier, settings, timeout))
+        job.done.wait()
         if job.error is not None:
             raise job.error
         return job.result
@@ -62,15 +162,48 @@ class Engine:
 
     def _work(self) -> None:
         while True:
-            batch = self._next_batch()
+            batch = [j for j in self._next_batch() if self._still_wanted(j)]
+            if not batch:
+                continue
+            self.busy = True
             try:
-                self._run(batch)
-            except BaseException as e:  # the request fails; the server goes on
-                for job in batch:
-                    job.error = e
+                self._run_isolated(batch)
             finally:
-                for job in batch:
-                    job.done.set()
+                self.busy = False
+
+    def _still_wanted(self, job: Job) -> bool:
+        if job.cancelled:
+            self._cancel(job)
+        elif time.monotonic() > job.deadline:
+            self._time_out(job)
+        return not job.done.is_set()
+
+    def _cancel(self, job: Job) -> bool:
+        self.cancelled += 1
+        job.finish(error=Cancelled())
+        return True
+
+    def _time_out(self, job: Job) -> bool:
+        self.timed_out += 1
+        job.finish(error=DeadlineExceeded(job.timeout))
+        return True
+
+    def _run_isolated(self, batch: list[Job]) -> None:
+        """One batch; if it fails, its unfinished rows again one by one: a bad row fails alone."""
+        try:
+            self._run(batch)
+        except BaseException as e:  # the request fails; the server goes on
+            left = [j for j in batch if not j.done.is_set()]
+            if len(batch) == 1 or not left:
+                for job in left:
+                    job.finish(error=e)
+                return
+            for job in left:
+                job.ids = []
+                self._run_isolated([job])
+        for job in batch:  # rows the watcher never ended (generate stopped first): end them now
+            if not job.done.is_set():
+                self._end(job, "length")
 
     def _next_batch(self) -> list[Job]:
         first = self.jobs.get()
@@ -96,28 +229,29 @@ class Engine:
 
     def _run(self, batch: list[Job]) -> None:
         import torch
+        from transformers import StoppingCriteriaList
 
         tok = self.resident.tokenizer
         names = [self.store.adapter(j.modifier) if j.modifier else None for j in batch]
-        encoded = tok([j.prompt for j in batch], return_tensors="pt", padding=True,
-                      padding_side="left", add_special_tokens=False)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        width = max(len(j.prompt_ids) for j in batch)
+        ids = torch.tensor([[pad] * (width - len(j.prompt_ids)) + j.prompt_ids for j in batch])  # left-padded
+        mask = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in batch])
         longest = max(j.settings["max_new_tokens"] for j in batch)
-        kwargs = {"max_new_tokens": longest, "pad_token_id": tok.pad_token_id or tok.eos_token_id,
-                  "min_new_tokens": batch[0].settings["min_new_tokens"]}
+        kwargs = {"max_new_tokens": longest, "pad_token_id": pad, "min_new_tokens": batch[0].settings["min_new_tokens"],
+                  "stopping_criteria": StoppingCriteriaList([RowWatch(self, batch, width)])}
         first = batch[0].settings
         if first["temperature"] > 0:
             kwargs.update(do_sample=True, temperature=first["temperature"], top_p=first["top_p"])
             torch.manual_seed(first["seed"])
         else:
             kwargs["do_sample"] = False
+        device = self.resident.device
+        encoded = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
         with self.resident.lock, torch.inference_mode():
-            out = self._generate(encoded, names, kwargs)
+            self._generate(encoded, names, kwargs)
         self.batches += 1
         self.rows += len(batch)
-        width = encoded["input_ids"].shape[1]
-        for row, job in enumerate(batch):
-            prompt_tokens = int(encoded["attention_mask"][row].sum())
-            job.result = self._decode(out[row, width:width + job.settings["max_new_tokens"]], prompt_tokens)
 
     def _generate(self, encoded, names: list[str | None], kwargs: dict):
         if len(set(names)) == 1 or self.resident.peft is None:  # one modifier (or the base) for all rows
@@ -126,10 +260,45 @@ class Engine:
         self.resident.activate(None)  # unmerged, nothing forced: the rows choose
         return self.resident.peft.generate(**encoded, adapter_names=[n or BASE_ROW for n in names], **kwargs)
 
-    def _decode(self, new, prompt_tokens: int) -> tuple:
-        tok = self.resident.tokenizer
-        ids = new.tolist()
-        end = next((i for i, t in enumerate(ids) if t == tok.eos_token_id), None)  # pads come only after it
-        finish = "stop" if end is not None else "length"
-        ids = ids[:end] if end is not None else ids
-        return tok.decode(ids, skip_special_tokens=True), prompt_tokens, len(ids) + (end is not None), finish
+    # -- one row, one token --------------------------------------------------------------
+
+    def step(self, job: Job, token: int) -> bool:
+        """Take the row's newest token; True when the row is finished (its answer is handed back)."""
+        if job.cancelled:
+            return self._cancel(job)
+        if token in self.decoder.eos:
+            return self._end(job, "stop", extra=1)
+        may_stop = len(job.ids) >= job.settings["min_new_tokens"]
+        if may_stop and token == self.decoder.turn_start and self.decoder.answer_ids(job.ids)[0]:
+            return self._end(job, "stop", extra=1)  # the model starts another turn: the answer ended
+        job.ids.append(token)
+        if job.settings.get("stop") or job.on_text is not None:
+            answer, pending = self.decoder.answer_ids(job.ids)
+            text = self.decoder.text(answer)
+            for s in job.settings.get("stop") or ():
+                if may_stop and s in text:
+                    return self._end(job, "stop", text=text[:text.index(s)])
+            if job.on_text is not None and not pending:
+                self._emit(job, text, hold=max((len(s) - 1 for s in job.settings.get("stop") or ()), default=0))
+        if len(job.ids) >= job.settings["max_new_tokens"]:
+            return self._end(job, "length")
+        if time.monotonic() > job.deadline:
+            return self._time_out(job)
+        return False
+
+    def _emit(self, job: Job, text: str, hold: int = 0) -> None:
+        """Stream what is safe to send: not a partial character, not what may start a stop string."""
+        safe = text.rstrip("\ufffd")
+        safe = safe[:max(job.sent, len(safe) - hold)]
+        if len(safe) > job.sent:
+            job.on_text(safe[job.sent:])
+            job.sent = len(safe)
+
+    def _end(self, job: Job, finish: str, extra: int = 0, text: str | None = None) -> bool:
+        answer, _ = self.decoder.answer_ids(job.ids)
+        if text is None:
+            text = self.decoder.text(answer)
+        if job.on_text is not None:
+            self._emit(job, text)
+        job.finish((text, len(job.prompt_ids), len(job.ids) + extra, finish))
+        return True

@@ -1,0 +1,216 @@
+"""What one misbehaving client costs the others on ``kit serve``: p50/p95 latency of well-behaved clients.
+
+    .venv/bin/python bench/serve_load.py [--registry DIR] [--clients 64] [--requests 4] [--seconds 120]
+
+Without ``--registry`` it first trains the bundled three modifiers (as ``bench/serve.py`` does).
+Against one real ``kit serve`` subprocess on 127.0.0.1 (defaults, mixed batching), in one run:
+
+- ``idle``: one well-behaved client alone, sequential requests (the idle-server latency);
+- ``load``: ``--clients`` well-behaved clients at once, each sending ``--requests`` chat requests
+  (cycling base / parity / last_digit / reverse, 8 new tokens forced with ``min_tokens``);
+- ``load+misbehaving``: the same clients while, all the time, misbehaving clients run beside them:
+  a slow client (trickles its request one byte every 0.2 s), a huge prompt (a 400,000-character
+  message, issue 15 item 1, resent as soon as it is answered), a client that hangs up mid-generation
+  (200 forced tokens, gone after 0.3 s), and 60 connections that open and stall;
+- ``load+long``: the clients beside one in-limit long generation (200 forced tokens, resent), for
+  the record: batches are not continuous, so a long row holds its batch's successors (not a goal).
+
+Reported: p50/p95 per scenario, the ratio of ``load+misbehaving`` p95 to ``load`` p95 (the goal:
+<= 2x) and to ``idle`` p95, what the misbehaving clients got (status codes), errors, and the
+machine's load average. Results also go to bench/results/serve_load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve import ENV, PROMPTS, ROOT, train_modifiers  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "serve_load.json"
+
+
+def start_server(registry: Path):
+    import subprocess
+
+    cmd = [sys.executable, "-m", "kit", "serve", f"serve.registry={registry}", "serve.port=0", "serve.device=cpu",
+           "serve.client_timeout_s=5"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    if " at " not in line:
+        proc.kill()
+        raise SystemExit(f"server did not start: {line!r}")
+    return proc, line.split(" at ")[-1].strip()
+
+
+def body(model: str, tokens: int = 8, text: str | None = None) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": text or PROMPTS[model]}],
+            "max_tokens": tokens, "min_tokens": tokens}
+
+
+def percentiles(xs: list[float]) -> dict:
+    xs = sorted(xs)
+    pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]
+    return {"n": len(xs), "p50_s": statistics.median(xs), "p95_s": pick(0.95), "max_s": xs[-1]}
+
+
+def well_behaved(url: str, clients: int, requests: int) -> dict:
+    import httpx
+
+    models = list(PROMPTS)
+    times, errors = [], []
+
+    def one_client(c: int) -> None:
+        with httpx.Client(timeout=300) as http:
+            for r in range(requests):
+                start = time.perf_counter()
+                resp = http.post(f"{url}/chat/completions", json=body(models[(c + r) % len(models)]))
+                if resp.status_code == 200:
+                    times.append(time.perf_counter() - start)
+                else:
+                    errors.append(resp.status_code)
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one_client, range(clients)))
+    return {**percentiles(times), "errors": errors}
+
+
+class Misbehaving:
+    """Misbehaving clients in background threads until ``stop``; what they got, by kind."""
+
+    def __init__(self, url: str, kinds: list[str]):
+        self.url, self.kinds = url, kinds
+        self.host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+        self.port = int(port)
+        self.stop = threading.Event()
+        self.got: dict[str, list] = {k: [] for k in kinds}
+        self.threads = [threading.Thread(target=getattr(self, k), daemon=True) for k in kinds]
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+    def slow(self) -> None:
+        data = json.dumps(body("base")).encode()
+        request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+        while not self.stop.is_set():
+            try:
+                with socket.create_connection((self.host, self.port), timeout=30) as s:
+                    for byte in request:
+                        if self.stop.is_set():
+                            return
+                        s.sendall(bytes([byte]))
+                        time.sleep(0.2)
+                    self.got["slow"].append(s.recv(12).decode(errors="replace"))
+            except OSError as e:
+                self.got["slow"].append(type(e).__name__)  # closed by the server's client timeout
+
+    def huge(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=300) as http:
+            while not self.stop.is_set():
+                r = http.post(f"{self.url}/chat/completions", json=body("base", text="x" * 400_000))
+                self.got["huge"].append(r.status_code)
+
+    def hang_up(self) -> None:
+        import httpx
+
+        while not self.stop.is_set():
+            try:
+                httpx.post(f"{self.url}/chat/completions", json=body("parity", 200), timeout=0.3)
+                self.got["hang_up"].append("answered")
+            except httpx.TimeoutException:
+                self.got["hang_up"].append("left")
+
+    def stall(self) -> None:
+        while not self.stop.is_set():
+            conns = [socket.create_connection((self.host, self.port), timeout=30) for _ in range(60)]
+            self.stop.wait(6)
+            self.got["stall"].append(sum(_closed(c) for c in conns))
+
+    def long(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=300) as http:
+            while not self.stop.is_set():
+                self.got["long"].append(http.post(f"{self.url}/chat/completions", json=body("parity", 200)).status_code)
+
+
+def _closed(conn: socket.socket) -> bool:
+    conn.setblocking(False)
+    try:
+        return conn.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        conn.close()
+
+
+def summarize(got: dict) -> dict:
+    return {k: {str(v): vs.count(v) for v in set(vs)} for k, vs in got.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--registry", type=Path)
+    p.add_argument("--clients", type=int, default=64)
+    p.add_argument("--requests", type=int, default=4)
+    p.add_argument("--idle-requests", type=int, default=20)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = args.registry or train_modifiers(Path(tmp))
+        proc, url = start_server(registry)
+        report = {"settings": vars(args) | {"registry": str(registry)}, "load_average_before": os.getloadavg()}
+        try:
+            well_behaved(url, 4, 2)  # warm-up
+            report["idle"] = well_behaved(url, 1, args.idle_requests)
+            report["load"] = well_behaved(url, args.clients, args.requests)
+            with Misbehaving(url, ["slow", "huge", "hang_up", "stall"]) as bad:
+                time.sleep(1)
+                report["load+misbehaving"] = well_behaved(url, args.clients, args.requests)
+            report["misbehaving_got"] = summarize(bad.got)
+            with Misbehaving(url, ["long"]) as bad:
+                time.sleep(0.5)
+                report["load+long"] = well_behaved(url, args.clients, args.requests)
+            report["long_got"] = summarize(bad.got)
+        finally:
+            proc.terminate()
+            report["server_exit"] = proc.wait(timeout=120)
+    report["load_average_after"] = os.getloadavg()
+    report["misbehaving_p95_vs_load_p95"] = report["load+misbehaving"]["p95_s"] / report["load"]["p95_s"]
+    report["misbehaving_p95_vs_idle_p95"] = report["load+misbehaving"]["p95_s"] / report["idle"]["p95_s"]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2))
+    for name in ("idle", "load", "load+misbehaving", "load+long"):
+        r = report[name]
+        print(f"{name:17s} n={r['n']:4d}  p50 {r['p50_s'] * 1000:8.1f} ms  p95 {r['p95_s'] * 1000:8.1f} ms  "
+              f"max {r['max_s'] * 1000:8.1f} ms  errors {r['errors'][:5]}")
+    print(f"load+misbehaving p95 / load p95: {report['misbehaving_p95_vs_load_p95']:.2f}x (goal <= 2x); "
+          f"/ idle p95: {report['misbehaving_p95_vs_idle_p95']:.2f}x")
+    print(f"misbehaving clients got: {report['misbehaving_got']}; long: {report['long_got']}")
+    print(f"server exit {report['server_exit']}; load average before {report['load_average_before']}, "
+          f"after {report['load_average_after']}")
+
+
+if __name__ == "__main__":
+    main()
