@@ -80,12 +80,12 @@ def test_fp32_adapter_exports_and_merges(tiny_base, tmp_path):
     """The fp32 adapter of a bf16 run goes through the export and PEFT like any other."""
     from safetensors.torch import load_file
 
-    from kit import export, train
+    from kit.stages import export, train
 
     recipe = recipe_for(tiny_base, tmp_path, "fp32")
     recipe.train()
     recipe.cleanup()
     epoch_dir = train.last_epoch_dir(tmp_path / train.SCRATCH)
     checkpoint = export.export("adapter", epoch_dir, tmp_path, tiny_base)
-    weights = load_file(Path(checkpoint["path"]) / "adapter_model.safetensors")
+    weights = load_file(checkpoint.path / "adapter_model.safetensors")
     assert weights and {w.dtype for w in weights.values()} == {torch.float32}

@@ -34,7 +34,7 @@ def completions(log_files: list[str]) -> dict:
 @pytest.fixture(scope="module")
 def strategy_runs(trained_job, tmp_path_factory):
     from kit.core.jobdir import checkpoint_of, job_config
-    from kit.stages.job import evaluate
+    from kit.stages.evaluate import evaluate
     from kit.core.jobdir import read_summary
 
     job = copy_job(trained_job, tmp_path_factory.mktemp("strategies") / "job")
@@ -45,8 +45,8 @@ def strategy_runs(trained_job, tmp_path_factory):
             overrides = [f"eval={strategy}", f"eval.batch_size={batch}", TASKS, "tasks.limit=40", "eval.base_scores=false", *extra]
             cfg = job_config(job, summary, overrides)
             result = evaluate(cfg, job, Path(summary["base_model"]), checkpoint_of(job, summary))
-            runs[(strategy, batch)] = {"scores": result["scores"], "completions": completions(result["eval"]["logs"]),
-                                       "eval": result["eval"]}
+            runs[(strategy, batch)] = {"scores": result.scores, "completions": completions(result.info["logs"]),
+                                       "eval": {**result.info, "temp_peak_bytes": result.temp_peak_bytes}}
     return runs
 
 
@@ -203,7 +203,7 @@ def _vllm_importable() -> bool:
 @pytest.mark.skipif(not _vllm_importable(), reason="real vLLM needs a CUDA machine with vllm installed")
 def test_real_vllm_matches_direct(trained_job, tmp_path):
     from kit.core.jobdir import checkpoint_of, job_config
-    from kit.stages.job import evaluate
+    from kit.stages.evaluate import evaluate
     from kit.core.jobdir import read_summary
 
     job = copy_job(trained_job, tmp_path / "job")
@@ -211,5 +211,5 @@ def test_real_vllm_matches_direct(trained_job, tmp_path):
     scores = {}
     for strategy in ("vllm", "direct"):
         cfg = job_config(job, summary, [f"eval={strategy}", TASKS, "eval.base_scores=false", "eval.dtype=fp32"])
-        scores[strategy] = evaluate(cfg, job, Path(summary["base_model"]), checkpoint_of(job, summary))["scores"]
+        scores[strategy] = evaluate(cfg, job, Path(summary["base_model"]), checkpoint_of(job, summary)).scores
     assert scores["vllm"] == scores["direct"]

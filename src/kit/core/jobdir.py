@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kit.core.config import compose, one_line
 from kit.core.errors import KitError
+from kit.core.results import Checkpoint
 from kit.core.identity import changed_adapter
 
 SUMMARY = "summary.json"
@@ -140,7 +141,7 @@ def job_config(job_dir: Path, summary: dict, overrides: list[str]):
     return cfg
 
 
-def checkpoint_of(job_dir: Path, summary: dict) -> dict:
+def checkpoint_of(job_dir: Path, summary: dict) -> Checkpoint:
     """The job's checkpoint, found inside the job dir even if the dir was moved since."""
     checkpoint = summary.get("checkpoint")
     if summary.get("status") != "done" or not checkpoint:
@@ -158,7 +159,7 @@ def checkpoint_of(job_dir: Path, summary: dict) -> dict:
     changed = changed_adapter(f"job {str(job_dir)!r}", path, checkpoint.get("content_hash"))
     if changed:  # never scored or served under the identity of the adapter it was trained as
         raise KitError(changed)
-    return {**checkpoint, "path": str(path)}
+    return Checkpoint.from_json({**checkpoint, "path": str(path)})
 
 
 def peer_adapters(plans: list) -> list[Path]:
@@ -169,8 +170,8 @@ def peer_adapters(plans: list) -> list[Path]:
             checkpoint = checkpoint_of(job_dir, summary)
         except KitError:
             continue  # reported when that job's turn comes
-        if checkpoint["kind"] == "adapter":
-            peers.append(Path(checkpoint["path"]))
+        if checkpoint.kind == "adapter":
+            peers.append(checkpoint.path)
     return peers
 
 

@@ -14,6 +14,7 @@ from kit.core.diskwatch import DiskWatch
 from kit.core.errors import KitError
 from kit.core.log import get as get_logger
 from kit.core.log import timed
+from kit.core.results import Checkpoint, EvalResult
 from kit.stages.base_scores import base_scores
 from kit.stages.eval import auto, get_strategy
 from kit.stages.eval.context import EvalContext
@@ -27,12 +28,12 @@ def score_line(scores: dict) -> str:
                      if not m.endswith("stderr")) or "no scores"
 
 
-def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers: list[Path] = ()) -> dict:
+def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint, peers: list[Path] = ()) -> EvalResult:
     threads.apply(threads.choose(os.environ))  # `kit eval` starts here without training first
     log_dir = job_dir / "inspect_logs"
     specs = list(cfg.tasks.specs)
     ctx = EvalContext(
-        checkpoint_kind=checkpoint["kind"], checkpoint_path=Path(checkpoint["path"]), base=base,
+        checkpoint_kind=checkpoint.kind, checkpoint_path=checkpoint.path, base=base,
         tasks=specs, log_dir=log_dir, eval_cfg=cfg.eval,
         tmp_root=Path(cfg.eval.tmp_dir) if cfg.eval.tmp_dir else job_dir,
         trust_remote_code=cfg.model.trust_remote_code, limit=cfg.tasks.limit, peers=list(peers),
@@ -46,7 +47,7 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers
         # measured, not declared: what the strategy wrote under its temp root and deleted again
         result["temp_peak_bytes"] = max(disk.temp_peak_bytes, int(result.get("temp_peak_bytes") or 0))
         if strategy != "none" and not result.get("scores"):
-            raise KitError(f"the {strategy} eval of {checkpoint['path']} returned no scores for tasks {specs}; "
+            raise KitError(f"the {strategy} eval of {checkpoint.path} returned no scores for tasks {specs}; "
                            "expected a score per task (the job is not marked done)")
         base_result, base_seconds = {"scores": {}}, None
         if cfg.eval.base_scores and strategy != "none":
@@ -61,20 +62,16 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers
     info["base_scores_seconds"] = base_seconds
     # the base's Inspect logs (cached: where they were written): per-sample base scores for the paired tests
     info["base_logs"] = list(base_result.get("logs") or [])
-    return {
-        "eval": info,
-        "scores": result["scores"],
-        "base_scores": base_result["scores"],
-        "temp_peak_bytes": result.get("temp_peak_bytes", 0),
-    }
+    return EvalResult(scores=result["scores"], base_scores=base_result["scores"], info=info,
+                      temp_peak_bytes=int(result.get("temp_peak_bytes") or 0))
 
 
-def eval_entry(cfg: DictConfig, evaluated: dict, command: str) -> dict:
+def eval_entry(cfg: DictConfig, evaluated: EvalResult, command: str) -> dict:
     """One evaluation of a checkpoint, as ``summary.json`` keeps it in ``evals`` (appended, never replaced)."""
     settings = {k: cfg.eval[k] for k in ("batch_size", "max_tokens", "temperature", "seed", "device", "dtype")}
     return {
         "command": command, "when": time.time(), "strategy": cfg.eval.strategy, "tasks": list(cfg.tasks.specs),
-        "limit": cfg.tasks.limit, "settings": settings, "scores": evaluated["scores"],
-        "base_scores": evaluated["base_scores"], "eval": evaluated["eval"],
-        "temp_peak_bytes": evaluated["temp_peak_bytes"],
+        "limit": cfg.tasks.limit, "settings": settings, "scores": evaluated.scores,
+        "base_scores": evaluated.base_scores, "eval": evaluated.info,
+        "temp_peak_bytes": evaluated.temp_peak_bytes,
     }

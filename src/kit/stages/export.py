@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from kit.core.errors import KitError
+from kit.core.results import Checkpoint
 from kit.core.models import family_of, read_config
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -71,6 +72,6 @@ def export_full(epoch_dir: Path, job_dir: Path) -> Path:
     return out
 
 
-def export(kind: str, epoch_dir: Path, job_dir: Path, base: Path) -> dict:
+def export(kind: str, epoch_dir: Path, job_dir: Path, base: Path) -> Checkpoint:
     path = export_adapter(epoch_dir, job_dir, base) if kind == "adapter" else export_full(epoch_dir, job_dir)
-    return {"kind": kind, "path": str(path), "bytes": folder_bytes(path)}
+    return Checkpoint(kind, path, folder_bytes(path))

@@ -31,6 +31,7 @@ from kit.core.jobdir import (
 from kit.core.locks import locked
 from kit.core.log import get as get_logger
 from kit.core.log import timed
+from kit.core.results import Checkpoint
 from kit.core.versions import stack_versions
 from kit.core.wandb_logger import log_eval, phase_run
 from kit.stages import export, phases, storage, train
@@ -135,25 +136,25 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
         shutil.rmtree(job_dir / train.SCRATCH)  # torchtune's per-epoch copies; the export persists
         if cfg.phase.merge:  # the adapter becomes part of a standalone model and is deleted
             checkpoint = phases.merge_training(cfg, job_dir, base, checkpoint)
-        if checkpoint["kind"] == "adapter":  # its identity: kit eval / verify refuse it once changed
-            checkpoint["content_hash"] = adapter_hash(Path(checkpoint["path"]))
-        t["detail"] = f"{checkpoint['kind']} checkpoint, {checkpoint['bytes']} bytes"
+        if checkpoint.kind == "adapter":  # its identity: kit eval / verify refuse it once changed
+            checkpoint = checkpoint.replace(content_hash=adapter_hash(checkpoint.path))
+        t["detail"] = f"{checkpoint.kind} checkpoint, {checkpoint.bytes} bytes"
     export_seconds = t["seconds"]
     with phase_run(cfg.logger, job_dir, "eval", group, run_name, config, rid) as run:
         evaluated = evaluate(cfg, job_dir, base, checkpoint)
         result = {
             "train": {k: v for k, v in trained.items() if k != "epoch_dir"},
-            "checkpoint": checkpoint,
-            "eval": evaluated["eval"],
-            "scores": evaluated["scores"],
-            "base_scores": evaluated["base_scores"],
+            "checkpoint": checkpoint.to_json(),
+            "eval": evaluated.info,
+            "scores": evaluated.scores,
+            "base_scores": evaluated.base_scores,
             "evals": [eval_entry(cfg, evaluated, "train")],
-            "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated["temp_peak_bytes"]},
-            "timings": {"train_s": trained["seconds"], "export_s": export_seconds, "eval_s": evaluated["eval"]["seconds"],
-                        "base_scores_s": evaluated["eval"].get("base_scores_seconds")},
+            "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated.temp_peak_bytes},
+            "timings": {"train_s": trained["seconds"], "export_s": export_seconds, "eval_s": evaluated.seconds,
+                        "base_scores_s": evaluated.info.get("base_scores_seconds")},
         }
         # the estimate follows the checkpoint the job kept (phase.merge turns an adapter job into a full one)
-        result["storage"]["estimate"] = storage.other_checkpointer(cfg, base, trained["dtype"], checkpoint["kind"],
+        result["storage"]["estimate"] = storage.other_checkpointer(cfg, base, trained["dtype"], checkpoint.kind,
                                                                    trained["adapter_dtype"])
         log_eval(run, result)
     if cfg.verify.after_train:
@@ -165,7 +166,7 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
     return result
 
 
-def verify_after_train(cfg: DictConfig, job_dir: Path, checkpoint: dict, summary: dict) -> dict:
+def verify_after_train(cfg: DictConfig, job_dir: Path, checkpoint: Checkpoint, summary: dict) -> dict:
     """``kit verify`` on the fresh checkpoint (verify.after_train); a failure is reported, the job's results kept."""
     if cfg.eval.strategy == "none":  # train and export only: no Inspect run, the other checks still do
         cfg = copy.deepcopy(cfg)

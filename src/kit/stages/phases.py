@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from kit.core.config import plain_config
 from kit.core.data import read_jsonl
 from kit.core.errors import KitError
+from kit.core.results import Checkpoint
 from kit.core.identity import adapter_hash
 from kit.core.wandb_logger import log_eval, phase_run
 from kit.stages import export, train
@@ -70,13 +71,13 @@ def check_modifiers(cfg: DictConfig) -> None:
 
 # -- phase=training, merge=true ----------------------------------------------------------
 
-def merge_training(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict) -> dict:
+def merge_training(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint) -> Checkpoint:
     """Merge the trained adapter into the base -> ``<job>/merged``; the adapter is deleted."""
 
-    if checkpoint["kind"] != "adapter":  # checkpointer=full is merged by torchtune already
-        out = Path(checkpoint["path"])
+    if checkpoint.kind != "adapter":  # checkpointer=full is merged by torchtune already
+        out = checkpoint.path
     else:
-        adapter, out = Path(checkpoint["path"]), job_dir / "merged"
+        adapter, out = checkpoint.path, job_dir / "merged"
         merge_to_folder(base, adapter, out)
         shutil.rmtree(adapter)
     lineage = {
@@ -87,7 +88,7 @@ def merge_training(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict)
         "fingerprint": base_fingerprint(out),
     }
     (out / LINEAGE).write_text(json.dumps(lineage, indent=2))
-    return {"kind": "full", "path": str(out), "bytes": folder_bytes(out), "merged_from": checkpoint["kind"]}
+    return Checkpoint("full", out, folder_bytes(out), merged_from=checkpoint.kind)
 
 
 # -- phase=modifier ------------------------------------------------------------------------
@@ -119,18 +120,18 @@ def train_modifier(cfg: DictConfig, root: Path, base: Path, name: str, fingerpri
     shutil.rmtree(job_dir / train.SCRATCH)
     with phase_run(cfg.logger, job_dir, "eval", group, f"{run_name}-{name}", plain_config(own)) as run:
         evaluated = evaluate(own, job_dir, base, checkpoint)
-        log_eval(run, {**evaluated, "checkpoint": checkpoint,
-                       "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated["temp_peak_bytes"]},
-                       "timings": {"train_s": trained["seconds"], "eval_s": evaluated["eval"]["seconds"]}})
+        log_eval(run, {"scores": evaluated.scores, "base_scores": evaluated.base_scores, "checkpoint": checkpoint.to_json(),
+                       "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated.temp_peak_bytes},
+                       "timings": {"train_s": trained["seconds"], "eval_s": evaluated.seconds}})
     return {
-        "name": name, "path": str(Path(checkpoint["path"]).relative_to(root)),
-        "rank": int(own.lora.rank), "alpha": float(own.lora.alpha), "bytes": checkpoint["bytes"],
-        "content_hash": adapter_hash(Path(checkpoint["path"])),  # kit serve refuses it once changed
+        "name": name, "path": str(checkpoint.path.relative_to(root)),
+        "rank": int(own.lora.rank), "alpha": float(own.lora.alpha), "bytes": checkpoint.bytes,
+        "content_hash": adapter_hash(checkpoint.path),  # kit serve refuses it once changed
         "base_fingerprint": fingerprint,
         "dataset": {"file": str(dataset), "sha256": file_sha256(dataset), "rows": len(read_jsonl(dataset)),
                     "prompt_column": spec.prompt_column, "response_column": spec.response_column},
         "training": {k: v for k, v in trained.items() if k != "epoch_dir"},
-        "tasks": list(spec.tasks), "scores": evaluated["scores"], "base_scores": evaluated["base_scores"],
+        "tasks": list(spec.tasks), "scores": evaluated.scores, "base_scores": evaluated.base_scores,
         "keywords": list(spec.keywords), "patterns": list(spec.patterns),
     }
 
@@ -144,7 +145,7 @@ def execute_modifiers(cfg: DictConfig, job_dir: Path, base: Path, group: str, ru
     train_learned(job_dir, entries).save(job_dir / LEARNED_FILE)
     registry = write_registry(job_dir, base, fingerprint, entries, LEARNED_FILE)
     return {
-        "checkpoint": {"kind": "modifiers", "path": str(registry), "bytes": sum(e["bytes"] for e in entries)},
+        "checkpoint": Checkpoint("modifiers", registry, sum(e["bytes"] for e in entries)).to_json(),
         "modifiers": {e["name"]: {k: e[k] for k in ("path", "rank", "bytes", "scores", "base_scores")} for e in entries},
         "scores": {f"{e['name']}/{task}": m for e in entries for task, m in e["scores"].items()},
         "base_scores": {f"{e['name']}/{task}": m for e in entries for task, m in e["base_scores"].items()},

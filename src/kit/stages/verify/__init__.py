@@ -25,6 +25,7 @@ from pathlib import Path
 
 from kit.core.device import resolve_device, resolve_dtype
 from kit.core.errors import KitError
+from kit.core.results import Checkpoint
 from kit.stages.verify.context import VerifyContext
 from kit.stages.verify.reference import (
     TUNE_ADAPTER,
@@ -64,16 +65,16 @@ def run_check(name: str, ctx) -> dict:
     return {"name": name, **result, "seconds": round(time.perf_counter() - start, 2)}
 
 
-def make_context(cfg, job_dir: Path, base: Path, checkpoint: dict, peers, tmp: Path):
+def make_context(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, peers, tmp: Path):
 
     v = cfg.verify
     device = resolve_device(v.device)
     dtype = resolve_dtype(v.dtype, device)
     section = model_section(job_dir) if (job_dir / "torchtune.yaml").is_file() else None
     tune_adapter = job_dir / TUNE_ADAPTER if (job_dir / TUNE_ADAPTER).is_file() else None
-    full = Path(checkpoint["path"]) if checkpoint["kind"] == "full" else None
+    full = checkpoint.path if checkpoint.kind == "full" else None
     if full is None:
-        adapter = Path(checkpoint["path"])
+        adapter = checkpoint.path
     elif tune_adapter is None or section is None:
         raise KitError(f"job {str(job_dir)!r} kept a full model but no {TUNE_ADAPTER}; expected a job trained by "
                        "this kit version (its adapter paths cannot be rebuilt)")
@@ -86,7 +87,7 @@ def make_context(cfg, job_dir: Path, base: Path, checkpoint: dict, peers, tmp: P
                          peers=[Path(p) for p in peers])
 
 
-def verify_checkpoint(cfg, job_dir: Path, base: Path, checkpoint: dict, peers=()) -> dict:
+def verify_checkpoint(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, peers=()) -> dict:
     """Run the configured checks on one job's checkpoint; write verify.json / verify.md; return the report."""
 
     names = check_names(cfg)

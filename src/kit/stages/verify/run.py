@@ -7,12 +7,13 @@ from pathlib import Path
 
 from kit.core.config import plain_config
 from kit.core.jobdir import read_summary, write_summary
+from kit.core.results import Checkpoint
 from kit.core.wandb_logger import phase_run
 from kit.stages.verify import verify_checkpoint
 from kit.stages.verify.report import log_table, summary_entry
 
 
-def verify_job(cfg, job_dir: Path, summary: dict, checkpoint: dict, peers: list[Path], run_name: str) -> dict:
+def verify_job(cfg, job_dir: Path, summary: dict, checkpoint: Checkpoint, peers: list[Path], run_name: str) -> dict:
     """Verify one job, write its report, reference it in summary.json and log it to W&B."""
     base = Path(summary["base_model"])
     with phase_run(cfg.logger, job_dir, "verify", summary.get("group", job_dir.name), run_name, plain_config(cfg),
