@@ -100,7 +100,7 @@ def verify_checkpoint(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, pe
             ctx.close()
     report = {
         "passed": all(c["passed"] for c in checks),
-        "job_dir": str(job_dir), "checkpoint": checkpoint, "base_model": str(base),
+        "job_dir": str(job_dir), "checkpoint": checkpoint.to_json(), "base_model": str(base),
         "device": ctx.device, "dtype": ctx.dtype, "checks": checks,
         "verified_configuration": environment(ctx.device),
         "seconds": round(time.perf_counter() - start, 2), "when": time.time(),
