@@ -15,11 +15,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from kit.core.errors import KitError
+from kit.core.folders import build_atomically
 
 FORMAT_VERSION = 1  # bump when the folder's layout changes: it is part of the cache key
 # written by save_pretrained but not needed by a fast tokenizer; tokenizer.model is the GGUF again
@@ -58,18 +57,7 @@ def gguf_model_dir(folder, gguf_file: str, cache: Path | None = None) -> Path:
     if (target / "config.json").is_file():
         return target
     require_gguf()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Convert into a scratch folder and rename: an interrupted conversion leaves no
-    # half folder behind, and concurrent jobs never read one.
-    scratch = Path(tempfile.mkdtemp(prefix=".gguf-", dir=target.parent))
-    try:
-        convert(source, scratch)
-        try:
-            scratch.rename(target)
-        except OSError:  # another process won the race
-            pass
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    build_atomically(target, lambda scratch: convert(source, scratch), ".gguf-")
     return target
 
 

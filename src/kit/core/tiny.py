@@ -14,11 +14,11 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from kit.core.data import corpus_lines
 from kit.core.errors import disk_full
+from kit.core.folders import build_atomically
 
 # Shape of the tiny model. Changing it changes the cache key.
 TINY_SPEC = {
@@ -103,18 +103,7 @@ def discard(target: Path) -> None:
 
 
 def build_into(target: Path, spec: dict) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build in a scratch folder and rename: concurrent sweep jobs never see a
-    # half-written model.
-    scratch = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
-    try:
-        build_tiny_model(scratch, spec)
-        try:
-            scratch.rename(target)
-        except OSError:  # another process won the race
-            pass
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    build_atomically(target, lambda scratch: build_tiny_model(scratch, spec), ".tiny-")
 
 
 def _tokenizer_corpus() -> list[str]:
