@@ -59,4 +59,7 @@ def test_torchrun_command_runs_the_distributed_recipe(tmp_path):
     cmd = torchrun_command(tmp_path / "torchtune.yaml", 4)
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--nproc_per_node=4" in cmd and cmd[-2:] == ["--config", str(tmp_path / "torchtune.yaml")]
-    assert cmd[-3].endswith("lora_finetune_distributed.py")
+    assert cmd[-4:-2] == ["-m", "kit.stages.train"]  # each child: kit.stages.train.distributed_main -> torchtune's recipe
+    from kit.stages.train import recipe_file
+
+    assert recipe_file("lora_finetune_distributed").is_file()

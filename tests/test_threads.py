@@ -34,65 +34,97 @@ def v1(tmp_path: Path, quota: str, period: str = "100000", mount: str = "cpu,cpu
 
 def test_affinity_alone_decides(tmp_path):
     root, proc = v2(tmp_path, "max 100000")
-    choice = threads.choose({}, root, proc, affinity=6)
+    choice = threads.choose({}, root, proc, affinity=6, idle=None)
     assert (choice.threads, choice.source) == (6, "affinity")
     assert choice.limits == {"affinity": 6}
 
 
 def test_cgroup_v2_quota_rounds_up(tmp_path):
     root, proc = v2(tmp_path, "150000 100000", path="/job.slice/kit")
-    choice = threads.choose({}, root, proc, affinity=64)
+    choice = threads.choose({}, root, proc, affinity=64, idle=None)
     assert (choice.threads, choice.source) == (2, "cgroup")
 
 
 def test_cgroup_v2_parent_quota_limits_child(tmp_path):
     root, proc = v2(tmp_path, "max 100000", path="/a/b")
     (root / "a" / "cpu.max").write_text("300000 100000\n")
-    assert threads.choose({}, root, proc, affinity=64).threads == 3
+    assert threads.choose({}, root, proc, affinity=64, idle=None).threads == 3
 
 
 def test_cgroup_v1_quota(tmp_path):
     root, proc = v1(tmp_path, "400000")
-    choice = threads.choose({}, root, proc, affinity=32)
+    choice = threads.choose({}, root, proc, affinity=32, idle=None)
     assert (choice.threads, choice.source) == (4, "cgroup")
 
 
 def test_cgroup_v1_no_quota(tmp_path):
     root, proc = v1(tmp_path, "-1", mount="cpu")
-    assert threads.choose({}, root, proc, affinity=8).source == "affinity"
+    assert threads.choose({}, root, proc, affinity=8, idle=None).source == "affinity"
 
 
 def test_slurm_cpus_per_task(tmp_path):
     root, proc = v2(tmp_path, "max 100000")
-    choice = threads.choose({"SLURM_CPUS_PER_TASK": "3"}, root, proc, affinity=64)
+    choice = threads.choose({"SLURM_CPUS_PER_TASK": "3"}, root, proc, affinity=64, idle=None)
     assert (choice.threads, choice.source) == (3, "slurm")
     assert choice.limits == {"slurm": 3, "affinity": 64}
 
 
 def test_smallest_limit_wins(tmp_path):
     root, proc = v2(tmp_path, "800000 100000")
-    choice = threads.choose({"SLURM_CPUS_PER_TASK": "16"}, root, proc, affinity=4)
+    choice = threads.choose({"SLURM_CPUS_PER_TASK": "16"}, root, proc, affinity=4, idle=None)
     assert (choice.threads, choice.source) == (4, "affinity")
     assert choice.limits == {"slurm": 16, "cgroup": 8, "affinity": 4}
 
 
 def test_user_omp_num_threads_wins(tmp_path):
     root, proc = v2(tmp_path, "100000 100000")
-    choice = threads.choose({"OMP_NUM_THREADS": "5", "SLURM_CPUS_PER_TASK": "2"}, root, proc, affinity=2)
+    choice = threads.choose({"OMP_NUM_THREADS": "5", "SLURM_CPUS_PER_TASK": "2"}, root, proc, affinity=2, idle=None)
     assert (choice.threads, choice.source) == (5, "OMP_NUM_THREADS")
-    assert threads.choose({"OMP_NUM_THREADS": "3,1"}, root, proc, affinity=8).threads == 3
+    assert threads.choose({"OMP_NUM_THREADS": "3,1"}, root, proc, affinity=8, idle=None).threads == 3
 
 
 @pytest.mark.parametrize("bad", ["", "0", "-2", "many"])
 def test_malformed_values_are_not_limits(tmp_path, bad):
     root, proc = v2(tmp_path, "garbage")
-    choice = threads.choose({"OMP_NUM_THREADS": bad, "SLURM_CPUS_PER_TASK": bad}, root, proc, affinity=7)
+    choice = threads.choose({"OMP_NUM_THREADS": bad, "SLURM_CPUS_PER_TASK": bad}, root, proc, affinity=7, idle=None)
     assert (choice.threads, choice.source) == (7, "affinity")
 
 
 def test_missing_cgroup_files(tmp_path):
-    choice = threads.choose({}, tmp_path / "nothing", tmp_path / "no_proc", affinity=2)
+    choice = threads.choose({}, tmp_path / "nothing", tmp_path / "no_proc", affinity=2, idle=None)
     assert (choice.threads, choice.source) == (2, "affinity")
+
+
+def stat(*cpus: tuple[int, int]) -> str:
+    """A /proc/stat text: per CPU (busy, idle) jiffies (user and idle fields; iowait 0)."""
+    total = [sum(c[0] for c in cpus), sum(c[1] for c in cpus)]
+    lines = [f"cpu  {total[0]} 0 0 {total[1]} 0 0 0 0 0 0"]
+    lines += [f"cpu{i} {busy} 0 0 {idle} 0 0 0 0 0 0" for i, (busy, idle) in enumerate(cpus)]
+    return "\n".join(lines + ["intr 1 2 3", "ctxt 5"]) + "\n"
+
+
+def test_idle_cpus_from_proc_stat():
+    before = stat((100, 100), (100, 100), (100, 100), (100, 100))
+    # over the sample: CPU 0 and 1 fully busy, CPU 2 idle, CPU 3 idle 60 %
+    after = stat((150, 100), (150, 100), (100, 150), (120, 130))
+    assert threads.idle_cpus(before, after) == 2  # 1.6 idle CPUs round to 2
+    assert threads.idle_cpus(before, after, allowed={0, 1}) == 1  # none idle: still 1 thread
+    assert threads.idle_cpus(before, after, allowed={2, 3}) == 2
+    assert threads.idle_cpus(before, before) is None  # no time passed: no limit
+
+
+def test_busy_machine_gets_one_thread(tmp_path):
+    root, proc = v2(tmp_path, "max 100000")
+    choice = threads.choose({}, root, proc, affinity=2, idle=1)
+    assert (choice.threads, choice.source) == (1, "idle")
+    assert choice.limits == {"affinity": 2, "idle": 1}
+
+
+def test_idle_sample_reads_proc_stat(tmp_path):
+    path = tmp_path / "stat"
+    path.write_text(stat((10, 10), (10, 10)))
+    assert threads.sample_idle_cpus(path, seconds=0) is None  # the same file twice: no time passed
+    assert threads.sample_idle_cpus(tmp_path / "missing", seconds=0) is None
 
 
 def test_per_process_split():

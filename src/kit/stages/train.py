@@ -36,8 +36,8 @@ def resolve_adapter_dtype(choice, dtype: str) -> str:
     torchtune 0.6.1's LoRA recipes build the whole model, LoRA included, in
     ``dtype``, so AdamW's state is bf16 too, and late in training (small
     learning rate, grown weights) most bf16 updates round to nothing: measured
-    on the default job, 87-97% of the LoRA elements were left unchanged by each
-    step of epochs 2-4, and held-out parity stayed at chance.
+    on the default job in bf16, 87%, 93% and 97% of the LoRA elements were left
+    unchanged by each step of epochs 2, 3 and 4 (fp32 LoRA: 0-1%).
     """
     return dtype if str(getattr(choice, "value", choice)) == "same" else "fp32"
 
