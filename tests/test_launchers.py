@@ -19,7 +19,8 @@ def test_every_launcher_is_kits_and_composes_without_warnings(launcher, recwarn,
     instance = instantiate(cfg.hydra.launcher)
     assert type(instance).__module__ == "hydra_plugins.kit_launcher.launchers"
     assert type(instance).__name__ in KIT_CLASSES
-    assert [str(w.message) for w in recwarn] == []  # composing a launcher says nothing at all
+    # composing a launcher says nothing (a ResourceWarning is garbage collection of another test's file)
+    assert [str(w.message) for w in recwarn if not issubclass(w.category, ResourceWarning)] == []
 
 
 def test_kit_silences_exactly_hydras_launcher_schema_warning():

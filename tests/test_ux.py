@@ -353,8 +353,9 @@ def test_train_runs_plot_loss_on_one_step_axis(tmp_path):
     from kit.core.metric_logger import JobMetricLogger
     from kit.core.wandb_logger import phase_run
 
-    with phase_run(logger_cfg(), tmp_path, "train", "sweep-x", "job0", {}):
+    with phase_run(logger_cfg(), tmp_path, "train", "sweep-x", "job0", {}) as run:
         metrics = JobMetricLogger(str(tmp_path))
+        metrics.attach(run)  # as kit.stages.train does once torchtune has built the logger
         for step, loss in enumerate([2.0, 1.0, 1.5], 1):
             metrics.log_dict({"loss": loss}, step)
         metrics.close()

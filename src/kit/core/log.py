@@ -53,6 +53,25 @@ class _Format(logging.Formatter):
         return f"kit: {level}{record.getMessage()}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is emitted (a test's capture, a redirect),
+    not to the stream that was current when ``setup()`` first ran; ``setStream`` still pins one."""
+
+    def __init__(self) -> None:
+        self._pinned = None
+        super().__init__()
+        self._ready = True
+
+    @property
+    def stream(self):
+        return self._pinned if self._pinned is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        if getattr(self, "_ready", False):  # setStream(); StreamHandler.__init__'s own assignment is ignored
+            self._pinned = value
+
+
 class _WarningsUp(logging.Filter):
     """Lets a chatty logger's warnings through; its INFO/DEBUG only when kit logs at DEBUG."""
 
@@ -88,7 +107,7 @@ def setup() -> logging.Logger:
     logger.setLevel(level())
     logger.propagate = False  # Hydra's root console handler would print every line a second time
     if not any(getattr(h, "_kit", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(_Format())
         handler._kit = True
         logger.addHandler(handler)
