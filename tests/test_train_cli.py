@@ -25,7 +25,9 @@ def test_summary_has_every_figure(default_job):
     s = summary(default_job)
     assert s["status"] == "done"
     assert s["eval"]["strategy"] == "merge"
-    assert set(s["timings"]) == {"train_s", "export_s", "eval_s"} and all(v > 0 for v in s["timings"].values())
+    assert set(s["timings"]) == {"train_s", "export_s", "eval_s", "base_scores_s", "verify_s", "total_s"}
+    assert all(v > 0 for v in s["timings"].values())
+    assert s["timings"]["total_s"] > s["timings"]["train_s"] + s["timings"]["eval_s"] + s["timings"]["verify_s"]
     assert s["checkpoint"]["kind"] == "adapter"
     assert s["checkpoint"]["path"] == str(default_job / "adapter")
     assert s["storage"]["temp_peak_bytes"] > s["checkpoint"]["bytes"]  # the merged model was bigger
