@@ -97,8 +97,8 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
             "base_scores": evaluated["base_scores"],
             "evals": [eval_entry(cfg, evaluated, "train")],
             "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated["temp_peak_bytes"]},
-            "timings": {"train_s": trained["seconds"], "export_s": export_seconds, "eval_s": evaluated["eval"]["seconds"],
-                        "base_scores_s": evaluated["eval"].get("base_scores_seconds")},
+            "timings": {"train_s": trained["seconds"], "export_s": export_seconds,
+                        "eval_s": evaluated["eval"]["seconds"], "base_scores_s": evaluated["eval"]["base_scores_seconds"]},
         }
         # the estimate follows the checkpoint the job kept (phase.merge turns an adapter job into a full one)
         result["storage"]["estimate"] = storage.other_checkpointer(cfg, base, trained["dtype"], checkpoint["kind"])
