@@ -26,7 +26,9 @@ def test_summary_has_every_figure(default_job):
     assert s["status"] == "done"
     assert s["eval"]["strategy"] == "auto"  # the default: on this CPU machine it evaluates the unmerged adapter
     assert s["eval"]["strategy_chosen"] == "direct" and s["eval"]["why"].startswith("device cpu")
-    assert set(s["timings"]) == {"train_s", "export_s", "eval_s"} and all(v > 0 for v in s["timings"].values())
+    assert set(s["timings"]) == {"train_s", "export_s", "eval_s", "base_scores_s", "verify_s", "total_s"}
+    assert all(v > 0 for v in s["timings"].values())
+    assert s["timings"]["total_s"] > s["timings"]["train_s"] + s["timings"]["eval_s"] + s["timings"]["verify_s"]
     assert s["checkpoint"]["kind"] == "adapter"
     assert s["checkpoint"]["path"] == str(default_job / "adapter")
     assert s["storage"]["temp_peak_bytes"] == 0  # nothing merged to disk

@@ -13,9 +13,9 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import run_kit
 from wandb_records import records, run_info
 
-from conftest import run_kit
 from kit.core import log as kit_log
 from kit.core.errors import KitError
 
@@ -88,7 +88,8 @@ def test_known_noise_dropped_by_message_and_logger_only():
     try:
         logging.getLogger("torchao").warning("Skipping import of cpp extensions due to incompatible torch version x")
         logging.getLogger("torchao").warning("something else from torchao")
-        logging.getLogger("torchao.quantization").warning("Skipping import of cpp extensions due to incompatible torch version x")
+        logging.getLogger("torchao.quantization").warning(
+            "Skipping import of cpp extensions due to incompatible torch version x")
     finally:
         logging.getLogger("torchao").removeHandler(handler)
     # the exact message from the exact logger is dropped; anything else still shows
@@ -104,7 +105,8 @@ def test_known_warnings_ignored_by_message_and_module_only():
             for module in ("inspect_ai.model._retry", "mypackage.retry"):
                 warnings.warn_explicit("The 'initial' parameter is deprecated, use 'multiplier' instead",
                                        DeprecationWarning, "x.py", 1, module=module)
-            warnings.warn_explicit("another deprecation", DeprecationWarning, "x.py", 1, module="inspect_ai.model._retry")
+            warnings.warn_explicit("another deprecation", DeprecationWarning, "x.py", 1,
+                                   module="inspect_ai.model._retry")
     assert sorted(str(w.message) for w in caught) == ["The 'initial' parameter is deprecated, use 'multiplier' instead",
                                                       "another deprecation"]
     # and the filters do not outlive the block (config.py used to set one for the whole process)
@@ -248,8 +250,8 @@ def test_added_key_the_schema_does_not_know_is_refused(override, kit_cache):
 
 
 def test_added_keys_that_are_fine_pass():
-    from kit.stages.preflight import check_added_keys
     from kit.core.config import compose
+    from kit.stages.preflight import check_added_keys
 
     for overrides in (["+experiment=rank_sweep"], ["++lora.rank=4"]):
         check_added_keys(compose("train", overrides), overrides)
@@ -385,7 +387,8 @@ def test_sweep_run_charts_score_and_storage_against_the_swept_value(tmp_path):
     storage = panels["sweep/storage_vs_lora.rank"]["panel_config"]["fieldSettings"]
     assert (score["x"], score["y"]) == ("lora.rank", "parity/mean")
     assert (storage["x"], storage["y"]) == ("lora.rank", "checkpoint_bytes")
-    table = next(tmp_path.glob("wandb/offline-run-*/files/media/table/sweep/score_vs_lora.rank/parity/mean_table*.json"))
+    tables = tmp_path.glob("wandb/offline-run-*/files/media/table/sweep/score_vs_lora.rank/parity/mean_table*.json")
+    table = next(tables)
     data = json.loads(table.read_text())
     assert [row[:2] for row in data["data"]] == [[8.0, 1.0], [16.0, 0.5]]
 

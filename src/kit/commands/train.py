@@ -111,7 +111,8 @@ def result_lines(summary: dict) -> list[str]:
     if summary.get("scores") is not None:
         lines.append(f"  score       {score_text(summary) or 'no tasks scored (eval=none)'}")
     lines.append(f"  verify      {verify_text(summary)}")
-    lines.append(f"  time        {times_text(summary.get('timings') or {}, bool((summary.get('eval') or {}).get('base_scores_cached')))}")
+    cached = bool((summary.get("eval") or {}).get("base_scores_cached"))
+    lines.append(f"  time        {times_text(summary.get('timings') or {}, cached)}")
     if ck:
         stored = (summary.get("storage") or {}).get("persistent_bytes")
         lines.append(f"  checkpoint  {ck['kind']}, {human_bytes(ck['bytes'])} ({ck['bytes']} bytes) in {ck['path']}"
