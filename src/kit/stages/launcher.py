@@ -177,6 +177,11 @@ class SubmititLauncher(BaseSubmititLauncher):
         points = plan(self, job_overrides, initial_job_idx)
         manifest = self.manifest(sweep_dir, points)
         live = self.live_jobs(manifest)  # never submit a point twice while SLURM still runs it
+        if live and not self.detach:  # an attached sweep cannot await jobs another process submitted
+            held = ", ".join(f"#{n} ({s.lower()})" for n, s in sorted(live.items()))
+            print(f"kit: error: jobs {held} of {sweep_dir} are still in SLURM from an earlier submission; expected "
+                  f"them finished (python -m kit status {sweep_dir}), or add launcher.detach=true", file=sys.stderr)
+            raise SystemExit(2)
         results = {p.num: (returned(p, {"status": "submitted", "job_dir": str(p.job_dir)}) if p.num in live
                            else resume(p)) for p in points}
         for num in live:
