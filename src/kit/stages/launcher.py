@@ -359,8 +359,11 @@ def slurm_details(job_ids: list[str]) -> dict[str, dict]:
     """State, elapsed time and restart count of each job, for ``kit status``: scontrol
     (knows jobs for MinJobAge), else sacct (accounting keeps them longer)."""
     out: dict[str, dict] = {}
+    unanswered = set()  # the controller did not answer (down, busy): unknown, never "gone"
     for master in sorted({i.split("_")[0] for i in job_ids}):
         proc = subprocess.run(["scontrol", "-o", "show", "job", master], capture_output=True, text=True)
+        if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
+            unanswered.add(master)
         for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
             f = dict(x.split("=", 1) for x in line.split() if "=" in x)
             task = f.get("ArrayTaskId", "")
@@ -374,4 +377,6 @@ def slurm_details(job_ids: list[str]) -> dict[str, dict]:
         for line in sacct.stdout.splitlines()[1:] if sacct.returncode == 0 else []:
             job_id, state, elapsed = (line.split("|") + ["", ""])[:3]
             out.setdefault(job_id, {"state": (state.split() or ["UNKNOWN"])[0], "elapsed": elapsed, "restarts": 0})
-    return {i: out.get(i, {"state": "GONE", "elapsed": None, "restarts": 0}) for i in job_ids}
+    gone = {"state": "GONE", "elapsed": None, "restarts": 0}
+    unknown = {"state": "UNKNOWN", "elapsed": None, "restarts": 0}
+    return {i: out.get(i, unknown if i.split("_")[0] in unanswered else gone) for i in job_ids}
