@@ -31,6 +31,7 @@ def test_run_id_is_the_resolved_config_without_runtime_keys_or_secrets():
     ({"status": "failed", "error": "boom"}, {"state": "COMPLETED", "restarts": 0}, "failed"),
     ({"status": "running"}, {"state": "GONE", "restarts": 0}, "lost"),
     (None, None, "lost"),
+    ({"status": "running"}, {"state": "UNKNOWN", "restarts": 0}, "unknown"),
 ])
 def test_job_state_from_summary_and_slurm(summary, slurm, expected):
     assert job_state({}, summary, slurm)[0] == expected

@@ -66,6 +66,13 @@ def test_detached_sweep_status_collect_and_rerun_failed(slurm_cluster, kit_cache
     script = next((sweep / ".submitit").rglob("*_submission.sh")).read_text()
     assert "#SBATCH --array=0-1%2" in script  # one array, at most array_parallelism at once
 
+    # the same sweep attached, while SLURM still holds its jobs: refused, nothing submitted twice
+    again = run_kit(["train", "+experiment=rank_sweep", "-m", "lora.rank=4,16", f"hydra.sweep.dir={sweep}",
+                     *QUICK[:-1], "logger=none"], kit_cache, tmp_path, timeout=600)
+    assert again.returncode == 2 and "still in SLURM from an earlier submission" in again.stderr, again.stderr[-2000:]
+    assert [e["submissions"] for e in json.loads((sweep / "manifest.json").read_text())["jobs"].values()] == \
+        [[i] for i in ids]
+
     # kill point #1 hard while it runs; #0 finishes on its own
     wait_for(lambda: summary(sweep / "1").get("status") == "running", 600, "job #1 to run")
     slurm("scancel", "--signal=KILL", "--full", ids[1])

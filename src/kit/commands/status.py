@@ -45,6 +45,8 @@ def job_state(entry: dict, summary: dict | None, slurm: dict | None) -> tuple[st
         return "pending", slurm.get("reason") or ""
     if state in RUNNING:
         return "running", f"restart {restarts}" if restarts else ""
+    if state == "UNKNOWN":  # never resubmitted on a guess: it may still be running
+        return "unknown", "SLURM did not answer; ask again"
     if state == "GONE":
         return "lost", "no longer known to SLURM and no result"
     if state == "COMPLETED":  # ended and wrote no done summary: the job itself failed
@@ -67,17 +69,20 @@ def last_log_line(entry: dict) -> str:
 def rows(sweep_dir: Path) -> tuple[dict, list[dict]]:
     manifest = read_manifest(sweep_dir)
     entries = sorted(manifest["jobs"].values(), key=lambda e: e["num"])
-    details = slurm_details([e["slurm_id"] for e in entries if e.get("slurm_id")]) if manifest["executor"] == "slurm" else {}
+    on_slurm = manifest["executor"] == "slurm"
+    details = slurm_details([e["slurm_id"] for e in entries if e.get("slurm_id")]) if on_slurm else {}
+    # the point column shows what differs between jobs
     common = set.intersection(*(set(e["overrides"]) for e in entries)) if len(entries) > 1 else set()
     out = []
     for e in entries:
         summary = read_summary(Path(e["job_dir"]))
         slurm = details.get(e.get("slurm_id"))
-        if manifest["executor"] == "slurm":
+        if on_slurm:
             state, why = job_state(e, summary, slurm)
         else:  # local processes of an attached sweep: their summary is all there is
             state, why = (summary or {}).get("status") or "pending", (summary or {}).get("error") or ""
-        out.append({"job": e["num"], "overrides": " ".join(o for o in e["overrides"] if o not in common) or "-", "run_id": e["run_id"],
+        point = " ".join(o for o in e["overrides"] if o not in common) or "-"
+        out.append({"job": e["num"], "overrides": point, "run_id": e["run_id"],
                     "slurm_id": e.get("slurm_id") or "-", "state": state, "why": why,
                     "elapsed": (slurm or {}).get("elapsed") or "-", "log": last_log_line(e)})
     return manifest, out

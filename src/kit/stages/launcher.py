@@ -207,6 +207,11 @@ class SubmititLauncher(BaseSubmititLauncher):
         points = plan(self, job_overrides, initial_job_idx)
         manifest = self.manifest(sweep_dir, points)
         live = self.live_jobs(manifest)  # never submit a point twice while SLURM still runs it
+        if live and not self.detach:  # an attached sweep cannot await jobs another process submitted
+            held = ", ".join(f"#{n} ({s.lower()})" for n, s in sorted(live.items()))
+            print(f"kit: error: jobs {held} of {sweep_dir} are still in SLURM from an earlier submission; expected "
+                  f"them finished (python -m kit status {sweep_dir}), or add launcher.detach=true", file=sys.stderr)
+            raise SystemExit(2)
         results = {p.num: (returned(p, {"status": "submitted", "job_dir": str(p.job_dir)}) if p.num in live
                            else resume(p)) for p in points}
         for num in live:
@@ -384,8 +389,11 @@ def slurm_details(job_ids: list[str]) -> dict[str, dict]:
     """State, elapsed time and restart count of each job, for ``kit status``: scontrol
     (knows jobs for MinJobAge), else sacct (accounting keeps them longer)."""
     out: dict[str, dict] = {}
+    unanswered = set()  # the controller did not answer (down, busy): unknown, never "gone"
     for master in sorted({i.split("_")[0] for i in job_ids}):
         proc = subprocess.run(["scontrol", "-o", "show", "job", master], capture_output=True, text=True)
+        if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
+            unanswered.add(master)
         for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
             f = dict(x.split("=", 1) for x in line.split() if "=" in x)
             task = f.get("ArrayTaskId", "")
@@ -399,4 +407,6 @@ def slurm_details(job_ids: list[str]) -> dict[str, dict]:
         for line in sacct.stdout.splitlines()[1:] if sacct.returncode == 0 else []:
             job_id, state, elapsed = (line.split("|") + ["", ""])[:3]
             out.setdefault(job_id, {"state": (state.split() or ["UNKNOWN"])[0], "elapsed": elapsed, "restarts": 0})
-    return {i: out.get(i, {"state": "GONE", "elapsed": None, "restarts": 0}) for i in job_ids}
+    gone = {"state": "GONE", "elapsed": None, "restarts": 0}
+    unknown = {"state": "UNKNOWN", "elapsed": None, "restarts": 0}
+    return {i: out.get(i, unknown if i.split("_")[0] in unanswered else gone) for i in job_ids}

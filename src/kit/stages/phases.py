@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from kit.core.config import plain_config
 from kit.core.data import read_jsonl
 from kit.core.errors import KitError
+from kit.core.identity import adapter_hash, run_id
 from kit.core.results import Checkpoint
-from kit.core.identity import adapter_hash
 from kit.core.wandb_logger import log_eval, phase_run
 from kit.stages import export, train
 from kit.stages.eval.merge import merge_to_folder
@@ -114,11 +114,12 @@ def train_modifier(cfg: DictConfig, root: Path, base: Path, name: str, fingerpri
     job_dir = root / "modifiers" / name
     job_dir.mkdir(parents=True)
     dataset = Path(spec.train_file)
-    with phase_run(cfg.logger, job_dir, "train", group, f"{run_name}-{name}", plain_config(own)) as run:
+    rid = run_id(own)  # each modifier its own identity: a requeued job resumes its W&B runs
+    with phase_run(cfg.logger, job_dir, "train", group, f"{run_name}-{name}", plain_config(own), rid) as run:
         trained = train.train(own, base, job_dir, dataset, run)
     checkpoint = export.export("adapter", Path(trained["epoch_dir"]), job_dir, base)
     shutil.rmtree(job_dir / train.SCRATCH)
-    with phase_run(cfg.logger, job_dir, "eval", group, f"{run_name}-{name}", plain_config(own)) as run:
+    with phase_run(cfg.logger, job_dir, "eval", group, f"{run_name}-{name}", plain_config(own), rid) as run:
         evaluated = evaluate(own, job_dir, base, checkpoint)
         log_eval(run, {"scores": evaluated.scores, "base_scores": evaluated.base_scores, "checkpoint": checkpoint.to_json(),
                        "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated.temp_peak_bytes},
