@@ -301,3 +301,80 @@ def test_secret_given_to_train_is_written_nowhere(kit_cache, tmp_path):
     assert secret not in proc.stdout + proc.stderr
     proc = run_kit(args, kit_cache, tmp_path)  # resume matches the redacted point
     assert proc.returncode == 0 and "already done" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- 14: every eval checks the adapter first
+
+@pytest.fixture(scope="module")
+def short_job(kit_cache, tmp_path_factory) -> Path:
+    """A done job with an adapter (2 steps, no eval): the tests damage copies of it."""
+    work = tmp_path_factory.mktemp("short_job")
+    job = work / "job"
+    proc = run_kit(["train", *SHORT, "eval=none", f"hydra.run.dir={job}"], kit_cache, work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return job
+
+
+def damaged(short_job: Path, dest: Path, change) -> Path:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    job = Path(shutil.copytree(short_job, dest))
+    adapter = job / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    change(config, tensors)
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    save_file(tensors, adapter / "adapter_model.safetensors")
+    return job
+
+
+def drop_target(config, tensors):
+    config["target_modules"] = [t for t in config["target_modules"] if t != "v_proj"]
+
+
+def rslora(config, tensors):
+    config["use_rslora"] = True
+
+
+def drop_weights(config, tensors):
+    for key in [k for k in tensors if ".layers.1.mlp.down_proj." in k]:
+        del tensors[key]
+
+
+def zero_b(config, tensors):
+    for key in [k for k in tensors if ".lora_B." in k]:
+        tensors[key].zero_()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change,needle", [
+    (drop_target, "target_modules="), (rslora, "use_rslora=True"), (drop_weights, "missing"), (zero_b, "lora_B"),
+])
+def test_kit_eval_refuses_an_adapter_that_is_not_the_jobs(kit_cache, tmp_path, short_job, change, needle):
+    job = damaged(short_job, tmp_path / "job", change)
+    before = (job / "summary.json").read_text()
+    proc = run_kit(["eval", str(job), "eval=merge", "tasks.limit=2", "eval.base_scores=false", "logger=none"], kit_cache, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = kit_lines(proc.stderr)
+    assert any(needle in ln and "adapter" in ln for ln in lines), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert (job / "summary.json").read_text() == before  # no eval entry appended
+
+
+def zero_a(config, tensors):
+    """lora_B untouched (non-zero), lora_A zero: B @ A = 0, the adapter loads and changes nothing."""
+    for key in [k for k in tensors if ".lora_A." in k]:
+        tensors[key].zero_()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["merge", "direct", "merge_in_memory"])
+def test_every_eval_path_fails_loudly_on_an_adapter_that_changes_nothing(kit_cache, tmp_path, short_job, strategy):
+    job = damaged(short_job, tmp_path / "job", zero_a)
+    proc = run_kit(["eval", str(job), f"eval={strategy}", "tasks.limit=2", "eval.base_scores=false", "logger=none"],
+                   kit_cache, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert any("changes nothing" in ln for ln in kit_lines(proc.stderr)), proc.stderr[-2000:]
+    assert not list(job.glob("kit-merged-*"))

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from kit.core.errors import KitError
 from kit.stages.base_scores import base_scores
 from kit.stages.eval import get_strategy
+from kit.stages.eval.checks import check_adapter
 from kit.stages.eval.context import EvalContext
 
 
@@ -22,6 +23,8 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: dict, peers
         tmp_root=Path(cfg.eval.tmp_dir) if cfg.eval.tmp_dir else job_dir,
         trust_remote_code=cfg.model.trust_remote_code, limit=cfg.tasks.limit, peers=list(peers),
     )
+    if checkpoint["kind"] == "adapter" and cfg.eval.strategy != "none":  # every strategy, every command
+        check_adapter(Path(checkpoint["path"]), job_dir, base)
     result = get_strategy(cfg.eval.strategy)(ctx)
     if cfg.eval.strategy != "none" and not result.get("scores"):
         raise KitError(f"the {cfg.eval.strategy} eval of {checkpoint['path']} returned no scores for tasks {specs}; "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from kit.stages import resident
+from kit.stages.eval.checks import probe_resident
 from kit.stages.eval.context import EvalContext
 from kit.stages.eval.merge import evaluate_folder
 from kit.stages.inspect_runner import run_inspect
@@ -37,12 +38,16 @@ def evaluate_with_peft(ctx: EvalContext, merge: bool) -> dict:
     start = time.perf_counter()
     model = peft_model(ctx, merge)
     setup = time.perf_counter() - start
+    extra = {}
     try:
+        view = model.api.model
+        if view.adapter is not None:  # an adapter, not the bare base: it must change the output
+            extra["adapter_logit_change"] = probe_resident(view.resident, view.adapter, ctx.checkpoint_path, merge)
         result = run_inspect(model, ctx.tasks, ctx.log_dir, ctx.eval_cfg, ctx.limit)
     finally:
         model.api.close()  # restores the base after an in-memory merge
 
-    return {**result, "temp_peak_bytes": 0, "setup_seconds": setup, "base_loads_in_process": resident.LOADS}
+    return {**result, **extra, "temp_peak_bytes": 0, "setup_seconds": setup, "base_loads_in_process": resident.LOADS}
 
 
 def evaluate(ctx: EvalContext) -> dict:

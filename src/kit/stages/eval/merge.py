@@ -13,23 +13,33 @@ import time
 from pathlib import Path
 
 from kit.core.loader import load_model, load_tokenizer
+from kit.stages.eval.checks import changed_by, logits, probe_ids
 from kit.stages.eval.context import EvalContext
 from kit.stages.export import folder_bytes
 from kit.stages.inspect_runner import hf_model, run_inspect
 from kit.stages.resident import check_fits, read_adapter
 
 
-def merge_to_folder(base: Path, adapter: Path, out: Path) -> None:
+def merge_to_folder(base: Path, adapter: Path, out: Path) -> float:
+    """Merge and save; returns the largest logit change the adapter makes on the probes (a
+    KitError when it changes nothing, before or after the merge)."""
     from peft import PeftModel
 
 
     _, shapes = read_adapter(adapter)  # one-line errors naming the bad file, before any work
     model = load_model(base, dtype="float32")
     check_fits(shapes, model, adapter / "adapter_model.safetensors")
-    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    tokenizer = load_tokenizer(base)
+    ids, device = probe_ids(tokenizer), next(model.parameters()).device
+    before = logits(model, ids, device)
+    model = PeftModel.from_pretrained(model, adapter)
+    change = changed_by(adapter, before, logits(model, ids, device), "merge")
+    model = model.merge_and_unload()
+    changed_by(adapter, before, logits(model, ids, device), "merge (merged weights)")
     model.save_pretrained(out, safe_serialization=True)
-    load_tokenizer(base).save_pretrained(out)
+    tokenizer.save_pretrained(out)
     del model
+    return change
 
 
 def evaluate_folder(ctx: EvalContext, path: Path, name: str) -> dict:
@@ -46,10 +56,10 @@ def evaluate(ctx: EvalContext) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="kit-merged-", dir=ctx.tmp_root))
     try:
         start = time.perf_counter()
-        merge_to_folder(ctx.base, ctx.checkpoint_path, tmp)
+        change = merge_to_folder(ctx.base, ctx.checkpoint_path, tmp)
         merge_seconds = time.perf_counter() - start
         temp_bytes = folder_bytes(tmp)
         result = evaluate_folder(ctx, tmp, "kit-merged")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {**result, "temp_peak_bytes": temp_bytes, "merge_seconds": merge_seconds}
+    return {**result, "temp_peak_bytes": temp_bytes, "merge_seconds": merge_seconds, "adapter_logit_change": change}
