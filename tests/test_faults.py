@@ -378,3 +378,63 @@ def test_every_eval_path_fails_loudly_on_an_adapter_that_changes_nothing(kit_cac
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert any("changes nothing" in ln for ln in kit_lines(proc.stderr)), proc.stderr[-2000:]
     assert not list(job.glob("kit-merged-*"))
+
+
+# ---------------------------------------------------------------- 7, 13: truncated summaries, killed attempts
+
+def test_unreadable_summary_is_an_unfinished_attempt_kept_aside(tmp_path):
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "summary.json").write_text('{"status": "done", "scores": {"parity": {"me')  # cut short
+    summary = read_summary(job)
+    assert summary["status"] == "unreadable" and str(job / "summary.json") in summary["error"]
+    assert not is_done(job)
+    dest = set_aside(job)
+    assert (dest / "summary.json").read_text().endswith('"me')  # the file itself is kept, unchanged
+    assert not (job / "summary.json").exists()
+
+
+def test_set_aside_drops_merged_temp_models_and_marks_running_interrupted(tmp_path):
+    job = tmp_path / "job"
+    (job / "adapter").mkdir(parents=True)
+    (job / "kit-merged-abc123").mkdir()
+    (job / "kit-merged-abc123" / "model.safetensors").write_bytes(b"\0" * 4096)  # a killed eval's merged copy
+    write_summary(job, {"status": "running", "overrides": []})
+    dest = set_aside(job)
+    assert not list(job.glob("kit-merged-*")) and not list(dest.glob("kit-merged-*"))
+    assert read_summary(dest)["status"] == "interrupted" and (dest / "adapter").is_dir()
+
+
+def test_syntax_error_in_a_task_file_is_named(tmp_path):
+    from kit.core.errors import KitError
+    from kit.stages.inspect_runner import load_task_specs
+
+    task = tmp_path / "my_task.py"
+    task.write_text("from inspect_ai import task\n\n@task\ndef mine(:\n    pass\n")
+    with pytest.raises(KitError) as e:
+        load_task_specs([f"{task}@mine"])
+    assert str(task) in str(e.value) and "line 4" in str(e.value) and "SyntaxError" in str(e.value)
+    assert "not found" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_truncated_summary_blocks_neither_resume_nor_report(kit_cache, tmp_path):
+    """A sweep job's summary.json cut short: kit report names the file (no traceback), the
+    same sweep command sets the attempt aside (file kept) and runs the job again."""
+    sweep = tmp_path / "sweep"
+    args = ["train", "-m", "lora.rank=4,8", *SHORT, "eval=none", f"hydra.sweep.dir={sweep}"]
+    proc = run_kit(args, kit_cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    broken = sweep / "1" / "summary.json"
+    text = broken.read_text()
+    broken.write_text(text[: len(text) // 2])
+
+    report = run_kit(["report", str(sweep)], kit_cache, tmp_path)
+    assert "Traceback" not in report.stderr, report.stderr[-2000:]
+    assert str(broken) in report.stdout and "unreadable" in report.stdout, report.stdout[-2000:]
+
+    proc = run_kit(args, kit_cache, tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert (sweep / "1" / "attempts" / "1" / "summary.json").read_text() == text[: len(text) // 2]
+    assert is_done(sweep / "1") and is_done(sweep / "0")
+    assert "already done" in proc.stdout  # job 0 untouched
