@@ -301,3 +301,140 @@ def test_secret_given_to_train_is_written_nowhere(kit_cache, tmp_path):
     assert secret not in proc.stdout + proc.stderr
     proc = run_kit(args, kit_cache, tmp_path)  # resume matches the redacted point
     assert proc.returncode == 0 and "already done" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- 14: every eval checks the adapter first
+
+@pytest.fixture(scope="module")
+def short_job(kit_cache, tmp_path_factory) -> Path:
+    """A done job with an adapter (2 steps, no eval): the tests damage copies of it."""
+    work = tmp_path_factory.mktemp("short_job")
+    job = work / "job"
+    proc = run_kit(["train", *SHORT, "eval=none", f"hydra.run.dir={job}"], kit_cache, work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return job
+
+
+def damaged(short_job: Path, dest: Path, change) -> Path:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    job = Path(shutil.copytree(short_job, dest))
+    adapter = job / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    change(config, tensors)
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    save_file(tensors, adapter / "adapter_model.safetensors")
+    return job
+
+
+def drop_target(config, tensors):
+    config["target_modules"] = [t for t in config["target_modules"] if t != "v_proj"]
+
+
+def rslora(config, tensors):
+    config["use_rslora"] = True
+
+
+def drop_weights(config, tensors):
+    for key in [k for k in tensors if ".layers.1.mlp.down_proj." in k]:
+        del tensors[key]
+
+
+def zero_b(config, tensors):
+    for key in [k for k in tensors if ".lora_B." in k]:
+        tensors[key].zero_()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change,needle", [
+    (drop_target, "target_modules="), (rslora, "use_rslora=True"), (drop_weights, "missing"), (zero_b, "lora_B"),
+])
+def test_kit_eval_refuses_an_adapter_that_is_not_the_jobs(kit_cache, tmp_path, short_job, change, needle):
+    job = damaged(short_job, tmp_path / "job", change)
+    before = (job / "summary.json").read_text()
+    proc = run_kit(["eval", str(job), "eval=merge", "tasks.limit=2", "eval.base_scores=false", "logger=none"], kit_cache, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = kit_lines(proc.stderr)
+    assert any(needle in ln and "adapter" in ln for ln in lines), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert (job / "summary.json").read_text() == before  # no eval entry appended
+
+
+def zero_a(config, tensors):
+    """lora_B untouched (non-zero), lora_A zero: B @ A = 0, the adapter loads and changes nothing."""
+    for key in [k for k in tensors if ".lora_A." in k]:
+        tensors[key].zero_()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["merge", "direct", "merge_in_memory"])
+def test_every_eval_path_fails_loudly_on_an_adapter_that_changes_nothing(kit_cache, tmp_path, short_job, strategy):
+    job = damaged(short_job, tmp_path / "job", zero_a)
+    proc = run_kit(["eval", str(job), f"eval={strategy}", "tasks.limit=2", "eval.base_scores=false", "logger=none"],
+                   kit_cache, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert any("changes nothing" in ln for ln in kit_lines(proc.stderr)), proc.stderr[-2000:]
+    assert not list(job.glob("kit-merged-*"))
+
+
+# ---------------------------------------------------------------- 7, 13: truncated summaries, killed attempts
+
+def test_unreadable_summary_is_an_unfinished_attempt_kept_aside(tmp_path):
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "summary.json").write_text('{"status": "done", "scores": {"parity": {"me')  # cut short
+    summary = read_summary(job)
+    assert summary["status"] == "unreadable" and str(job / "summary.json") in summary["error"]
+    assert not is_done(job)
+    dest = set_aside(job)
+    assert (dest / "summary.json").read_text().endswith('"me')  # the file itself is kept, unchanged
+    assert not (job / "summary.json").exists()
+
+
+def test_set_aside_drops_merged_temp_models_and_marks_running_interrupted(tmp_path):
+    job = tmp_path / "job"
+    (job / "adapter").mkdir(parents=True)
+    (job / "kit-merged-abc123").mkdir()
+    (job / "kit-merged-abc123" / "model.safetensors").write_bytes(b"\0" * 4096)  # a killed eval's merged copy
+    write_summary(job, {"status": "running", "overrides": []})
+    dest = set_aside(job)
+    assert not list(job.glob("kit-merged-*")) and not list(dest.glob("kit-merged-*"))
+    assert read_summary(dest)["status"] == "interrupted" and (dest / "adapter").is_dir()
+
+
+def test_syntax_error_in_a_task_file_is_named(tmp_path):
+    from kit.core.errors import KitError
+    from kit.stages.inspect_runner import load_task_specs
+
+    task = tmp_path / "my_task.py"
+    task.write_text("from inspect_ai import task\n\n@task\ndef mine(:\n    pass\n")
+    with pytest.raises(KitError) as e:
+        load_task_specs([f"{task}@mine"])
+    assert str(task) in str(e.value) and "line 4" in str(e.value) and "SyntaxError" in str(e.value)
+    assert "not found" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_truncated_summary_blocks_neither_resume_nor_report(kit_cache, tmp_path):
+    """A sweep job's summary.json cut short: kit report names the file (no traceback), the
+    same sweep command sets the attempt aside (file kept) and runs the job again."""
+    sweep = tmp_path / "sweep"
+    args = ["train", "-m", "lora.rank=4,8", *SHORT, "eval=none", f"hydra.sweep.dir={sweep}"]
+    proc = run_kit(args, kit_cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    broken = sweep / "1" / "summary.json"
+    text = broken.read_text()
+    broken.write_text(text[: len(text) // 2])
+
+    report = run_kit(["report", str(sweep)], kit_cache, tmp_path)
+    assert "Traceback" not in report.stderr, report.stderr[-2000:]
+    assert str(broken) in report.stdout and "unreadable" in report.stdout, report.stdout[-2000:]
+
+    proc = run_kit(args, kit_cache, tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert (sweep / "1" / "attempts" / "1" / "summary.json").read_text() == text[: len(text) // 2]
+    assert is_done(sweep / "1") and is_done(sweep / "0")
+    assert "already done" in proc.stdout  # job 0 untouched

@@ -17,6 +17,7 @@ from kit.core.log import timed
 from kit.core.results import Checkpoint, EvalResult
 from kit.stages.base_scores import base_scores
 from kit.stages.eval import auto, get_strategy
+from kit.stages.eval.checks import check_adapter
 from kit.stages.eval.context import EvalContext
 from kit.stages.eval.session import session_scope
 
@@ -38,6 +39,8 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint,
         tmp_root=Path(cfg.eval.tmp_dir) if cfg.eval.tmp_dir else job_dir,
         trust_remote_code=cfg.model.trust_remote_code, limit=cfg.tasks.limit, peers=list(peers),
     )
+    if checkpoint.kind == "adapter" and cfg.eval.strategy != "none":  # every strategy, every command
+        check_adapter(checkpoint.path, job_dir, base)
     strategy, why = auto.resolve(ctx)
     ctx = replace(ctx, strategy=strategy)
     with session_scope():  # the command's session, else one for this checkpoint and its base scores

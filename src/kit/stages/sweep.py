@@ -19,7 +19,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from kit.core.errors import KitError
-from kit.core.jobdir import point_overrides, read_summary
+from kit.core.jobdir import UNREADABLE, point_overrides, read_summary
 from kit.core.paired import format_p
 from kit.core.wandb_logger import phase_run
 from kit.stages.launcher import FAILURES
@@ -64,7 +64,9 @@ def job_row(num: int, job_dir: Path, expected: list[str] | None) -> dict:
            "error": s.get("error")}
     if row["status"] == "running":  # killed before it could say so, and not seen by a launcher
         row.update(status="failed", error="ended while running (killed?); no result")
-    if expected is not None and set(point_overrides(expected)) != set(point_overrides(row["overrides"])):
+    if row["status"] == UNREADABLE:  # named as it is: a damaged file, not another sweep's run
+        row["overrides"] = expected or []
+    elif expected is not None and set(point_overrides(expected)) != set(point_overrides(row["overrides"])):
         row.update(status="mismatch", error=f"holds {row['overrides']}, the sweep's point is {expected}")
     scores = {f"{t}/{m}": v for t, ms in (s.get("scores") or {}).items() for m, v in ms.items()}
     base = {f"{t}/{m}": v for t, ms in (s.get("base_scores") or {}).items() for m, v in ms.items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from kit.stages.eval.checks import probe_resident
 from kit.stages.eval.context import EvalContext
 from kit.stages.eval.merge import evaluate_folder
 from kit.stages.eval.session import session_scope
@@ -39,13 +40,18 @@ def evaluate_with_peft(ctx: EvalContext, merge: bool) -> dict:
         start = time.perf_counter()
         model = peft_model(ctx, merge)
         setup = time.perf_counter() - start
+        extra = {}
         try:
+            view = model.api.model
+            if view.adapter is not None:  # an adapter, not the bare base: it must change the output
+                extra["adapter_logit_change"] = probe_resident(view.resident, view.adapter, ctx.checkpoint_path, merge)
             result = run_inspect(model, ctx.tasks, ctx.log_dir, ctx.eval_cfg, ctx.limit)
         finally:
             model.api.close()  # restores the base after an in-memory merge
         resident = model.api.model.resident
-        extra = {"snapshot": resident.snapshot_info()} if merge else {}
-        return {**result, "temp_peak_bytes": 0, "setup_seconds": setup, **extra,
+        if merge:
+            extra["snapshot"] = resident.snapshot_info()
+        return {**result, **extra, "temp_peak_bytes": 0, "setup_seconds": setup,
                 "adapter_loads": resident.adapter_loads, "adapter_loads_reusing_modules": resident.reused,
                 "base_loads_in_process": session.base_loads}  # this command's session: one process
 
