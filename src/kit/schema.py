@@ -166,6 +166,7 @@ class ServeConfig:
     batching: Batching = Batching.mixed
     batch_wait_ms: int = 5  # mixed: how long the first request waits for company
     max_batch: int = 16
+    preempt_tokens: int = 32  # a greedy row this many tokens into its batch yields to waiting requests (0: off)
     device: str = "auto"
     dtype: str = "auto"
 
