@@ -143,6 +143,23 @@ class RowWatch:
         return done
 
 
+class RowFloor:
+    """A transformers logits processor: no end-of-turn for a row before its own ``min_tokens``
+    (transformers' own floor is one number for the whole batch, so rows with different floors
+    could not share a batch)."""
+
+    def __init__(self, batch: list[Job], eos: set[int]):
+        self.batch, self.eos = batch, sorted(eos)
+        self.floors = [j.todo_min for j in batch]
+        self.start = [len(j.ids) for j in batch]
+
+    def __call__(self, input_ids, scores):
+        for row, job in enumerate(self.batch):
+            if self.floors[row] and len(job.ids) - self.start[row] < self.floors[row]:
+                scores[row, self.eos] = float("-inf")
+        return scores
+
+
 class Engine:
     def __init__(self, store, batching: str = "mixed", batch_wait_ms: int = 5, max_batch: int = 16,
                  preempt_tokens: int = 32):
@@ -155,6 +172,7 @@ class Engine:
         self.preempt_tokens = preempt_tokens  # 0: a row runs to its end once started
         self.preempted = 0
         self.jobs: queue.Queue[Job] = queue.Queue()
+        self.carry: Job | None = None  # a job that did not fit the last batch: it opens the next one
         self.batches = 0  # generate calls, for stats and tests
         self.rows = 0
         self.busy = False
@@ -227,7 +245,7 @@ class Engine:
                 self._end(job, "length")
 
     def _next_batch(self) -> list[Job]:
-        first = self.jobs.get()
+        first, self.carry = self.carry or self.jobs.get(), None
         if self.batching != "mixed" or not first.greedy:
             return [first]
         batch, deadline = [first], time.monotonic() + self.wait
@@ -237,20 +255,19 @@ class Engine:
             except queue.Empty:
                 break
             if not job.greedy or not self._fits(batch, job):
-                self.jobs.put(job)  # served in a later batch, in order among its kind
+                self.carry = job  # first in the next batch: never sent to the back of the queue
                 break
             batch.append(job)
         return batch
 
     def _fits(self, batch: list[Job], job: Job) -> bool:
-        """Same ``min_tokens``, and at most ``max_loaded`` distinct modifiers (all stay attached at once)."""
+        """At most ``max_loaded`` distinct modifiers (all stay attached at once)."""
         names = {j.modifier for j in batch if j.modifier} | ({job.modifier} if job.modifier else set())
-        same_floor = job.todo_min == batch[0].todo_min
-        return same_floor and len(names) <= self.store.max_loaded
+        return len(names) <= self.store.max_loaded
 
     def _run(self, batch: list[Job]) -> None:
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         tok = self.resident.tokenizer
         names = [self.store.adapter(j.modifier) if j.modifier else None for j in batch]
@@ -260,7 +277,8 @@ class Engine:
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])  # left-padded
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
         longest = max(j.todo_max for j in batch)
-        kwargs = {"max_new_tokens": longest, "pad_token_id": pad, "min_new_tokens": batch[0].todo_min,
+        kwargs = {"max_new_tokens": longest, "pad_token_id": pad,
+                  "logits_processor": LogitsProcessorList([RowFloor(batch, self.decoder.eos)]),
                   "stopping_criteria": StoppingCriteriaList([RowWatch(self, batch, width)])}
         first = batch[0].settings
         if first["temperature"] > 0:
