@@ -12,8 +12,12 @@ Against one real ``kit serve`` subprocess on 127.0.0.1 (defaults, mixed batching
   a slow client (trickles its request one byte every 0.2 s), a huge prompt (a 400,000-character
   message, issue 15 item 1, resent as soon as it is answered), a client that hangs up mid-generation
   (200 forced tokens, gone after 0.3 s), and 60 connections that open and stall;
+- ``load+huge``, ``load+hang_up``, ``load+slow,stall``: the same, one kind of misbehaviour at a time;
 - ``load+long``: the clients beside one in-limit long generation (200 forced tokens, resent), for
   the record: batches are not continuous, so a long row holds its batch's successors (not a goal).
+
+The misbehaving clients run in a process of their own, as real clients would (not sharing the
+measuring process's GIL).
 
 Reported: p50/p95 per scenario, the ratio of ``load+misbehaving`` p95 to ``load`` p95 (the goal:
 <= 2x) and to ``idle`` p95, what the misbehaving clients got (status codes), errors, and the
@@ -170,13 +174,41 @@ def summarize(got: dict) -> dict:
     return {k: {str(v): vs.count(v) for v in set(vs)} for k, vs in got.items()}
 
 
+class Apart:
+    """Misbehaving clients in a process of their own (as real clients are: no shared GIL with the
+    measured ones); stopped by closing its stdin, it prints what they got as JSON."""
+
+    def __init__(self, url: str, kinds: list[str]):
+        self.cmd = [sys.executable, __file__, "--misbehave", ",".join(kinds), "--url", url]
+
+    def __enter__(self):
+        import subprocess
+
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
+        return self
+
+    def __exit__(self, *exc):
+        out, _ = self.proc.communicate("", timeout=120)
+        self.got = json.loads(out.strip().splitlines()[-1])
+
+
+def misbehave(url: str, kinds: list[str]) -> None:
+    with Misbehaving(url, kinds) as bad:
+        sys.stdin.read()  # until the parent closes it
+    print(json.dumps(summarize(bad.got)))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--registry", type=Path)
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--requests", type=int, default=4)
     p.add_argument("--idle-requests", type=int, default=20)
+    p.add_argument("--misbehave", help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.misbehave:
+        return misbehave(args.url, args.misbehave.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         registry = args.registry or train_modifiers(Path(tmp))
         proc, url = start_server(registry)
@@ -185,14 +217,18 @@ def main() -> None:
             well_behaved(url, 4, 2)  # warm-up
             report["idle"] = well_behaved(url, 1, args.idle_requests)
             report["load"] = well_behaved(url, args.clients, args.requests)
-            with Misbehaving(url, ["slow", "huge", "hang_up", "stall"]) as bad:
-                time.sleep(1)
+            with Apart(url, ["slow", "huge", "hang_up", "stall"]) as bad:
+                time.sleep(3)
                 report["load+misbehaving"] = well_behaved(url, args.clients, args.requests)
-            report["misbehaving_got"] = summarize(bad.got)
-            with Misbehaving(url, ["long"]) as bad:
-                time.sleep(0.5)
+            report["misbehaving_got"] = bad.got
+            for kind in ("huge", "hang_up", "slow,stall"):  # which one costs what
+                with Apart(url, kind.split(",")) as bad:
+                    time.sleep(3)
+                    report[f"load+{kind}"] = well_behaved(url, args.clients, args.requests)
+            with Apart(url, ["long"]) as bad:
+                time.sleep(3)
                 report["load+long"] = well_behaved(url, args.clients, args.requests)
-            report["long_got"] = summarize(bad.got)
+            report["long_got"] = bad.got
         finally:
             proc.terminate()
             report["server_exit"] = proc.wait(timeout=120)
@@ -201,7 +237,7 @@ def main() -> None:
     report["misbehaving_p95_vs_idle_p95"] = report["load+misbehaving"]["p95_s"] / report["idle"]["p95_s"]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))
-    for name in ("idle", "load", "load+misbehaving", "load+long"):
+    for name in ("idle", "load", "load+misbehaving", "load+huge", "load+hang_up", "load+slow,stall", "load+long"):
         r = report[name]
         print(f"{name:17s} n={r['n']:4d}  p50 {r['p50_s'] * 1000:8.1f} ms  p95 {r['p95_s'] * 1000:8.1f} ms  "
               f"max {r['max_s'] * 1000:8.1f} ms  errors {r['errors'][:5]}")

@@ -135,6 +135,31 @@ def test_generation_deadline_answers_504(modifier_job, kit_cache):
         assert proc.wait(timeout=60) == 0
 
 
+def test_long_answers_yield_to_waiting_requests_unchanged(url):
+    """A long greedy answer set aside for waiting requests (serve.preempt_tokens) continues later
+    with the same tokens as when it runs alone; the short requests are not held for its batch."""
+    import httpx
+
+    cases = [("parity", f"<|im_start|>user\n{PROMPTS['parity']}<|im_end|>\n<|im_start|>assistant\n"),
+             ("base", "hello"), ("reverse", "abc")]
+    long = lambda m, p: {"model": m, "prompt": p, "max_tokens": 120, "min_tokens": 120}
+    post = lambda path, body: httpx.post(f"{url}{path}", json=body, headers=AUTH, timeout=300).json()
+    alone = [post("/completions", long(m, p))["choices"][0]["text"] for m, p in cases]
+    before = health(url)["preempted"]
+    together, short = {}, []
+    threads = [threading.Thread(target=lambda i=i, m=m, p=p: together.update({i: post("/completions", long(m, p))}))
+               for i, (m, p) in enumerate(cases)]
+    [t.start() for t in threads]
+    assert wait_until(lambda: health(url)["busy"])
+    hi = {"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    shorts = [threading.Thread(target=lambda: short.append(post("/chat/completions", hi))) for _ in range(4)]
+    [t.start() for t in shorts]
+    [t.join() for t in shorts + threads]
+    assert [together[i]["choices"][0]["text"] for i in range(3)] == alone
+    assert all(r["choices"][0]["finish_reason"] for r in short) and len(short) == 4
+    assert health(url)["preempted"] > before
+
+
 # -- 2: one client's bad request fails only itself -------------------------------------------------
 
 

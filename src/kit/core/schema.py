@@ -215,6 +215,7 @@ class ServeConfig:
     batching: Batching = MISSING
     batch_wait_ms: int = MISSING  # mixed: how long the first request waits for company
     max_batch: int = MISSING
+    preempt_tokens: int = MISSING  # a greedy row this many tokens into its batch yields to waiting requests (0: off)
     device: str = MISSING
     dtype: Dtype = MISSING
 

@@ -60,7 +60,7 @@ class ServeApp:
         self.store = ModifierStore(registry, base, device, resolve_dtype(serve_cfg.dtype, device),
                                    bool(serve_cfg.preload), int(serve_cfg.max_loaded))
         self.engine = Engine(self.store, str(getattr(serve_cfg.batching, "value", serve_cfg.batching)),
-                             int(serve_cfg.batch_wait_ms), int(serve_cfg.max_batch))
+                             int(serve_cfg.batch_wait_ms), int(serve_cfg.max_batch), int(serve_cfg.preempt_tokens))
         self.tokenizer = self.store.resident.tokenizer
         self.context = context_length(self.store.resident.model)
         # no token is longer than this many characters: a prompt over context * this is too long untokenized

@@ -13,8 +13,11 @@ requests for different modifiers:
 Each row is watched after every generated token (``RowWatch``): it ends on its own
 end-of-turn token, its own ``max_tokens``, a ``stop`` string, its deadline, or when
 its client has gone (``Job.cancel``), and its answer is handed back at once rather
-than when the longest row of the batch ends. A batch that fails is re-run row by
-row, so one bad request fails alone. Prompts arrive as token ids, already checked
+than when the longest row of the batch ends. A greedy row that has run
+``preempt_tokens`` tokens in its batch while others wait is set aside and continues
+(from its prompt and the tokens so far) at the back of the queue, so one long
+answer does not hold everyone queued behind its batch. A batch that fails is re-run
+row by row, so one bad request fails alone. Prompts arrive as token ids, already checked
 against the model's context by the caller.
 
 ``bench/serve.py`` measures which batching is faster; ``bench/serve_load.py`` what
@@ -55,6 +58,16 @@ class Job:
     cancelled: bool = False
     ids: list[int] = field(default_factory=list)  # generated so far
     sent: int = 0  # characters of answer text already given to on_text
+    run_start: int = 0  # len(ids) when its current batch began
+    paused: bool = False  # set aside for waiting requests; continues in a later batch
+
+    @property
+    def todo_max(self) -> int:
+        return self.settings["max_new_tokens"] - len(self.ids)
+
+    @property
+    def todo_min(self) -> int:
+        return max(0, self.settings["min_new_tokens"] - len(self.ids))
 
     def __post_init__(self):
         self.deadline = time.monotonic() + self.timeout
@@ -130,15 +143,36 @@ class RowWatch:
         return done
 
 
+class RowFloor:
+    """A transformers logits processor: no end-of-turn for a row before its own ``min_tokens``
+    (transformers' own floor is one number for the whole batch, so rows with different floors
+    could not share a batch)."""
+
+    def __init__(self, batch: list[Job], eos: set[int]):
+        self.batch, self.eos = batch, sorted(eos)
+        self.floors = [j.todo_min for j in batch]
+        self.start = [len(j.ids) for j in batch]
+
+    def __call__(self, input_ids, scores):
+        for row, job in enumerate(self.batch):
+            if self.floors[row] and len(job.ids) - self.start[row] < self.floors[row]:
+                scores[row, self.eos] = float("-inf")
+        return scores
+
+
 class Engine:
-    def __init__(self, store, batching: str = "mixed", batch_wait_ms: int = 5, max_batch: int = 16):
+    def __init__(self, store, batching: str = "mixed", batch_wait_ms: int = 5, max_batch: int = 16,
+                 preempt_tokens: int = 32):
         self.store = store  # kit.stages.serve.store.ModifierStore
         self.resident = store.resident
         self.decoder = Decoder(self.resident.tokenizer)
         self.batching = batching
         self.wait = batch_wait_ms / 1000
         self.max_batch = max_batch
+        self.preempt_tokens = preempt_tokens  # 0: a row runs to its end once started
+        self.preempted = 0
         self.jobs: queue.Queue[Job] = queue.Queue()
+        self.carry: Job | None = None  # a job that did not fit the last batch: it opens the next one
         self.batches = 0  # generate calls, for stats and tests
         self.rows = 0
         self.busy = False
@@ -190,6 +224,8 @@ class Engine:
 
     def _run_isolated(self, batch: list[Job]) -> None:
         """One batch; if it fails, its unfinished rows again one by one: a bad row fails alone."""
+        for job in batch:
+            job.run_start, job.paused = len(job.ids), False
         try:
             self._run(batch)
         except BaseException as e:  # the request fails; the server goes on
@@ -199,14 +235,17 @@ class Engine:
                     job.finish(error=e)
                 return
             for job in left:
-                job.ids = []
+                job.ids = job.ids[:job.run_start]
                 self._run_isolated([job])
-        for job in batch:  # rows the watcher never ended (generate stopped first): end them now
-            if not job.done.is_set():
+            return
+        for job in batch:
+            if job.paused and not job.done.is_set():
+                self.jobs.put(job)  # continues behind those who waited
+            elif not job.done.is_set():  # the watcher never ended it (generate stopped first)
                 self._end(job, "length")
 
     def _next_batch(self) -> list[Job]:
-        first = self.jobs.get()
+        first, self.carry = self.carry or self.jobs.get(), None
         if self.batching != "mixed" or not first.greedy:
             return [first]
         batch, deadline = [first], time.monotonic() + self.wait
@@ -216,29 +255,30 @@ class Engine:
             except queue.Empty:
                 break
             if not job.greedy or not self._fits(batch, job):
-                self.jobs.put(job)  # served in a later batch, in order among its kind
+                self.carry = job  # first in the next batch: never sent to the back of the queue
                 break
             batch.append(job)
         return batch
 
     def _fits(self, batch: list[Job], job: Job) -> bool:
-        """Same ``min_tokens``, and at most ``max_loaded`` distinct modifiers (all stay attached at once)."""
+        """At most ``max_loaded`` distinct modifiers (all stay attached at once)."""
         names = {j.modifier for j in batch if j.modifier} | ({job.modifier} if job.modifier else set())
-        same_floor = job.settings["min_new_tokens"] == batch[0].settings["min_new_tokens"]
-        return same_floor and len(names) <= self.store.max_loaded
+        return len(names) <= self.store.max_loaded
 
     def _run(self, batch: list[Job]) -> None:
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         tok = self.resident.tokenizer
         names = [self.store.adapter(j.modifier) if j.modifier else None for j in batch]
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        width = max(len(j.prompt_ids) for j in batch)
-        ids = torch.tensor([[pad] * (width - len(j.prompt_ids)) + j.prompt_ids for j in batch])  # left-padded
-        mask = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in batch])
-        longest = max(j.settings["max_new_tokens"] for j in batch)
-        kwargs = {"max_new_tokens": longest, "pad_token_id": pad, "min_new_tokens": batch[0].settings["min_new_tokens"],
+        rows = [j.prompt_ids + j.ids for j in batch]  # a set-aside row continues from its tokens so far
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])  # left-padded
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        longest = max(j.todo_max for j in batch)
+        kwargs = {"max_new_tokens": longest, "pad_token_id": pad,
+                  "logits_processor": LogitsProcessorList([RowFloor(batch, self.decoder.eos)]),
                   "stopping_criteria": StoppingCriteriaList([RowWatch(self, batch, width)])}
         first = batch[0].settings
         if first["temperature"] > 0:
@@ -284,6 +324,11 @@ class Engine:
             return self._end(job, "length")
         if time.monotonic() > job.deadline:
             return self._time_out(job)
+        if self.preempt_tokens and job.greedy and len(job.ids) - job.run_start >= self.preempt_tokens \
+                and not self.jobs.empty():
+            job.paused = True
+            self.preempted += 1
+            return True
         return False
 
     def _emit(self, job: Job, text: str, hold: int = 0) -> None:

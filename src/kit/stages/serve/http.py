@@ -120,7 +120,8 @@ def make_api(app, api_key: str | None, max_body_bytes: int, client_timeout: floa
     async def health():
         return {"status": "ok", "requests": app.engine.rows, "generate_calls": app.engine.batches,
                 "queued": app.engine.jobs.qsize(), "busy": app.engine.busy,
-                "cancelled": app.engine.cancelled, "timed_out": app.engine.timed_out}
+                "cancelled": app.engine.cancelled, "timed_out": app.engine.timed_out,
+                "preempted": app.engine.preempted}
 
     @api.get("/v1/models")
     async def models(request: Request):
