@@ -349,6 +349,8 @@ def run(args) -> dict:
 
 
 def measure_strategy(name: str, base: Path, adapters: list[Path], bare, inputs, args, device: str, short: str) -> dict:
+    from kit.core.device import DTYPES
+
     import gc
     import importlib.util
 
@@ -357,7 +359,7 @@ def measure_strategy(name: str, base: Path, adapters: list[Path], bare, inputs, 
             return {"skipped": "vllm not installed here"}
         return {"skipped": "vllm: run bench/eval_strategies.py on the GPU machine (vLLM's own engine)"}
     if name == "merge":
-        row, model = bench_merge(base, adapters, device, {"fp32": "float32", "bf16": "bfloat16"}[short])
+        row, model = bench_merge(base, adapters, device, DTYPES[short].torch_name)
         row["throughput"] = ratios(bare, model, lambda: None, inputs, args.new_tokens, args.rounds)
         del model
         gc.collect()
@@ -369,7 +371,7 @@ def measure_strategy(name: str, base: Path, adapters: list[Path], bare, inputs, 
         prepare = lambda: resident.activate(last, merged=merged, check=False)  # noqa: E731
         row["throughput"] = ratios(bare, resident.forward_model(last), prepare, inputs, args.new_tokens, args.rounds)
         resident.restore(check=True)
-    del resident
+    resident = prepare = None  # free the base before the next strategy builds its own
     gc.collect()
     return row
 
