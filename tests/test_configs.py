@@ -43,11 +43,12 @@ def test_rank_sweep_expands_to_four_ranks_with_alpha_twice_rank():
 
 
 def test_real_model_presets_name_their_hf_ids():
-    local = ("tiny", "smollm2_135m_instruct")  # built offline: kit's tiny model, the GGUF of a PyPI package
-    ids = {o: compose("train", [f"model={o}"]).model.hf_id for o in options("model") if o not in local}
+    models = {o: compose("train", [f"model={o}"]).model for o in options("model") if o != "tiny"}
+    ids = {o: m.hf_id for o, m in models.items()}
     assert ids["llama3_1_8b_instruct"] == "meta-llama/Llama-3.1-8B-Instruct"
     assert ids["qwen2_5_0_5b"] == "Qwen/Qwen2.5-0.5B"
-    assert all(ids.values())
+    assert models["smollm2_135m_instruct"].gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"  # from its package
+    assert all(m.hf_id or m.gguf_file for m in models.values())
 
 
 def test_security_defaults():

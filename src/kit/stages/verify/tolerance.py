@@ -51,7 +51,8 @@ class Tolerance:
     def describe(self) -> dict:
         if self.strict:
             return {"max_abs_per_row": self.rule(), "top1_agreement": 1.0}
-        return {"top1_flip_counts_when_margin_above": f"{self.margin_ulps:g} * {self.eps():.3g} * max|logit| of the row"}
+        bound = f"{self.margin_ulps:g} * {self.eps():.3g} * max|logit| of the row"
+        return {"top1_flip_counts_when_margin_above": bound}
 
     def row_limit(self, ref_rows):
         """Per position: the largest |logit diff| rounding can explain."""
