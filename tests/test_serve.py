@@ -27,7 +27,8 @@ def train_modifier_job(kit_cache, tmp_path_factory) -> Path:
         return job
     work.mkdir(exist_ok=True)
     args = ["train", "+experiment=modifiers", "trainer.epochs=1", "tasks.limit=10", "logger=none",
-            "phase.modifiers.last_digit.tasks=[]", "phase.modifiers.reverse.tasks=[]", f"hydra.run.dir={job}"]
+            "phase.modifiers.parity.tasks=[kit/parity]", "phase.modifiers.last_digit.tasks=[]",
+            "phase.modifiers.reverse.tasks=[]", f"hydra.run.dir={job}"]
     proc = run_kit(args, kit_cache, work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return job

@@ -48,6 +48,10 @@ def test_files_and_printed_table(sweep):
         job = json.loads(Path(r["job_dir"], "summary.json").read_text())
         assert r["scores"]["parity/mean"] == job["scores"]["parity"]["mean"]
         assert r["checkpoint_bytes"] == job["checkpoint"]["bytes"] and r["train_s"] == job["timings"]["train_s"]
+        # paired test against the base on the same 20 samples, read back from both Inspect logs
+        vs_base = r["paired"]["parity/mean"]["vs_base"]
+        assert vs_base["test"] == "mcnemar" and vs_base["n"] == 20 and 0 <= vs_base["p"] <= 1
+    assert "| vs base: p | vs best: p |" in md
     png = (sweep_dir / "sweep_summary.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
