@@ -11,7 +11,11 @@ import os
 import sys
 from pathlib import Path
 
+from kit.core.config import compose, one_line
 from kit.core.errors import KitError
+from kit.stages.modifiers import base_fingerprint, check_same_base, read_registry
+from kit.stages.serve.app import ServeApp
+from kit.stages.serve.http import bind, make_api, make_server, url_of
 
 USAGE = "usage: python -m kit serve serve.registry=<phase=modifier job dir> [serve.port=8000] [router=rules|learned|none] [key=value ...]"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -20,7 +24,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def config(args: list[str]):
     from omegaconf import OmegaConf
 
-    from kit.core.config import compose, one_line
 
     if any(not a.count("=") for a in args):
         raise KitError(f"unexpected argument(s) {[a for a in args if '=' not in a]}; {USAGE}")
@@ -53,9 +56,6 @@ def api_key_of(cfg) -> str | None:
 
 def build(cfg):
     """(app, server) ready to serve; every check done before the model loads (the port first)."""
-    from kit.stages.modifiers import base_fingerprint, check_same_base, read_registry
-    from kit.stages.serve.app import ServeApp
-    from kit.stages.serve.http import bind, make_api, make_server, url_of
 
     api_key = api_key_of(cfg)
     registry = read_registry(Path(cfg.serve.registry))

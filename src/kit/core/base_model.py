@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 from kit.core.errors import KitError
+from kit.core.gguf import gguf_model_dir
+from kit.core.smollm2 import PRESETS, package_dir
 from kit.core.tiny import tiny_model_dir
 
 
@@ -18,7 +20,6 @@ def resolve_base(model_cfg, config_only: bool = False) -> Path:
     """The model folder. ``config_only``: a hub model needs only its config.json
     (cached, or fetched alone when the network is allowed), e.g. for describe."""
     if model_cfg.get("gguf_file"):
-        from kit.core.gguf import gguf_model_dir
 
         return gguf_model_dir(_gguf_folder(model_cfg), model_cfg.gguf_file)
     if model_cfg.path:
@@ -43,7 +44,6 @@ def _gguf_folder(model_cfg) -> Path:
     """The folder holding ``model.gguf_file``: ``model.path``, or the installed package of a preset."""
     if model_cfg.path:
         return Path(model_cfg.path).expanduser()
-    from kit.core.smollm2 import PRESETS, package_dir
 
     if model_cfg.name in PRESETS:
         return package_dir(model_cfg.name)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from kit.core.errors import KitError
 from kit.core.folders import build_atomically
+from kit.core.tiny import cache_root
 
 FORMAT_VERSION = 1  # bump when the folder's layout changes: it is part of the cache key
 # written by save_pretrained but not needed by a fast tokenizer; tokenizer.model is the GGUF again
@@ -49,7 +50,6 @@ def require_gguf() -> None:
 
 def gguf_model_dir(folder, gguf_file: str, cache: Path | None = None) -> Path:
     """The converted HF folder of ``folder/gguf_file``, converting on first use."""
-    from kit.core.tiny import cache_root
 
     source = gguf_path(folder, gguf_file)
     stem = source.name.removesuffix(".gguf")

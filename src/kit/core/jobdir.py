@@ -13,8 +13,8 @@ from pathlib import Path
 
 from kit.core.config import compose, one_line
 from kit.core.errors import KitError
-from kit.core.results import Checkpoint
 from kit.core.identity import changed_adapter
+from kit.core.results import Checkpoint
 
 SUMMARY = "summary.json"
 

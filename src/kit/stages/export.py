@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 
 from kit.core.errors import KitError
-from kit.core.results import Checkpoint
 from kit.core.models import family_of, read_config
+from kit.core.results import Checkpoint
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 SKIP_IN_FULL = ADAPTER_FILES + ("adapter_model.pt", "adapter_model.bin")

@@ -33,11 +33,11 @@ from typing import Any, Sequence
 from hydra._internal.core_plugins.basic_launcher import (
     BasicLauncher as HydraBasicLauncher,
 )
-from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from omegaconf import OmegaConf, open_dict
 
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from kit.core import identity, jobdir
 from kit.core.config import redact_overrides, redact_yaml_files
 from kit.core.errors import KitError
@@ -187,8 +187,9 @@ class SubmititLauncher(BaseSubmititLauncher):
     def executor(self):
         """submitit's executor with this config's settings, built as hydra-submitit-launcher does."""
         import submitit
-        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
         from omegaconf import OmegaConf
+
+        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
         params = dict(self.params)
         folder = params.pop("submitit_folder")

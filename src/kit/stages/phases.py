@@ -42,7 +42,6 @@ from kit.stages.modifiers import (
 from kit.stages.router import LEARNED_FILE, train_learned
 
 
-
 def check(cfg: DictConfig) -> None:
     """Preflight for the phase: one clear error before any job dir is written."""
     name = cfg.phase.name

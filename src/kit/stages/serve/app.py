@@ -17,9 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.core.device import resolve_device, resolve_dtype
+from kit.stages.router import make_router
 from kit.stages.serve import schemas
-from kit.stages.serve.engine import Job
+from kit.stages.serve.engine import Engine, Job
 from kit.stages.serve.openai_api import ApiError, completion_response, model_entry
+from kit.stages.serve.store import ModifierStore
 
 BASE, AUTO = "base", "auto"
 MAX_NAME = 64  # characters of an unknown model name echoed back in a 404
@@ -47,10 +50,6 @@ class Prepared:
 
 class ServeApp:
     def __init__(self, serve_cfg, router_cfg, registry, base: Path):
-        from kit.stages.serve.engine import Engine
-        from kit.stages.router import make_router
-        from kit.stages.serve.store import ModifierStore
-        from kit.core.device import resolve_device, resolve_dtype
 
         device = resolve_device(serve_cfg.device)
         self.cfg = serve_cfg

@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from kit.core.errors import KitError
 from kit.stages.serve import schemas
 from kit.stages.serve.engine import Cancelled, DeadlineExceeded
 from kit.stages.serve.openai_api import ApiError
@@ -300,7 +301,6 @@ def bind(host: str, port: int):
     """A socket bound to (host, port), or KitError in one line: checked before the model loads."""
     import errno
 
-    from kit.core.errors import KitError
 
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kit.stages.verify.context import VerifyContext
-from kit.stages.verify.tolerance import compare_logits
+from kit.stages.verify.tolerance import compare_logits, limit_note
 
 REFERENCE = "peft_merge"
 
@@ -23,7 +23,6 @@ def check(ctx: VerifyContext) -> dict:
 
 
 def why(name: str, f: dict, ctx: VerifyContext) -> str:
-    from kit.stages.verify.tolerance import limit_note
 
     limit = limit_note(f, ctx.tol)
     return (f"{name} vs {REFERENCE}: max|logit diff| {f['max_abs_diff']:.3g}{limit}, top-1 agreement "
