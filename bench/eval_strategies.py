@@ -42,10 +42,19 @@ RANKS = [8, 16, 32, 64]
 def train_sweep(n: int, where: Path) -> Path:
     """N adapters of the tiny base: ranks 8..64, or N seeds at rank 8 beyond four."""
     sweep = where / "sweep"
-    axis = (f"lora.rank={','.join(map(str, RANKS[:n]))}" if n <= len(RANKS)
-            else f"trainer.seed={','.join(map(str, range(n)))}")
-    cmd = [sys.executable, "-m", "kit", "train", "-m", axis, "trainer.epochs=1", "eval=none", "logger=none",
-           f"hydra.sweep.dir={sweep}"]
+    axis = f"lora.rank={','.join(map(str, RANKS[:n]))}" if n <= len(RANKS) else f"trainer.seed={','.join(map(str, range(n)))}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "kit",
+        "train",
+        "-m",
+        axis,
+        "trainer.epochs=1",
+        "eval=none",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+    ]
     subprocess.run(cmd, cwd=ROOT, env=ENV, check=True, capture_output=True)
     return sweep
 
@@ -60,8 +69,12 @@ def prompts(tokenizer, batch: int, device: str):
     import random
 
     numbers = random.Random(0).sample(range(10_000, 100_000), batch)
-    chats = [tokenizer.apply_chat_template([{"role": "user", "content": f"Is {n} even or odd?"}],
-                                           tokenize=False, add_generation_prompt=True) for n in numbers]
+    chats = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"Is {n} even or odd?"}], tokenize=False, add_generation_prompt=True
+        )
+        for n in numbers
+    ]
     tokenizer.padding_side = "left"
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     return tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
@@ -84,9 +97,9 @@ def setup_merge(base: Path, adapters: list[Path], device: str, dtype: str) -> tu
     """merge: merge_and_unload + save + reload, per adapter; keeps the last merged model."""
     import shutil
 
+    from kit.core.loader import load_model
     from kit.stages.eval.merge import merge_to_folder
     from kit.stages.export import folder_bytes
-    from kit.core.loader import load_model
 
     setups, temp, model = [], 0, None
     for adapter in adapters:
@@ -117,8 +130,11 @@ def setup_resident(resident, adapters: list[Path], merged: bool, device: str) ->
     start = time.perf_counter()
     with resident.lock:
         resident.restore(check=True)  # one restore with the fingerprint check, timed
-    return {"setup_s": statistics.median(setups), "temp_bytes": 0,
-            "restore_with_check_s": time.perf_counter() - start if merged else None}
+    return {
+        "setup_s": statistics.median(setups),
+        "temp_bytes": 0,
+        "restore_with_check_s": time.perf_counter() - start if merged else None,
+    }
 
 
 def interleaved_tok_s(runners: dict, inputs, new_tokens: int, rounds: int) -> dict:
@@ -163,8 +179,13 @@ def bench_vllm(base: Path, adapters: list[Path], batch: int, new_tokens: int) ->
         llm.chat(messages[:1], SamplingParams(max_tokens=1), lora_request=lora, use_tqdm=False)
         setups.append(time.perf_counter() - start)
         speeds.append(statistics.median(run(lora) for _ in range(3)))
-    return {"setup_s": statistics.median(setups), "tok_s": statistics.median(speeds), "temp_bytes": 0,
-            "base_tok_s_vllm": base_tok_s, "ratio_to_vllm_base": statistics.median(speeds) / base_tok_s}
+    return {
+        "setup_s": statistics.median(setups),
+        "tok_s": statistics.median(speeds),
+        "temp_bytes": 0,
+        "base_tok_s_vllm": base_tok_s,
+        "ratio_to_vllm_base": statistics.median(speeds) / base_tok_s,
+    }
 
 
 def measure(base: Path, adapters: list[Path], args, device: str, dtype: str) -> dict:
@@ -184,9 +205,12 @@ def measure(base: Path, adapters: list[Path], args, device: str, dtype: str) -> 
     def activate(merged: bool):
         return lambda: resident.activate(last, merged=merged, check=False)
 
-    runners = {"base": (lambda: None, bare), "merge": (lambda: None, merged_model),
-               "merge_in_memory": (activate(True), resident.forward_model(last)),
-               "direct": (activate(False), resident.forward_model(last))}
+    runners = {
+        "base": (lambda: None, bare),
+        "merge": (lambda: None, merged_model),
+        "merge_in_memory": (activate(True), resident.forward_model(last)),
+        "direct": (activate(False), resident.forward_model(last)),
+    }
     inputs = prompts(resident.tokenizer, args.batch, device)
     with resident.lock:
         for name, tok_s in interleaved_tok_s(runners, inputs, args.new_tokens, args.rounds).items():
@@ -220,7 +244,7 @@ def main() -> None:
 def report(rows: dict, base: Path, adapters: list[Path], device: str, dtype: str, args) -> None:
     base_speed = rows["base"]["tok_s"]
     print(f"base {base} on {device} ({dtype}), {len(adapters)} adapters, batch {args.batch}, {args.new_tokens} new tokens")
-    print(f"| strategy | set-up s / adapter | tok/s | throughput vs base | temp disk bytes |")
+    print("| strategy | set-up s / adapter | tok/s | throughput vs base | temp disk bytes |")
     print("|---|---|---|---|---|")
     for name, r in rows.items():
         if "skipped" in r:
@@ -230,8 +254,19 @@ def report(rows: dict, base: Path, adapters: list[Path], device: str, dtype: str
         setup = "-" if r["setup_s"] is None else f"{r['setup_s']:.4f}"
         print(f"| {name} | {setup} | {r['tok_s']:.1f} | {r['ratio_to_base']:.3f} | {r['temp_bytes']:,} |")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"device": device, "dtype": dtype, "batch": args.batch, "new_tokens": args.new_tokens,
-                                   "adapters": [str(a) for a in adapters], "rows": rows}, indent=2))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "device": device,
+                "dtype": dtype,
+                "batch": args.batch,
+                "new_tokens": args.new_tokens,
+                "adapters": [str(a) for a in adapters],
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"written: {RESULTS}")
 
 

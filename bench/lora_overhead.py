@@ -49,20 +49,27 @@ def main() -> None:
     p.add_argument("--batches", default="1,32")
     args = p.parse_args()
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=512, hidden_size=896, intermediate_size=4864, num_hidden_layers=args.layers,
-                         num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True)
+    config = Qwen2Config(
+        vocab_size=512,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=args.layers,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     base = Qwen2ForCausalLM(config).eval()
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    lora = get_peft_model(copy.deepcopy(base), LoraConfig(r=args.rank, lora_alpha=2 * args.rank,
-                                                          target_modules=targets)).eval()
+    lora = get_peft_model(copy.deepcopy(base), LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules=targets)).eval()
     modules = args.layers * len(targets)
-    print(f"qwen0_5b layer shapes, {args.layers} layers, {modules} LoRA modules r{args.rank}, "
-          f"{torch.get_num_threads()} threads")
+    print(f"qwen0_5b layer shapes, {args.layers} layers, {modules} LoRA modules r{args.rank}, {torch.get_num_threads()} threads")
     for batch in (int(b) for b in args.batches.split(",")):
         tb, nb = decode_step(base, batch)
         tl, nl = decode_step(lora, batch)
-        print(f"batch {batch}: decode step base {tb * 1e3:.1f} ms ({nb} ops), unmerged {tl * 1e3:.1f} ms ({nl} ops): "
-              f"{tb / tl:.2f}x; per LoRA module +{(tl - tb) / modules * 1e6:.0f} us, +{(nl - nb) / modules:.1f} ops")
+        print(
+            f"batch {batch}: decode step base {tb * 1e3:.1f} ms ({nb} ops), unmerged {tl * 1e3:.1f} ms ({nl} ops): "
+            f"{tb / tl:.2f}x; per LoRA module +{(tl - tb) / modules * 1e6:.0f} us, +{(nl - nb) / modules:.1f} ops"
+        )
 
 
 if __name__ == "__main__":

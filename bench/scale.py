@@ -45,27 +45,51 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's kit, not an installed one
 
 SHAPES = {  # Qwen2.5 shapes; vocabulary replaced by kit's 512-token tokenizer
-    "tiny": dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, tie_word_embeddings=False),
-    "qwen0_5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                     num_key_value_heads=2, tie_word_embeddings=True),
-    "qwen1_5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                     num_key_value_heads=2, tie_word_embeddings=True),
-    "qwen7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                   num_key_value_heads=4, tie_word_embeddings=False),
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=176,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    ),
+    "qwen0_5b": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    ),
+    "qwen1_5b": dict(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    ),
+    "qwen7b": dict(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        tie_word_embeddings=False,
+    ),
 }
 TARGETS = {"self_attn": ["q_proj", "k_proj", "v_proj", "o_proj"], "mlp": ["gate_proj", "up_proj", "down_proj"]}
 RANKS = [16, 64]
 
 
 # -- building the base and the adapters ----------------------------------------
+
 
 def build_base(shape: str, out: Path, device: str, dtype: str) -> int:
     """A random-weight base of ``shape``, built on ``device`` in ``dtype``, saved to ``out``."""
@@ -76,14 +100,22 @@ def build_base(shape: str, out: Path, device: str, dtype: str) -> int:
 
     out.mkdir(parents=True)
     ids = build_tokenizer(out, 512)
-    config = Qwen2Config(vocab_size=512, max_position_embeddings=4096, rope_theta=1e6, **SHAPES[shape],
-                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-                         pad_token_id=ids["<|endoftext|>"], torch_dtype=dtype)
+    config = Qwen2Config(
+        vocab_size=512,
+        max_position_embeddings=4096,
+        rope_theta=1e6,
+        **SHAPES[shape],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        torch_dtype=dtype,
+    )
     torch.manual_seed(0)
     with torch.device(device):  # no host copy of a 7B model: init where it will run
         model = Qwen2ForCausalLM._from_config(config, torch_dtype=getattr(torch, dtype)).eval()
-    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-                                               pad_token_id=config.pad_token_id)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
+    )
     model.save_pretrained(str(out), safe_serialization=True)
     params = sum(p.numel() for p in model.parameters())
     del model
@@ -98,8 +130,15 @@ def build_adapter(base: Path, out: Path, rank: int, seed: int, dtype: str) -> No
     cfg = json.loads((base / "config.json").read_text())
     h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     kv = h // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
-    sizes = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-             "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)}  # (in, out)
+    sizes = {
+        "q_proj": (h, h),
+        "k_proj": (h, kv),
+        "v_proj": (h, kv),
+        "o_proj": (h, h),
+        "gate_proj": (h, inter),
+        "up_proj": (h, inter),
+        "down_proj": (inter, h),
+    }  # (in, out)
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
     for i in range(layers):
@@ -111,13 +150,27 @@ def build_adapter(base: Path, out: Path, rank: int, seed: int, dtype: str) -> No
                 tensors[f"{key}.lora_B.weight"] = (torch.randn(n_out, rank, generator=gen) * 0.01).to(getattr(torch, dtype))
     out.mkdir(parents=True)
     save_file(tensors, str(out / "adapter_model.safetensors"))
-    (out / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 2 * rank, "lora_dropout": 0.0,
-        "bias": "none", "fan_in_fan_out": False, "inference_mode": True, "base_model_name_or_path": None,
-        "target_modules": [n for names in TARGETS.values() for n in names]}, indent=1))
+    (out / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "task_type": "CAUSAL_LM",
+                "r": rank,
+                "lora_alpha": 2 * rank,
+                "lora_dropout": 0.0,
+                "bias": "none",
+                "fan_in_fan_out": False,
+                "inference_mode": True,
+                "base_model_name_or_path": None,
+                "target_modules": [n for names in TARGETS.values() for n in names],
+            },
+            indent=1,
+        )
+    )
 
 
 # -- timing kit's own functions by phase ---------------------------------------
+
 
 class Phases:
     """Wraps named functions so their wall time adds up per phase (with a CUDA sync);
@@ -186,6 +239,7 @@ def resident_phases(cuda: bool) -> Phases:
 
 # -- measuring -------------------------------------------------------------------
 
+
 def peak_memory(device: str) -> int:
     import torch
 
@@ -203,8 +257,10 @@ def reset_peak(device: str) -> None:
 
 def prompts(tokenizer, batch: int, device: str):
     numbers = range(10_000, 10_000 + batch)
-    chats = [tokenizer.apply_chat_template([{"role": "user", "content": f"Is {n} even?"}], tokenize=False,
-                                           add_generation_prompt=True) for n in numbers]
+    chats = [
+        tokenizer.apply_chat_template([{"role": "user", "content": f"Is {n} even?"}], tokenize=False, add_generation_prompt=True)
+        for n in numbers
+    ]
     tokenizer.padding_side = "left"
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     return tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
@@ -278,8 +334,14 @@ def bench_resident(base: Path, adapters: list[Path], merged: bool, device: str, 
         last_restore = phases.take()
     finally:
         phases.undo()
-    row = {"resident_load_s": load_s, "setup_s": statistics.median(totals), "breakdown_s": median_phases(per_switch),
-           "once_s": once, "final_restore_s": last_restore, "temp_bytes": 0}
+    row = {
+        "resident_load_s": load_s,
+        "setup_s": statistics.median(totals),
+        "breakdown_s": median_phases(per_switch),
+        "once_s": once,
+        "final_restore_s": last_restore,
+        "temp_bytes": 0,
+    }
     return row, resident
 
 
@@ -320,9 +382,18 @@ def run(args) -> dict:
     dtype = "bfloat16" if device.startswith("cuda") else "float32"
     short = {"float32": "fp32", "bfloat16": "bf16"}[dtype]
     work = Path(tempfile.mkdtemp(prefix="kit-scale-", dir=args.tmp))
-    result = {"shape": args.shape, "device": device, "dtype": dtype, "adapters": args.adapters,
-              "batches": args.batches, "new_tokens": args.new_tokens, "rounds": args.rounds,
-              "load_average": os.getloadavg(), "threads": torch.get_num_threads(), "strategies": {}}
+    result = {
+        "shape": args.shape,
+        "device": device,
+        "dtype": dtype,
+        "adapters": args.adapters,
+        "batches": args.batches,
+        "new_tokens": args.new_tokens,
+        "rounds": args.rounds,
+        "load_average": os.getloadavg(),
+        "threads": torch.get_num_threads(),
+        "strategies": {},
+    }
     try:
         start = time.perf_counter()
         result["parameters"] = build_base(args.shape, work / "base", device, dtype)
@@ -349,10 +420,10 @@ def run(args) -> dict:
 
 
 def measure_strategy(name: str, base: Path, adapters: list[Path], bare, inputs, args, device: str, short: str) -> dict:
-    from kit.core.device import DTYPES
-
     import gc
     import importlib.util
+
+    from kit.core.device import DTYPES
 
     if name == "vllm":
         if importlib.util.find_spec("vllm") is None:
@@ -377,14 +448,18 @@ def measure_strategy(name: str, base: Path, adapters: list[Path], bare, inputs, 
 
 
 def table(result: dict) -> str:
-    lines = [f"shape {result['shape']} ({result['parameters'] / 1e9:.2f}B parameters, {result['base_bytes'] / 1e9:.2f} GB), "
-             f"{result['device']} {result['dtype']}, {result['adapters']} adapters (r16/r64 all-linear), "
-             f"{result['new_tokens']} new tokens, {result['rounds']} rounds, {result['threads']} threads; "
-             f"build {result['build_s']:.1f} s, bare load {result['base_load_s']:.1f} s; load average "
-             f"{result['load_average'][0]:.1f} -> {result['load_average_after'][0]:.1f}", "",
-             "| strategy | set-up s / adapter (median) | breakdown s (median per switch) | once | "
-             + " | ".join(f"b{b} tok/s (vs base)" for b in result["batches"]) + " | temp disk | peak mem |",
-             "|---|---|---|---|" + "---|" * len(result["batches"]) + "---|---|"]
+    lines = [
+        f"shape {result['shape']} ({result['parameters'] / 1e9:.2f}B parameters, {result['base_bytes'] / 1e9:.2f} GB), "
+        f"{result['device']} {result['dtype']}, {result['adapters']} adapters (r16/r64 all-linear), "
+        f"{result['new_tokens']} new tokens, {result['rounds']} rounds, {result['threads']} threads; "
+        f"build {result['build_s']:.1f} s, bare load {result['base_load_s']:.1f} s; load average "
+        f"{result['load_average'][0]:.1f} -> {result['load_average_after'][0]:.1f}",
+        "",
+        "| strategy | set-up s / adapter (median) | breakdown s (median per switch) | once | "
+        + " | ".join(f"b{b} tok/s (vs base)" for b in result["batches"])
+        + " | temp disk | peak mem |",
+        "|---|---|---|---|" + "---|" * len(result["batches"]) + "---|---|",
+    ]
     for name, r in result["strategies"].items():
         if "skipped" in r:
             lines.append(f"| {name} | not run: {r['skipped']} |")
@@ -392,8 +467,10 @@ def table(result: dict) -> str:
         parts = ", ".join(f"{k} {v:.3f}" for k, v in r["breakdown_s"].items())
         once = ", ".join(f"{k} {v:.2f}" for k, v in r.get("once_s", {}).items()) or "-"
         speeds = " | ".join(f"{t['tok_s']:.1f} ({t['ratio']:.2f}x)" for t in r["throughput"].values())
-        lines.append(f"| {name} | {r['setup_s']:.3f} | {parts} | {once} | {speeds} | "
-                     f"{r['temp_bytes'] / 1e9:.2f} GB | {r['peak_memory_bytes'] / 2**30:.1f} GiB |")
+        lines.append(
+            f"| {name} | {r['setup_s']:.3f} | {parts} | {once} | {speeds} | "
+            f"{r['temp_bytes'] / 1e9:.2f} GB | {r['peak_memory_bytes'] / 2**30:.1f} GiB |"
+        )
     return "\n".join(lines)
 
 

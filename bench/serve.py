@@ -39,21 +39,42 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "serve.json"
 ENV = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-PROMPTS = {"base": "Is 4821 even or odd?", "parity": "Is 4821 even or odd?",
-           "last_digit": "What is the last digit of 4821?", "reverse": "Reverse the word abc."}
+PROMPTS = {
+    "base": "Is 4821 even or odd?",
+    "parity": "Is 4821 even or odd?",
+    "last_digit": "What is the last digit of 4821?",
+    "reverse": "Reverse the word abc.",
+}
 
 
 def train_modifiers(where: Path) -> Path:
     job = where / "modifiers"
-    cmd = [sys.executable, "-m", "kit", "train", "+experiment=modifiers", "trainer.epochs=1", "eval=none",
-           "logger=none", f"hydra.run.dir={job}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kit",
+        "train",
+        "+experiment=modifiers",
+        "trainer.epochs=1",
+        "eval=none",
+        "logger=none",
+        f"hydra.run.dir={job}",
+    ]
     subprocess.run(cmd, cwd=ROOT, env=ENV, check=True, capture_output=True)
     return job
 
 
 def start_server(registry: Path, batching: str) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "kit", "serve", f"serve.registry={registry}", "serve.port=0",
-           f"serve.batching={batching}", "serve.device=cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kit",
+        "serve",
+        f"serve.registry={registry}",
+        "serve.port=0",
+        f"serve.batching={batching}",
+        "serve.device=cpu",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if " at " not in line:
@@ -82,8 +103,10 @@ def run_scenario(url: str, requests: list[tuple[str, str]], concurrency: int, to
     def one(req):
         model, text = req
         start = time.perf_counter()
-        r = client.post(f"{url}/chat/completions", json={"model": model, "max_tokens": tokens, "min_tokens": tokens,
-                                                        "messages": [{"role": "user", "content": text}]})
+        r = client.post(
+            f"{url}/chat/completions",
+            json={"model": model, "max_tokens": tokens, "min_tokens": tokens, "messages": [{"role": "user", "content": text}]},
+        )
         r.raise_for_status()
         body = r.json()
         assert body["usage"]["completion_tokens"] == tokens, body
@@ -95,9 +118,13 @@ def run_scenario(url: str, requests: list[tuple[str, str]], concurrency: int, to
     wall = time.perf_counter() - start
     latencies = sorted(r[0] for r in results)
     routes = [r[1] for r in results if r[1] is not None]
-    return {"rps": len(requests) / wall, "tok_s": len(requests) * tokens / wall,
-            "p50_s": statistics.median(latencies), "p95_s": latencies[int(0.95 * (len(latencies) - 1))],
-            "route_s": statistics.median(routes) if routes else None}
+    return {
+        "rps": len(requests) / wall,
+        "tok_s": len(requests) * tokens / wall,
+        "p50_s": statistics.median(latencies),
+        "p95_s": latencies[int(0.95 * (len(latencies) - 1))],
+        "route_s": statistics.median(routes) if routes else None,
+    }
 
 
 def switch_times(registry: Path, repeats: int = 50) -> dict:
@@ -117,7 +144,7 @@ def switch_times(registry: Path, repeats: int = 50) -> dict:
             resident.activate(names[i % 2])
             switches.append(time.perf_counter() - start)
     attaches = []
-    for i in range(5):
+    for _ in range(5):
         resident.detach(resident.attach(reg.modifiers[-1].path))
         start = time.perf_counter()
         resident.attach(reg.modifiers[-1].path)
@@ -151,14 +178,18 @@ def main() -> None:
                 proc.wait()
         report = {"settings": vars(args) | {"registry": str(registry)}, "servers": {}}
         for batching, per in runs.items():
-            med = {s: {k: statistics.median([r[k] for r in rs]) if rs[0][k] is not None else None for k in rs[0]}
-                   for s, rs in per.items()}
+            med = {
+                s: {k: statistics.median([r[k] for r in rs]) if rs[0][k] is not None else None for k in rs[0]}
+                for s, rs in per.items()
+            }
             base = med["base"]
             for s in scenarios:
                 med[s]["rps_vs_base"] = med[s]["rps"] / base["rps"]
                 med[s]["p50_vs_base"] = med[s]["p50_s"] / base["p50_s"]
-            med["routing_overhead_s"] = {"router": med["auto"]["route_s"],
-                                         "auto_minus_mixed_p50": med["auto"]["p50_s"] - med["mixed"]["p50_s"]}
+            med["routing_overhead_s"] = {
+                "router": med["auto"]["route_s"],
+                "auto_minus_mixed_p50": med["auto"]["p50_s"] - med["mixed"]["p50_s"],
+            }
             report["servers"][batching] = med
         report["mixed_vs_switch"] = report["servers"]["mixed"]["mixed"]["rps"] / report["servers"]["switch"]["mixed"]["rps"]
         report["switch"] = switch_times(registry)
@@ -167,13 +198,19 @@ def main() -> None:
     for batching, med in report["servers"].items():
         for s in scenarios:
             m = med[s]
-            print(f"{batching:6s} {s:5s} {m['rps']:7.2f} req/s ({m['rps_vs_base']:.2f}x base)  "
-                  f"p50 {m['p50_s'] * 1000:7.1f} ms ({m['p50_vs_base']:.2f}x)  p95 {m['p95_s'] * 1000:7.1f} ms")
-        print(f"{batching:6s} routing: router {med['routing_overhead_s']['router'] * 1e6:.1f} us/request, "
-              f"auto-mixed p50 {med['routing_overhead_s']['auto_minus_mixed_p50'] * 1000:+.1f} ms")
+            print(
+                f"{batching:6s} {s:5s} {m['rps']:7.2f} req/s ({m['rps_vs_base']:.2f}x base)  "
+                f"p50 {m['p50_s'] * 1000:7.1f} ms ({m['p50_vs_base']:.2f}x)  p95 {m['p95_s'] * 1000:7.1f} ms"
+            )
+        print(
+            f"{batching:6s} routing: router {med['routing_overhead_s']['router'] * 1e6:.1f} us/request, "
+            f"auto-mixed p50 {med['routing_overhead_s']['auto_minus_mixed_p50'] * 1000:+.1f} ms"
+        )
     print(f"mixed batches vs switching (mixed scenario): {report['mixed_vs_switch']:.2f}x requests/s")
-    print(f"switch: set_adapter {report['switch']['set_adapter_s'] * 1e6:.0f} us, "
-          f"attach from disk {report['switch']['attach_from_disk_s'] * 1000:.1f} ms")
+    print(
+        f"switch: set_adapter {report['switch']['set_adapter_s'] * 1e6:.0f} us, "
+        f"attach from disk {report['switch']['attach_from_disk_s'] * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,16 @@ RESULTS = ROOT / "bench" / "results" / "serve_load.json"
 def start_server(registry: Path):
     import subprocess
 
-    cmd = [sys.executable, "-m", "kit", "serve", f"serve.registry={registry}", "serve.port=0", "serve.device=cpu",
-           "serve.client_timeout_s=5"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kit",
+        "serve",
+        f"serve.registry={registry}",
+        "serve.port=0",
+        "serve.device=cpu",
+        "serve.client_timeout_s=5",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if " at " not in line:
@@ -58,8 +66,12 @@ def start_server(registry: Path):
 
 
 def body(model: str, tokens: int = 8, text: str | None = None) -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": text or PROMPTS[model]}],
-            "max_tokens": tokens, "min_tokens": tokens}
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": text or PROMPTS[model]}],
+        "max_tokens": tokens,
+        "min_tokens": tokens,
+    }
 
 
 def percentiles(xs: list[float]) -> dict:
@@ -112,8 +124,10 @@ class Misbehaving:
 
     def slow(self) -> None:
         data = json.dumps(body("base")).encode()
-        request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                   f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+        request = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        ).encode() + data
         while not self.stop.is_set():
             try:
                 with socket.create_connection((self.host, self.port), timeout=30) as s:
@@ -239,13 +253,19 @@ def main() -> None:
     RESULTS.write_text(json.dumps(report, indent=2))
     for name in ("idle", "load", "load+misbehaving", "load+huge", "load+hang_up", "load+slow,stall", "load+long"):
         r = report[name]
-        print(f"{name:17s} n={r['n']:4d}  p50 {r['p50_s'] * 1000:8.1f} ms  p95 {r['p95_s'] * 1000:8.1f} ms  "
-              f"max {r['max_s'] * 1000:8.1f} ms  errors {r['errors'][:5]}")
-    print(f"load+misbehaving p95 / load p95: {report['misbehaving_p95_vs_load_p95']:.2f}x (goal <= 2x); "
-          f"/ idle p95: {report['misbehaving_p95_vs_idle_p95']:.2f}x")
+        print(
+            f"{name:17s} n={r['n']:4d}  p50 {r['p50_s'] * 1000:8.1f} ms  p95 {r['p95_s'] * 1000:8.1f} ms  "
+            f"max {r['max_s'] * 1000:8.1f} ms  errors {r['errors'][:5]}"
+        )
+    print(
+        f"load+misbehaving p95 / load p95: {report['misbehaving_p95_vs_load_p95']:.2f}x (goal <= 2x); "
+        f"/ idle p95: {report['misbehaving_p95_vs_idle_p95']:.2f}x"
+    )
     print(f"misbehaving clients got: {report['misbehaving_got']}; long: {report['long_got']}")
-    print(f"server exit {report['server_exit']}; load average before {report['load_average_before']}, "
-          f"after {report['load_average_after']}")
+    print(
+        f"server exit {report['server_exit']}; load average before {report['load_average_before']}, "
+        f"after {report['load_average_after']}"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "results" / "train_overhead.json"
 WARMUP_STEPS = 5
-ENV = {**os.environ, "KIT_CACHE": "/tmp/kitcache-bench", "WANDB_MODE": "disabled",
-       "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+ENV = {
+    **os.environ,
+    "KIT_CACHE": "/tmp/kitcache-bench",
+    "WANDB_MODE": "disabled",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+}
 
 
 def run(cmd: list[str], log: Path) -> float:
@@ -50,8 +55,7 @@ def run(cmd: list[str], log: Path) -> float:
 
 def median_step_ms(metrics: Path) -> tuple[float, int]:
     """Median step time in ms after warm-up, and the number of steps logged."""
-    rows = sorted((json.loads(line) for line in metrics.read_text().splitlines() if line.strip()),
-                  key=lambda r: r["step"])
+    rows = sorted((json.loads(line) for line in metrics.read_text().splitlines() if line.strip()), key=lambda r: r["step"])
     times = [r["time"] for r in rows][WARMUP_STEPS:]
     gaps = [b - a for a, b in zip(times, times[1:])]
     return statistics.median(gaps) * 1000, len(rows)
@@ -91,8 +95,10 @@ def main() -> None:
             run_dir.mkdir()
             kits.append(kit_run(run_dir))
             tunes.append(tune_run(run_dir))
-            print(f"run {i + 1}/{args.repeats}: kit {kits[-1]['step_ms']:.2f} ms/step, "
-                  f"tune {tunes[-1]['step_ms']:.2f} ms/step", file=sys.stderr)
+            print(
+                f"run {i + 1}/{args.repeats}: kit {kits[-1]['step_ms']:.2f} ms/step, tune {tunes[-1]['step_ms']:.2f} ms/step",
+                file=sys.stderr,
+            )
 
     wall = statistics.median(k["wall_s"] for k in kits)
     kit_ms = statistics.median(k["step_ms"] for k in kits)

@@ -38,9 +38,7 @@ def tiny_base(kit_cache) -> Path:
 def run_kit(args: list[str], cache: Path, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
     """The real CLI in a subprocess, as a user runs it."""
     env = {**os.environ, **OFFLINE, "KIT_CACHE": str(cache)}
-    return subprocess.run(
-        [sys.executable, "-m", "kit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "kit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from conftest import run_kit
+from omegaconf import OmegaConf
 
 from kit.core.config import compose
 
@@ -27,9 +26,19 @@ STEPS = 4
 def recipe_for(tiny_base: Path, job: Path, adapter_dtype: str, extra: list[str] = ()):
     from kit import train
 
-    cfg = compose("train", ["trainer.dtype=bf16", f"trainer.adapter_dtype={adapter_dtype}", "trainer.lr=2e-5",
-                            "trainer.warmup_steps=0", "trainer.epochs=1", f"trainer.max_steps_per_epoch={STEPS}",
-                            "logger=none", *extra])
+    cfg = compose(
+        "train",
+        [
+            "trainer.dtype=bf16",
+            f"trainer.adapter_dtype={adapter_dtype}",
+            "trainer.lr=2e-5",
+            "trainer.warmup_steps=0",
+            "trainer.epochs=1",
+            f"trainer.max_steps_per_epoch={STEPS}",
+            "logger=none",
+            *extra,
+        ],
+    )
     OmegaConf.resolve(cfg)
     tt_cfg = train.torchtune_config(cfg, tiny_base, job, Path(cfg.dataset.train_file))
     return train.single_device_recipe(tt_cfg)
@@ -101,8 +110,15 @@ def test_bf16_job_through_the_cli(kit_cache, tmp_path):
     seed in fp32 and bf16 alike (seeds 0-3, fp32: 1.00 0.63 0.50 0.96), so one short run
     cannot show a dtype effect on it; the update tests above show the mechanism."""
     job = tmp_path / "job"
-    args = ["train", f"hydra.run.dir={job}", "trainer.dtype=bf16", "trainer.epochs=1",
-            "trainer.max_steps_per_epoch=8", "logger=none", "tasks.limit=10"]
+    args = [
+        "train",
+        f"hydra.run.dir={job}",
+        "trainer.dtype=bf16",
+        "trainer.epochs=1",
+        "trainer.max_steps_per_epoch=8",
+        "logger=none",
+        "tasks.limit=10",
+    ]
     proc = run_kit(args, kit_cache, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads((job / "summary.json").read_text())

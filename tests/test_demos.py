@@ -17,8 +17,9 @@ SLOW = 3600  # seconds: a few minutes on an idle 2-core CPU, far more on a loade
 
 def test_rank_sweep_every_rank_learns_the_task(kit_cache, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_kit(["train", "+experiment=rank_sweep", "-m", *QUIET, f"hydra.sweep.dir={sweep}"], kit_cache, tmp_path,
-                   timeout=SLOW)
+    proc = run_kit(
+        ["train", "+experiment=rank_sweep", "-m", *QUIET, f"hydra.sweep.dir={sweep}"], kit_cache, tmp_path, timeout=SLOW
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((sweep / "sweep_summary.json").read_text())["jobs"]
     ranks = {r["job"]: dict(o.split("=", 1) for o in r["overrides"])["lora.rank"] for r in rows}
@@ -42,8 +43,7 @@ def modifiers(kit_cache, tmp_path_factory) -> tuple[dict, dict]:
     proc = run_kit(["train", "+experiment=modifiers", *QUIET, f"hydra.run.dir={job}"], kit_cache, work, timeout=SLOW)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((job / "summary.json").read_text())
-    return ({k: v["mean"] for k, v in summary["scores"].items()},
-            {k: v["mean"] for k, v in summary["base_scores"].items()})
+    return ({k: v["mean"] for k, v in summary["scores"].items()}, {k: v["mean"] for k, v in summary["base_scores"].items()})
 
 
 TASKS = ("parity", "last_digit", "reverse")  # each modifier's own task has its name
@@ -66,9 +66,12 @@ def test_modifiers_are_scored_on_every_task_and_parity_is_specific(modifiers):
             assert scores[f"{m}/{other}"] <= base[f"{m}/{other}"] + 0.1, (m, other, scores)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="known limit (issue 13 item 2): last_digit and reverse stay on their plateau on the tiny "
-                          "random-init base within the demo's 8 epochs; see conf/experiment/modifiers.yaml")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known limit (issue 13 item 2): last_digit and reverse stay on their plateau on the tiny "
+    "random-init base within the demo's 8 epochs; see conf/experiment/modifiers.yaml",
+)
 @pytest.mark.parametrize("modifier", ["last_digit", "reverse"])
 def test_modifier_beats_the_base_on_its_own_task(modifiers, modifier):
     beats_base_on_own_task_only(modifier, *modifiers)

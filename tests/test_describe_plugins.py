@@ -14,12 +14,26 @@ from kit.commands.describe import describe, describe_folder
 from kit.core.loader import load_model
 
 LLAMA_3_1_8B = {  # the real config.json values of meta-llama/Llama-3.1-8B
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
-    "intermediate_size": 14336, "num_attention_heads": 32, "num_hidden_layers": 32,
-    "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
-    "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "rope_scaling": {
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
 }
 
 
@@ -50,10 +64,14 @@ def test_describe_from_config_matches_the_loaded_model(tiny_base):
     assert meta["parameters"] == sum(p.numel() for p in model.parameters())
     c = model.config
     assert (meta["layers"], meta["heads"], meta["kv_heads"], meta["hidden"], meta["mlp"], meta["vocab"]) == (
-        c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.hidden_size,
-        c.intermediate_size, c.vocab_size)
-    assert meta["lora_targets"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-                                    "lm_head"]
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.hidden_size,
+        c.intermediate_size,
+        c.vocab_size,
+    )
+    assert meta["lora_targets"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"]
     assert meta["weights"]["bytes"] == (tiny_base / "model.safetensors").stat().st_size
     assert meta["torchtune"]["builder"] == "torchtune.models.qwen2.lora_qwen2"
 
@@ -74,8 +92,16 @@ def test_describe_8b_preset_from_cached_config_only(kit_cache, tmp_path, capsys)
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_tied_embeddings_seen(tmp_path, tied):
-    config = {**LLAMA_3_1_8B, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 100, "tie_word_embeddings": tied}
+    config = {
+        **LLAMA_3_1_8B,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_hidden_layers": 2,
+        "vocab_size": 100,
+        "tie_word_embeddings": tied,
+    }
     (tmp_path / "config.json").write_text(json.dumps(config))
     info = describe_folder(tmp_path)
     assert info["tied_embeddings"] is tied and info["parameters"] == llama_parameter_count(config)
@@ -85,8 +111,9 @@ def test_describe_encoder_decoder_and_masked(tmp_path):
     from transformers import BertConfig, T5Config
 
     T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2).save_pretrained(tmp_path / "t5")
-    BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-               intermediate_size=32).save_pretrained(tmp_path / "bert")
+    BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(
+        tmp_path / "bert"
+    )
     t5, bert = describe_folder(tmp_path / "t5"), describe_folder(tmp_path / "bert")
     assert (t5["loader"], t5["mlp"], t5["hidden"], t5["torchtune"]) == ("seq2seq_lm", 32, 16, None)
     assert (bert["loader"], bert["mlp"], bert["tied_embeddings"]) == ("masked_lm", 32, True)
@@ -112,9 +139,17 @@ def test_plugins_lists_every_group_and_checks_for_real(capsys, monkeypatch):
 
     rows = {(r["group"], r["name"]): r for r in plugins(capsys, monkeypatch)}
     assert {n for g, n in rows if g == "eval"} == set(STRATEGIES)
-    for key in [("checkpointer", "adapter"), ("checkpointer", "full"), ("launcher", "basic"),
-                ("launcher", "submitit_slurm"), ("logger", "wandb"), ("logger", "none"),
-                ("loader", "causal_lm"), ("loader", "seq2seq_lm"), ("loader", "masked_lm")]:
+    for key in [
+        ("checkpointer", "adapter"),
+        ("checkpointer", "full"),
+        ("launcher", "basic"),
+        ("launcher", "submitit_slurm"),
+        ("logger", "wandb"),
+        ("logger", "none"),
+        ("loader", "causal_lm"),
+        ("loader", "seq2seq_lm"),
+        ("loader", "masked_lm"),
+    ]:
         assert key in rows
     assert rows[("launcher", "submitit_slurm")]["ready"] == (shutil.which("sbatch") is not None)
     quantized = rows[("loader", "quantized")]

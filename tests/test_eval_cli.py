@@ -23,8 +23,11 @@ def sweep_copy(rank_sweep, tmp_path_factory) -> Path:
 
 def test_sweep_eval_direct_appends_results_and_loads_the_base_once(sweep_copy, kit_cache):
     before = {job: summary(sweep_copy / job) for job in ("0", "1")}
-    proc = run_kit(["eval", str(sweep_copy), "eval=direct", "tasks.specs=[kit/parity,kit/parity_long]",
-                    "tasks.limit=10", "logger=wandb"], kit_cache, sweep_copy)
+    proc = run_kit(
+        ["eval", str(sweep_copy), "eval=direct", "tasks.specs=[kit/parity,kit/parity_long]", "tasks.limit=10", "logger=wandb"],
+        kit_cache,
+        sweep_copy,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for job in ("0", "1"):
         s = summary(sweep_copy / job)
@@ -45,8 +48,20 @@ def test_sweep_eval_vllm_one_server_for_all_adapters(sweep_copy, kit_cache, tmp_
     record = tmp_path / "standin.jsonl"
     os.environ["KIT_VLLM_STANDIN_LOG"] = str(record)
     try:
-        proc = run_kit(["eval", str(sweep_copy), "eval=vllm", "eval.vllm.server=standin", "eval.vllm.max_loras=2",
-                        "eval.vllm.gpu_memory_utilization=0.5", "tasks.limit=5", "logger=none"], kit_cache, sweep_copy)
+        proc = run_kit(
+            [
+                "eval",
+                str(sweep_copy),
+                "eval=vllm",
+                "eval.vllm.server=standin",
+                "eval.vllm.max_loras=2",
+                "eval.vllm.gpu_memory_utilization=0.5",
+                "tasks.limit=5",
+                "logger=none",
+            ],
+            kit_cache,
+            sweep_copy,
+        )
     finally:
         del os.environ["KIT_VLLM_STANDIN_LOG"]
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -120,8 +135,11 @@ def test_eval_bad_target_and_bad_override(tmp_path, kit_cache, rank_sweep):
 
 def test_full_checkpoint_is_evaluated_as_plain_hf_by_every_strategy(kit_cache, tmp_path):
     job = tmp_path / "full"
-    proc = run_kit(["train", "checkpointer=full", "trainer.epochs=1", "eval=none", "logger=none",
-                    f"hydra.run.dir={job}"], kit_cache, tmp_path)
+    proc = run_kit(
+        ["train", "checkpointer=full", "trainer.epochs=1", "eval=none", "logger=none", f"hydra.run.dir={job}"],
+        kit_cache,
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     scores = {}
     for strategy in ("direct", "merge_in_memory", "vllm eval.vllm.server=standin"):

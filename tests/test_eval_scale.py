@@ -166,10 +166,17 @@ def test_peft_provider_batches_by_its_own_batch_size(tiny_base, adapters, tmp_pa
     AdapterView.generate = counting
     try:
         with EvalSession() as session:
-            model = get_model(f"peft/{adapters[0]}", base=str(tiny_base), do_sample=False, memoize=False,
-                              batch_size=2, config=GenerateConfig(max_connections=8))
-            logs = inspect_eval(["kit/parity"], model=model, limit=8, max_tokens=2, max_connections=8,
-                                log_dir=str(tmp_path), display="none")
+            model = get_model(
+                f"peft/{adapters[0]}",
+                base=str(tiny_base),
+                do_sample=False,
+                memoize=False,
+                batch_size=2,
+                config=GenerateConfig(max_connections=8),
+            )
+            logs = inspect_eval(
+                ["kit/parity"], model=model, limit=8, max_tokens=2, max_connections=8, log_dir=str(tmp_path), display="none"
+            )
             model.api.close()
         assert logs[0].status == "success" and session.base_loads == 1
     finally:

@@ -33,20 +33,29 @@ def completions(log_files: list[str]) -> dict:
 
 @pytest.fixture(scope="module")
 def strategy_runs(trained_job, tmp_path_factory):
-    from kit.core.jobdir import checkpoint_of, job_config
+    from kit.core.jobdir import checkpoint_of, job_config, read_summary
     from kit.stages.evaluate import evaluate
-    from kit.core.jobdir import read_summary
 
     job = copy_job(trained_job, tmp_path_factory.mktemp("strategies") / "job")
     summary = read_summary(job)
     runs = {}
     for strategy, extra in STRATEGIES.items():
         for batch in (1, 32):
-            overrides = [f"eval={strategy}", f"eval.batch_size={batch}", TASKS, "tasks.limit=40", "eval.base_scores=false", *extra]
+            overrides = [
+                f"eval={strategy}",
+                f"eval.batch_size={batch}",
+                TASKS,
+                "tasks.limit=40",
+                "eval.base_scores=false",
+                *extra,
+            ]
             cfg = job_config(job, summary, overrides)
             result = evaluate(cfg, job, Path(summary["base_model"]), checkpoint_of(job, summary))
-            runs[(strategy, batch)] = {"scores": result.scores, "completions": completions(result.info["logs"]),
-                                       "eval": {**result.info, "temp_peak_bytes": result.temp_peak_bytes}}
+            runs[(strategy, batch)] = {
+                "scores": result.scores,
+                "completions": completions(result.info["logs"]),
+                "eval": {**result.info, "temp_peak_bytes": result.temp_peak_bytes},
+            }
     return runs
 
 
@@ -70,8 +79,8 @@ def test_no_temporary_disk_except_merge(strategy_runs):
 
 
 def test_merge_in_memory_restores_the_base_bit_exactly(trained_job):
-    from kit.stages.resident import ResidentBase
     from kit.core.jobdir import read_summary
+    from kit.stages.resident import ResidentBase
 
     summary = read_summary(trained_job)
     resident = ResidentBase(Path(summary["base_model"]), "cpu", "fp32")
@@ -89,16 +98,17 @@ def test_peft_provider_loads_the_base_once_for_tasks_and_adapters(trained_job, r
     from inspect_ai import eval as inspect_eval
     from inspect_ai.model import get_model
 
-    from kit.stages.eval.session import EvalSession
     from kit.core.jobdir import read_summary
+    from kit.stages.eval.session import EvalSession
 
     base = read_summary(trained_job)["base_model"]
     adapters = [trained_job / "adapter", rank_sweep / "0" / "adapter", rank_sweep / "1" / "adapter"]
     with EvalSession() as session:  # what a kit command holds; the provider finds it
         for adapter in adapters:  # Inspect also builds provider instances for its model-info lookup
             model = get_model(f"peft/{adapter}", base=base, do_sample=False, memoize=False)
-            logs = inspect_eval(["kit/parity", "kit/parity_long"], model=model, limit=4, max_tokens=8,
-                                log_dir=str(tmp_path), display="none")
+            logs = inspect_eval(
+                ["kit/parity", "kit/parity_long"], model=model, limit=4, max_tokens=8, log_dir=str(tmp_path), display="none"
+            )
             assert [log.status for log in logs] == ["success", "success"]
         assert session.base_loads == 1
         assert session.resident(Path(base), "cpu", "fp32").adapter_loads == 3
@@ -108,15 +118,34 @@ def test_peft_provider_from_inspects_own_cli(trained_job, tmp_path, kit_cache):
     import os
     import subprocess
 
-    from kit.core.jobdir import read_summary
-
     from conftest import OFFLINE
+
+    from kit.core.jobdir import read_summary
 
     base = read_summary(trained_job)["base_model"]
     inspect = Path(sys.executable).parent / "inspect"
-    cmd = [str(inspect), "eval", "kit/parity", "--model", f"peft/{trained_job / 'adapter'}", "-M", f"base={base}",
-           "-M", "do_sample=false", "--limit", "10", "--max-tokens", "8", "--log-dir", str(tmp_path), "--display", "none"]
-    proc = subprocess.run(cmd, env={**os.environ, **OFFLINE, "KIT_CACHE": str(kit_cache)}, capture_output=True, text=True, timeout=600)
+    cmd = [
+        str(inspect),
+        "eval",
+        "kit/parity",
+        "--model",
+        f"peft/{trained_job / 'adapter'}",
+        "-M",
+        f"base={base}",
+        "-M",
+        "do_sample=false",
+        "--limit",
+        "10",
+        "--max-tokens",
+        "8",
+        "--log-dir",
+        str(tmp_path),
+        "--display",
+        "none",
+    ]
+    proc = subprocess.run(
+        cmd, env={**os.environ, **OFFLINE, "KIT_CACHE": str(kit_cache)}, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     from inspect_ai.log import list_eval_logs, read_eval_log
 
@@ -202,9 +231,8 @@ def _vllm_importable() -> bool:
 @pytest.mark.gpu
 @pytest.mark.skipif(not _vllm_importable(), reason="real vLLM needs a CUDA machine with vllm installed")
 def test_real_vllm_matches_direct(trained_job, tmp_path):
-    from kit.core.jobdir import checkpoint_of, job_config
+    from kit.core.jobdir import checkpoint_of, job_config, read_summary
     from kit.stages.evaluate import evaluate
-    from kit.core.jobdir import read_summary
 
     job = copy_job(trained_job, tmp_path / "job")
     summary = read_summary(job)

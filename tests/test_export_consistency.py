@@ -8,9 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kit.core.config import register_resolvers
+from kit.core.config import compose, register_resolvers
 from kit.core.loader import load_model
-from kit.core.config import compose
 
 
 @pytest.fixture(scope="module")

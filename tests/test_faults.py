@@ -14,14 +14,14 @@ from conftest import OFFLINE, run_kit
 
 from kit.core.jobdir import is_done, read_summary, set_aside, write_summary
 
-SHORT = ["trainer.epochs=1", "trainer.max_steps_per_epoch=2", "logger=none", "verify.after_train=false",
-         "eval.base_scores=false"]
+SHORT = ["trainer.epochs=1", "trainer.max_steps_per_epoch=2", "logger=none", "verify.after_train=false", "eval.base_scores=false"]
 
 
 def kit_popen(args: list[str], cache: Path, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, **OFFLINE, "KIT_CACHE": str(cache)}
-    return subprocess.Popen([sys.executable, "-m", "kit", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "kit", *args], cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> None:
@@ -37,6 +37,7 @@ def kit_lines(stderr: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- 0: Ctrl-C during the eval
+
 
 @pytest.mark.slow
 def test_ctrl_c_during_eval_is_not_a_result(kit_cache, tmp_path):
@@ -67,6 +68,7 @@ def test_ctrl_c_during_eval_is_not_a_result(kit_cache, tmp_path):
 
 # ---------------------------------------------------------------- 5: datasets checked up front
 
+
 def assert_one_line_error(proc, *needles):
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("kit: error:")]
@@ -76,11 +78,14 @@ def assert_one_line_error(proc, *needles):
     return lines[0]
 
 
-@pytest.mark.parametrize("line,needles", [
-    ('{"question": 7, "answer": "odd"}\n', ["line 2", "'question'", "a number", "expected a string"]),
-    ('{"question": "Is 3 even?", "answer": null}\n', ["line 2", "'answer'", "null"]),
-    (b'{"question": "Is 3 \xff even?", "answer": "odd"}\n', ["line 2 column 20", "not UTF-8", "0xff"]),
-])
+@pytest.mark.parametrize(
+    "line,needles",
+    [
+        ('{"question": 7, "answer": "odd"}\n', ["line 2", "'question'", "a number", "expected a string"]),
+        ('{"question": "Is 3 even?", "answer": null}\n', ["line 2", "'answer'", "null"]),
+        (b'{"question": "Is 3 \xff even?", "answer": "odd"}\n', ["line 2 column 20", "not UTF-8", "0xff"]),
+    ],
+)
 def test_dataset_rows_checked_with_file_line_and_column(tmp_path, tiny_base, line, needles):
     from kit.core.errors import KitError
     from kit.stages.preflight import check_dataset
@@ -109,12 +114,16 @@ def test_row_longer_than_the_context_fails_before_training(kit_cache, tmp_path, 
 
 # ---------------------------------------------------------------- 10: ranges checked for every sweep point
 
-@pytest.mark.parametrize("args,needle", [
-    (["lora.rank=0"], "lora.rank=0"),
-    (["-m", "lora.rank=8,-1"], "lora.rank=-1"),
-    (["trainer.lr=0"], "trainer.lr=0"),
-    (["lora.dropout=1.5"], "lora.dropout=1.5"),
-])
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["lora.rank=0"], "lora.rank=0"),
+        (["-m", "lora.rank=8,-1"], "lora.rank=-1"),
+        (["trainer.lr=0"], "trainer.lr=0"),
+        (["lora.dropout=1.5"], "lora.dropout=1.5"),
+    ],
+)
 def test_out_of_range_values_exit_2_before_any_job_dir(kit_cache, tmp_path, args, needle):
     run_dir, sweep_dir = tmp_path / "job", tmp_path / "sweep"
     proc = run_kit(["train", *args, f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={sweep_dir}"], kit_cache, tmp_path)
@@ -124,6 +133,7 @@ def test_out_of_range_values_exit_2_before_any_job_dir(kit_cache, tmp_path, args
 
 # ---------------------------------------------------------------- 6, 9: full disks and damaged caches
 
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A tiny tmpfs (a real file system that fills up); skipped where mounting is not allowed."""
@@ -132,8 +142,7 @@ def small_disk(tmp_path):
     def mount(size: str) -> Path:
         where = tmp_path / f"disk{len(mounted)}"
         where.mkdir()
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
         if proc.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()})")
         mounted.append(where)
@@ -235,8 +244,12 @@ def test_lock_names_its_holder_and_dies_with_it(tmp_path):
     from kit.core.locks import hold, release
 
     job = tmp_path / "job"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(job)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(job)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(KitError) as e:
@@ -254,8 +267,15 @@ def test_second_sweep_into_a_live_sweep_dir_refuses(kit_cache, tmp_path):
     """Sweep B into sweep A's dir while A runs: B exits 2 in one line naming A's pid, touching
     nothing; A finishes undisturbed. After A is killed hard, the same command resumes."""
     sweep = tmp_path / "sweep"
-    args = ["train", "-m", "lora.rank=4,8", *SHORT[2:], "trainer.epochs=1", "eval=none",
-            f"hydra.sweep.dir={sweep}"]  # a whole epoch: long enough for B to start while A trains
+    args = [
+        "train",
+        "-m",
+        "lora.rank=4,8",
+        *SHORT[2:],
+        "trainer.epochs=1",
+        "eval=none",
+        f"hydra.sweep.dir={sweep}",
+    ]  # a whole epoch: long enough for B to start while A trains
     first = kit_popen(args, kit_cache, tmp_path)
     wait_for(lambda: (sweep / "0" / "summary.json").exists(), first)
     before = {p: p.stat().st_mtime_ns for p in sweep.rglob("*") if p.is_file() and p.name != ".kit.lock"}
@@ -264,7 +284,7 @@ def test_second_sweep_into_a_live_sweep_dir_refuses(kit_cache, tmp_path):
     assert "in use" in line
     _, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr[-3000:]
-    for path, mtime in before.items():  # B wrote nothing A had (A itself updated its summaries)
+    for path in before:  # B wrote nothing A had (A itself updated its summaries)
         assert path.exists(), path
     rows = json.loads((sweep / "sweep_summary.json").read_text())["jobs"]
     assert [r["status"] for r in rows] == ["done", "done"]
@@ -286,12 +306,22 @@ def test_second_sweep_into_a_live_sweep_dir_refuses(kit_cache, tmp_path):
 
 # ---------------------------------------------------------------- 8: secrets never written
 
+
 @pytest.mark.slow
 def test_secret_given_to_train_is_written_nowhere(kit_cache, tmp_path):
     secret = "sk-kit-test-5ecr3t-7781"
     sweep = tmp_path / "sweep"
-    args = ["train", "-m", f"serve.api_key={secret}", "lora.rank=4", "trainer.epochs=1",
-            "trainer.max_steps_per_epoch=1", "eval=none", "verify.after_train=false", f"hydra.sweep.dir={sweep}"]
+    args = [
+        "train",
+        "-m",
+        f"serve.api_key={secret}",
+        "lora.rank=4",
+        "trainer.epochs=1",
+        "trainer.max_steps_per_epoch=1",
+        "eval=none",
+        "verify.after_train=false",
+        f"hydra.sweep.dir={sweep}",
+    ]
     proc = run_kit(args, kit_cache, tmp_path)  # logger=wandb (offline): its run files are checked too
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list(sweep.rglob("*.wandb")) and (sweep / "0" / ".hydra" / "config.yaml").is_file()
@@ -304,6 +334,7 @@ def test_secret_given_to_train_is_written_nowhere(kit_cache, tmp_path):
 
 
 # ---------------------------------------------------------------- 14: every eval checks the adapter first
+
 
 @pytest.fixture(scope="module")
 def short_job(kit_cache, tmp_path_factory) -> Path:
@@ -349,13 +380,21 @@ def zero_b(config, tensors):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("change,needle", [
-    (drop_target, "target_modules="), (rslora, "use_rslora=True"), (drop_weights, "missing"), (zero_b, "lora_B"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (drop_target, "target_modules="),
+        (rslora, "use_rslora=True"),
+        (drop_weights, "missing"),
+        (zero_b, "lora_B"),
+    ],
+)
 def test_kit_eval_refuses_an_adapter_that_is_not_the_jobs(kit_cache, tmp_path, short_job, change, needle):
     job = damaged(short_job, tmp_path / "job", change)
     before = (job / "summary.json").read_text()
-    proc = run_kit(["eval", str(job), "eval=merge", "tasks.limit=2", "eval.base_scores=false", "logger=none"], kit_cache, tmp_path)
+    proc = run_kit(
+        ["eval", str(job), "eval=merge", "tasks.limit=2", "eval.base_scores=false", "logger=none"], kit_cache, tmp_path
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = kit_lines(proc.stderr)
     assert any(needle in ln and "adapter" in ln for ln in lines), proc.stderr[-2000:]
@@ -373,14 +412,16 @@ def zero_a(config, tensors):
 @pytest.mark.parametrize("strategy", ["merge", "direct", "merge_in_memory"])
 def test_every_eval_path_fails_loudly_on_an_adapter_that_changes_nothing(kit_cache, tmp_path, short_job, strategy):
     job = damaged(short_job, tmp_path / "job", zero_a)
-    proc = run_kit(["eval", str(job), f"eval={strategy}", "tasks.limit=2", "eval.base_scores=false", "logger=none"],
-                   kit_cache, tmp_path)
+    proc = run_kit(
+        ["eval", str(job), f"eval={strategy}", "tasks.limit=2", "eval.base_scores=false", "logger=none"], kit_cache, tmp_path
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert any("changes nothing" in ln for ln in kit_lines(proc.stderr)), proc.stderr[-2000:]
     assert not list(job.glob("kit-merged-*"))
 
 
 # ---------------------------------------------------------------- 7, 13: truncated summaries, killed attempts
+
 
 def test_unreadable_summary_is_an_unfinished_attempt_kept_aside(tmp_path):
     job = tmp_path / "job"

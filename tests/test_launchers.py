@@ -6,8 +6,7 @@ import shutil
 import pytest
 from hydra.utils import instantiate
 
-from kit.core.config import conf_dir
-from kit.core.config import compose
+from kit.core.config import compose, conf_dir
 
 LAUNCHERS = sorted(p.stem for p in (conf_dir() / "hydra" / "launcher").glob("*.yaml"))
 KIT_CLASSES = {"BasicLauncher", "LocalLauncher", "SlurmLauncher"}
@@ -48,7 +47,7 @@ def test_kit_silences_exactly_hydras_launcher_schema_warning():
         warnings.simplefilter("always")
         with quiet_warnings():
             compose_raw()
-            warnings.warn("an unrelated warning", UserWarning)
+            warnings.warn("an unrelated warning", UserWarning, stacklevel=1)
     assert [str(w.message) for w in quiet] == ["an unrelated warning"]
 
 
@@ -62,14 +61,30 @@ def test_unknown_launcher_key_fails_at_compose():
         compose("train", ["hydra/launcher=submitit_slurm", "hydra.launcher.partitoin=gpu"], hydra_cfg=True)
 
 
-@pytest.mark.skipif(shutil.which("srun") is None,
-                    reason="submitit's SLURM executor needs srun on PATH; run launchers/local_slurm/install.sh")
+@pytest.mark.skipif(
+    shutil.which("srun") is None, reason="submitit's SLURM executor needs srun on PATH; run launchers/local_slurm/install.sh"
+)
 def test_site_profile_sbatch_script(tmp_path):
-    cfg = compose("train", ["hydra/launcher=slurm_site_example", "trainer.nproc_per_node=4", "+experiment=rank_sweep",
-                            f"hydra.sweep.dir={tmp_path}"], hydra_cfg=True)
+    cfg = compose(
+        "train",
+        [
+            "hydra/launcher=slurm_site_example",
+            "trainer.nproc_per_node=4",
+            "+experiment=rank_sweep",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        hydra_cfg=True,
+    )
     executor = instantiate(cfg.hydra.launcher).executor()
     script = executor._executor._make_submission_file_text("python -m kit", "uid")
-    for line in ("#SBATCH --gpus-per-node=4", "#SBATCH --partition=gpu", "#SBATCH --account=my-lab",
-                 "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64GB", "#SBATCH --time=240",
-                 "#SBATCH --job-name=kit-rank_sweep", "module load cuda/12.4"):
+    for line in (
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=my-lab",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=64GB",
+        "#SBATCH --time=240",
+        "#SBATCH --job-name=kit-rank_sweep",
+        "module load cuda/12.4",
+    ):
         assert line in script.splitlines(), line

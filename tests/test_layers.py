@@ -49,9 +49,12 @@ def test_every_layer_is_known():
 
 
 def test_no_upward_import():
-    upward = sorted(f"{m} (layer {layer(m)}) -> {d} (layer {layer(d)})"
-                    for m, deps in graph().items() for d in deps
-                    if layer(d) > layer(m) and not m.startswith(d + "."))  # a package's __init__ may be imported by its modules
+    upward = sorted(
+        f"{m} (layer {layer(m)}) -> {d} (layer {layer(d)})"
+        for m, deps in graph().items()
+        for d in deps
+        if layer(d) > layer(m) and not m.startswith(d + ".")
+    )  # a package's __init__ may be imported by its modules
     assert upward == []
 
 
@@ -64,7 +67,7 @@ def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
         stack.append(m)
         for d in sorted(g.get(m, ())):
             if state.get(d) == 1:
-                return stack[stack.index(d):] + [d]
+                return stack[stack.index(d) :] + [d]
             if d not in state:
                 found = visit(d)
                 if found:

@@ -7,9 +7,9 @@ import shutil
 import pytest
 import torch
 
+from kit.core.config import compose
 from kit.core.errors import KitError
 from kit.core.loader import load_model, load_model_from_config, load_tokenizer, loader_for
-from kit.core.config import compose
 
 
 def save_tiny(model_cls, config, folder):
@@ -22,8 +22,7 @@ def save_tiny(model_cls, config, folder):
 def t5_dir(tmp_path_factory):
     from transformers import T5Config, T5ForConditionalGeneration
 
-    config = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
-                      decoder_start_token_id=0)
+    config = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2, decoder_start_token_id=0)
     return save_tiny(T5ForConditionalGeneration, config, tmp_path_factory.mktemp("t5"))
 
 
@@ -31,28 +30,39 @@ def t5_dir(tmp_path_factory):
 def bert_dir(tmp_path_factory):
     from transformers import BertConfig, BertForMaskedLM
 
-    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=32)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
     return save_tiny(BertForMaskedLM, config, tmp_path_factory.mktemp("bert"))
 
 
 def test_auto_picks_causal_seq2seq_and_masked(tiny_base, t5_dir, bert_dir):
     from transformers import BertForMaskedLM, Qwen2ForCausalLM, T5ForConditionalGeneration
 
-    for folder, loader, cls in [(tiny_base, "causal_lm", Qwen2ForCausalLM),
-                                (t5_dir, "seq2seq_lm", T5ForConditionalGeneration),
-                                (bert_dir, "masked_lm", BertForMaskedLM)]:
+    for folder, loader, cls in [
+        (tiny_base, "causal_lm", Qwen2ForCausalLM),
+        (t5_dir, "seq2seq_lm", T5ForConditionalGeneration),
+        (bert_dir, "masked_lm", BertForMaskedLM),
+    ]:
         assert loader_for(folder) == loader
         model = load_model(folder)
         assert type(model) is cls and not model.training
 
 
-@pytest.mark.parametrize("config,loader", [
-    ({"model_type": "llama"}, "causal_lm"),
-    ({"model_type": "bert"}, "masked_lm"),  # has a causal head class too; an encoder is masked_lm
-    ({"model_type": "t5", "is_encoder_decoder": True}, "seq2seq_lm"),
-    ({"model_type": "bert", "architectures": ["BertLMHeadModel"]}, "causal_lm"),  # the class decides
-])
+@pytest.mark.parametrize(
+    "config,loader",
+    [
+        ({"model_type": "llama"}, "causal_lm"),
+        ({"model_type": "bert"}, "masked_lm"),  # has a causal head class too; an encoder is masked_lm
+        ({"model_type": "t5", "is_encoder_decoder": True}, "seq2seq_lm"),
+        ({"model_type": "bert", "architectures": ["BertLMHeadModel"]}, "causal_lm"),  # the class decides
+    ],
+)
 def test_loader_for_without_or_with_architectures(config, loader):
     assert loader_for(config) == loader
 
@@ -97,9 +107,11 @@ def test_remote_code_never_runs_unless_trusted(tiny_base, tmp_path):
     marker = tmp_path / "code_ran"
     (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="evil", architectures=["EvilForCausalLM"],
-                  auto_map={"AutoConfig": "modeling_evil.EvilConfig",
-                            "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"})
+    config.update(
+        model_type="evil",
+        architectures=["EvilForCausalLM"],
+        auto_map={"AutoConfig": "modeling_evil.EvilConfig", "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"},
+    )
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(KitError, match="evil"):
         load_model(folder)
@@ -108,11 +120,14 @@ def test_remote_code_never_runs_unless_trusted(tiny_base, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("kwargs,needle", [
-    ({"dtype": "float8"}, "dtype 'float8'"),
-    ({"loader": "vision"}, "model.loader 'vision'"),
-    ({"load_in_4bit": True, "load_in_8bit": True}, "at most one"),
-])
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        ({"dtype": "float8"}, "dtype 'float8'"),
+        ({"loader": "vision"}, "model.loader 'vision'"),
+        ({"load_in_4bit": True, "load_in_8bit": True}, "at most one"),
+    ],
+)
 def test_bad_load_arguments(tiny_base, kwargs, needle):
     with pytest.raises(KitError, match=needle):
         load_model(tiny_base, **kwargs)

@@ -10,8 +10,16 @@ from kit.core.models import FAMILIES, family_of, weight_files
 from kit.stages.train import torchrun_command
 
 LORA = dict(lora_attn_modules=["q_proj", "v_proj"], apply_lora_to_mlp=True, lora_rank=2, lora_alpha=4)
-SMALL = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5)
+SMALL = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    rms_norm_eps=1e-5,
+)
 
 
 def build(component: str, args: dict):
@@ -23,10 +31,14 @@ def build(component: str, args: dict):
     "extra,component",
     [
         ({"rope_theta": 500000.0}, "torchtune.models.llama3.lora_llama3"),
-        ({"rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}},
-         "torchtune.models.llama3_1.lora_llama3_1"),
-        ({"rope_theta": 500000.0, "tie_word_embeddings": True,
-          "rope_scaling": {"rope_type": "llama3", "factor": 32.0}}, "torchtune.models.llama3_2.lora_llama3_2"),
+        (
+            {"rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}},
+            "torchtune.models.llama3_1.lora_llama3_1",
+        ),
+        (
+            {"rope_theta": 500000.0, "tie_word_embeddings": True, "rope_scaling": {"rope_type": "llama3", "factor": 32.0}},
+            "torchtune.models.llama3_2.lora_llama3_2",
+        ),
     ],
 )
 def test_llama_variants_pick_the_right_builder_and_it_accepts_the_args(extra, component):

@@ -80,12 +80,13 @@ def test_format_p():
 
 
 def test_row_tests_against_base_and_best():
-    rows = [{"job": 0, "status": "done", "scores": {"t/mean": 0.9}},
-            {"job": 1, "status": "done", "scores": {"t/mean": 0.5}},
-            {"job": 2, "status": "failed"}]
+    rows = [
+        {"job": 0, "status": "done", "scores": {"t/mean": 0.9}},
+        {"job": 1, "status": "done", "scores": {"t/mean": 0.5}},
+        {"job": 2, "status": "failed"},
+    ]
     base = {"t": {(str(i), 1): 0.0 for i in range(10)}}
-    per_row = {0: {"t": {(str(i), 1): float(i < 9) for i in range(10)}},
-               1: {"t": {(str(i), 1): float(i < 5) for i in range(10)}}}
+    per_row = {0: {"t": {(str(i), 1): float(i < 9) for i in range(10)}}, 1: {"t": {(str(i), 1): float(i < 5) for i in range(10)}}}
     tests = row_tests(rows, base, per_row, ["t/mean"])
     assert set(tests) == {0, 1}
     assert tests[0]["t/mean"]["vs_base"]["p"] == pytest.approx(2 / 2**9)

@@ -37,8 +37,17 @@ def test_basic_sweep_reports_a_failed_job_and_resume_reruns_only_it(kit_cache, t
     reported. Once the dir exists, the same command re-runs #1 only."""
     sweep, ok, missing = tmp_path / "sweep", tmp_path / "tmp_ok", tmp_path / "tmp_missing"
     ok.mkdir()
-    args = ["train", "-m", f"eval.tmp_dir={ok},{missing}", f"hydra.sweep.dir={sweep}", "trainer.epochs=1",
-            "trainer.max_steps_per_epoch=5", "tasks.limit=10", "eval.base_scores=false", "logger=none"]
+    args = [
+        "train",
+        "-m",
+        f"eval.tmp_dir={ok},{missing}",
+        f"hydra.sweep.dir={sweep}",
+        "trainer.epochs=1",
+        "trainer.max_steps_per_epoch=5",
+        "tasks.limit=10",
+        "eval.base_scores=false",
+        "logger=none",
+    ]
     proc = run_kit(args, kit_cache, tmp_path)
     assert proc.returncode == 1
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("kit: error:")]

@@ -22,17 +22,20 @@ def test_run_id_is_the_resolved_config_without_runtime_keys_or_secrets():
     assert run_id({"a": 1, "wandb": {"api_key": "s3cret"}}) == run_id({"a": 1, "wandb": {}})
 
 
-@pytest.mark.parametrize("summary,slurm,expected", [
-    ({"status": "done"}, {"state": "CANCELLED"}, "done"),
-    (None, {"state": "PENDING", "restarts": 0}, "pending"),
-    (None, {"state": "PENDING", "restarts": 1}, "preempted"),
-    ({"status": "running"}, {"state": "RUNNING", "restarts": 0}, "running"),
-    ({"status": "running"}, {"state": "CANCELLED", "restarts": 0}, "failed"),
-    ({"status": "failed", "error": "boom"}, {"state": "COMPLETED", "restarts": 0}, "failed"),
-    ({"status": "running"}, {"state": "GONE", "restarts": 0}, "lost"),
-    (None, None, "lost"),
-    ({"status": "running"}, {"state": "UNKNOWN", "restarts": 0}, "unknown"),
-])
+@pytest.mark.parametrize(
+    "summary,slurm,expected",
+    [
+        ({"status": "done"}, {"state": "CANCELLED"}, "done"),
+        (None, {"state": "PENDING", "restarts": 0}, "pending"),
+        (None, {"state": "PENDING", "restarts": 1}, "preempted"),
+        ({"status": "running"}, {"state": "RUNNING", "restarts": 0}, "running"),
+        ({"status": "running"}, {"state": "CANCELLED", "restarts": 0}, "failed"),
+        ({"status": "failed", "error": "boom"}, {"state": "COMPLETED", "restarts": 0}, "failed"),
+        ({"status": "running"}, {"state": "GONE", "restarts": 0}, "lost"),
+        (None, None, "lost"),
+        ({"status": "running"}, {"state": "UNKNOWN", "restarts": 0}, "unknown"),
+    ],
+)
 def test_job_state_from_summary_and_slurm(summary, slurm, expected):
     assert job_state({}, summary, slurm)[0] == expected
 
@@ -47,11 +50,23 @@ def test_changed_adapter_is_refused_by_eval_and_serve(rank_sweep, tiny_base, kit
     # a registry serving this adapter under a name, as phase=modifier writes it
     registry = tmp_path / "registry"
     shutil.copytree(adapter, registry / "modifiers" / "m1" / "adapter")
-    entry = {"name": "m1", "path": "modifiers/m1/adapter", "rank": 8, "base_fingerprint": base_fingerprint(tiny_base),
-             "content_hash": adapter_hash(adapter)}
-    (registry / "modifiers.json").write_text(json.dumps(
-        {"format": FORMAT, "base": {"path": str(tiny_base), "fingerprint": entry["base_fingerprint"]},
-         "modifiers": [entry], "router": {"learned": None}}))
+    entry = {
+        "name": "m1",
+        "path": "modifiers/m1/adapter",
+        "rank": 8,
+        "base_fingerprint": base_fingerprint(tiny_base),
+        "content_hash": adapter_hash(adapter),
+    }
+    (registry / "modifiers.json").write_text(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "base": {"path": str(tiny_base), "fingerprint": entry["base_fingerprint"]},
+                "modifiers": [entry],
+                "router": {"learned": None},
+            }
+        )
+    )
 
     config = adapter / "adapter_config.json"  # same weights, another alpha: another adapter
     config.write_text(config.read_text().replace('"lora_alpha"', '"lora_alpha_old": 0, "lora_alpha"'))

@@ -13,8 +13,7 @@ from conftest import OFFLINE, run_kit
 
 pytestmark = pytest.mark.slow
 KEY = "test-key-7"
-PROMPTS = {"parity": "Is 4821 even or odd?", "last_digit": "What is the last digit of 4821?",
-           "reverse": "Reverse the word abc."}
+PROMPTS = {"parity": "Is 4821 even or odd?", "last_digit": "What is the last digit of 4821?", "reverse": "Reverse the word abc."}
 
 
 def train_modifier_job(kit_cache, tmp_path_factory) -> Path:
@@ -26,9 +25,17 @@ def train_modifier_job(kit_cache, tmp_path_factory) -> Path:
     if summary.is_file() and json.loads(summary.read_text()).get("status") == "done":
         return job
     work.mkdir(exist_ok=True)
-    args = ["train", "+experiment=modifiers", "trainer.epochs=1", "tasks.limit=10", "logger=none",
-            "phase.modifiers.parity.tasks=[kit/parity]", "phase.modifiers.last_digit.tasks=[]",
-            "phase.modifiers.reverse.tasks=[]", f"hydra.run.dir={job}"]
+    args = [
+        "train",
+        "+experiment=modifiers",
+        "trainer.epochs=1",
+        "tasks.limit=10",
+        "logger=none",
+        "phase.modifiers.parity.tasks=[kit/parity]",
+        "phase.modifiers.last_digit.tasks=[]",
+        "phase.modifiers.reverse.tasks=[]",
+        f"hydra.run.dir={job}",
+    ]
     proc = run_kit(args, kit_cache, work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return job
@@ -45,8 +52,13 @@ def start_server(modifier_job, kit_cache, *args, key=KEY):
     env.pop("KIT_API_KEY", None)
     if key:
         env["KIT_API_KEY"] = key
-    proc = subprocess.Popen([sys.executable, "-m", "kit", "serve", f"serve.registry={modifier_job}", "serve.port=0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kit", "serve", f"serve.registry={modifier_job}", "serve.port=0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     line = proc.stdout.readline()
     if not line.startswith("kit: serving"):
         proc.kill()
@@ -160,8 +172,9 @@ def test_inspect_and_kit_eval_through_the_server(server, modifier_job, kit_cache
     direct = json.loads((modifier_job / "summary.json").read_text())["scores"]["parity/parity"]["mean"]
     os.environ["KIT_API_KEY"] = KEY
     try:
-        proc = run_kit(["eval", "--server", server, "--model", "auto", "tasks.limit=10", "--log-dir", str(tmp_path)],
-                       kit_cache, tmp_path)
+        proc = run_kit(
+            ["eval", "--server", server, "--model", "auto", "tasks.limit=10", "--log-dir", str(tmp_path)], kit_cache, tmp_path
+        )
     finally:
         del os.environ["KIT_API_KEY"]
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -177,8 +190,11 @@ def test_routers_learned_and_rules(modifier_job):
     registry = read_registry(modifier_job)
     learned = LearnedRouter.load(registry.learned_router, 0.3)
     rules = RulesRouter(registry.modifiers)
-    tests = {"parity": "parity_test.jsonl", "last_digit": "modifiers/last_digit_test.jsonl",
-             "reverse": "modifiers/reverse_test.jsonl"}
+    tests = {
+        "parity": "parity_test.jsonl",
+        "last_digit": "modifiers/last_digit_test.jsonl",
+        "reverse": "modifiers/reverse_test.jsonl",
+    }
     for name, file in tests.items():
         for row in read_jsonl(bundled(file))[:30]:
             assert learned.route(row["question"])[0] == name, row
@@ -192,8 +208,8 @@ def test_lazy_store_evicts_and_never_reloads_the_base(modifier_job, monkeypatch)
     from omegaconf import OmegaConf
 
     import kit.stages.serve.store as store
-    from kit.stages.modifiers import read_registry
     from kit.core.schema import RouterConfig, ServeConfig
+    from kit.stages.modifiers import read_registry
     from kit.stages.serve.app import ServeApp
 
     loads = []
@@ -218,20 +234,27 @@ def test_lazy_store_evicts_and_never_reloads_the_base(modifier_job, monkeypatch)
 
 def test_serve_refuses_modifiers_of_another_base_and_bad_config(modifier_job, kit_cache, tmp_path):
     other = tmp_path / "other"
-    proc = run_kit(["train", "phase.merge=true", "trainer.epochs=1", "tasks.limit=5", "logger=none",
-                    f"hydra.run.dir={other}"], kit_cache, tmp_path)
+    proc = run_kit(
+        ["train", "phase.merge=true", "trainer.epochs=1", "tasks.limit=5", "logger=none", f"hydra.run.dir={other}"],
+        kit_cache,
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lineage = json.loads((other / "merged" / "kit_lineage.json").read_text())
     summary = json.loads((other / "summary.json").read_text())
     assert not (other / "adapter").exists() and summary["checkpoint"]["kind"] == "full"
     assert lineage["base"]["path"] == summary["base_model"] and lineage["lora"]["rank"] == 8
     assert lineage["fingerprint"] != lineage["base"]["fingerprint"]
-    refused = run_kit(["serve", f"serve.registry={modifier_job}", f"serve.base={other / 'merged'}", "serve.port=0"],
-                      kit_cache, tmp_path)
+    refused = run_kit(
+        ["serve", f"serve.registry={modifier_job}", f"serve.base={other / 'merged'}", "serve.port=0"], kit_cache, tmp_path
+    )
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1].startswith("kit: error: modifier 'parity' was trained on another base")
-    for args, needle in [([], "serve.registry is unset"), (["serve.registry=/nonexistent"], "no modifier registry"),
-                         ([f"serve.registry={modifier_job}", "router=nosuch"], "nosuch")]:
+    for args, needle in [
+        ([], "serve.registry is unset"),
+        (["serve.registry=/nonexistent"], "no modifier registry"),
+        ([f"serve.registry={modifier_job}", "router=nosuch"], "nosuch"),
+    ]:
         proc = run_kit(["serve", *args, "serve.port=0"], kit_cache, tmp_path)
         assert proc.returncode == 2 and needle in proc.stderr, (args, proc.stderr[-2000:])
     proc = run_kit(["train", "phase=runtime"], kit_cache, tmp_path)

@@ -3,11 +3,9 @@ server or other clients. The real ``openai`` client, httpx and raw sockets again
 subprocess on loopback (::1 when this machine has IPv6), with short client and request timeouts."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -38,8 +36,9 @@ def modifier_job(kit_cache, tmp_path_factory):
 def served(modifier_job, kit_cache):
     """(process, /v1 URL): client timeout 2 s, generation deadline 60 s."""
     host = "::1" if ipv6_loopback() else "127.0.0.1"
-    proc, url = start_server(modifier_job, kit_cache, f"serve.host={host}", "serve.client_timeout_s=2",
-                             "serve.request_timeout_s=60")
+    proc, url = start_server(
+        modifier_job, kit_cache, f"serve.host={host}", "serve.client_timeout_s=2", "serve.request_timeout_s=60"
+    )
     yield proc, url
     if proc.poll() is None:
         proc.terminate()
@@ -80,7 +79,7 @@ def raw(url, data: bytes, wait: float = 30) -> bytes:
         try:
             while chunk := s.recv(65536):
                 out += chunk
-        except (socket.timeout, ConnectionResetError):
+        except (TimeoutError, ConnectionResetError):
             pass
     return out
 
@@ -140,15 +139,20 @@ def test_long_answers_yield_to_waiting_requests_unchanged(url):
     with the same tokens as when it runs alone; the short requests are not held for its batch."""
     import httpx
 
-    cases = [("parity", f"<|im_start|>user\n{PROMPTS['parity']}<|im_end|>\n<|im_start|>assistant\n"),
-             ("base", "hello"), ("reverse", "abc")]
+    cases = [
+        ("parity", f"<|im_start|>user\n{PROMPTS['parity']}<|im_end|>\n<|im_start|>assistant\n"),
+        ("base", "hello"),
+        ("reverse", "abc"),
+    ]
     long = lambda m, p: {"model": m, "prompt": p, "max_tokens": 120, "min_tokens": 120}
     post = lambda path, body: httpx.post(f"{url}{path}", json=body, headers=AUTH, timeout=300).json()
     alone = [post("/completions", long(m, p))["choices"][0]["text"] for m, p in cases]
     before = health(url)["preempted"]
     together, short = {}, []
-    threads = [threading.Thread(target=lambda i=i, m=m, p=p: together.update({i: post("/completions", long(m, p))}))
-               for i, (m, p) in enumerate(cases)]
+    threads = [
+        threading.Thread(target=lambda i=i, m=m, p=p: together.update({i: post("/completions", long(m, p))}))
+        for i, (m, p) in enumerate(cases)
+    ]
     [t.start() for t in threads]
     assert wait_until(lambda: health(url)["busy"])
     hi = {"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -195,8 +199,8 @@ def test_a_failing_row_fails_alone_in_a_mixed_batch(modifier_job, tmp_path):
     from omegaconf import OmegaConf
 
     import kit.stages.resident as resident
-    from kit.stages.modifiers import read_registry
     from kit.core.schema import RouterConfig, ServeConfig
+    from kit.stages.modifiers import read_registry
     from kit.stages.serve.app import ServeApp
 
     job = tmp_path / "job"
@@ -237,20 +241,36 @@ def test_former_500s_are_answered_at_their_cause(url):
     empty = httpx.post(f"{url}/completions", json={"model": "base", "prompt": ""}, headers=AUTH, timeout=30)
     assert empty.status_code == 400 and "'prompt'" in empty.json()["error"]["message"]
     key = KEY.encode()
-    answer = raw(url, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key +
-                 b"\r\nContent-Length: \xb2\r\n\r\nab")
+    answer = raw(
+        url, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key + b"\r\nContent-Length: \xb2\r\n\r\nab"
+    )
     assert answer.startswith(b"HTTP/1.1 400")
     body = b'{"model": "base", "prompt": "abc", "max_tokens": 2}'
-    chunked = raw(url, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " + key +
-                  b"\r\nTransfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}".encode() + b"\r\n" + body + b"\r\n0\r\n\r\n")
+    chunked = raw(
+        url,
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer "
+        + key
+        + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + f"{len(body):x}".encode()
+        + b"\r\n"
+        + body
+        + b"\r\n0\r\n\r\n",
+    )
     assert chunked.startswith(b"HTTP/1.1 200") and b'"text_completion"' in chunked
 
 
-@pytest.mark.parametrize("extra, field", [({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-                                          ({"logprobs": True}, "logprobs"),
-                                          ({"response_format": {"type": "json_object"}}, "response_format"),
-                                          ({"n": True}, "n"), ({"n": 2}, "n"), ({"max_tokens": 8.5}, "max_tokens"),
-                                          ({"stop": ["a"] * 5}, "stop")])
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"logprobs": True}, "logprobs"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"n": True}, "n"),
+        ({"n": 2}, "n"),
+        ({"max_tokens": 8.5}, "max_tokens"),
+        ({"stop": ["a"] * 5}, "stop"),
+    ],
+)
 def test_unsupported_or_mistyped_fields_get_400_naming_them(url, extra, field):
     import httpx
 
@@ -282,8 +302,15 @@ def test_streaming_with_the_openai_client(url):
     c = client(url)
     for name, text in PROMPTS.items():
         whole = chat(c, name, text)
-        parts = list(c.chat.completions.create(model=name, messages=[{"role": "user", "content": text}], max_tokens=8,
-                                               stream=True, stream_options={"include_usage": True}))
+        parts = list(
+            c.chat.completions.create(
+                model=name,
+                messages=[{"role": "user", "content": text}],
+                max_tokens=8,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
         assert "".join(p.choices[0].delta.content or "" for p in parts if p.choices) == whole.choices[0].message.content
         assert [p.choices[0].finish_reason for p in parts if p.choices][-1] == whole.choices[0].finish_reason
         assert parts[-1].usage.completion_tokens == whole.usage.completion_tokens
@@ -318,13 +345,17 @@ def test_stalled_clients_are_closed_and_the_backlog_is_deep(url):
     for s in stalled:
         try:
             closed += s.recv(1) == b""  # the server hung up (client_timeout_s=2)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             closed += 1
         s.close()
     assert closed == 60
     # a client that stalls in its body gets 408
-    answer = raw(url, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
-                 b"\r\nContent-Length: 100\r\n\r\n{")
+    answer = raw(
+        url,
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + KEY.encode()
+        + b"\r\nContent-Length: 100\r\n\r\n{",
+    )
     assert answer.startswith(b"HTTP/1.1 408"), answer
     listen = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True)
     if listen.returncode == 0 and listen.stdout.strip():
@@ -337,12 +368,12 @@ def test_port_in_use_is_one_line_before_the_model_loads(modifier_job, kit_cache,
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = run_kit(["serve", f"serve.registry={modifier_job}", f"serve.port={port}", "serve.api_key=S"],
-                       kit_cache, tmp_path)
+        proc = run_kit(["serve", f"serve.registry={modifier_job}", f"serve.port={port}", "serve.api_key=S"], kit_cache, tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert lines[-1] == (f"kit: error: port {port} on 127.0.0.1 is in use; expected a free port (serve.port=<n>, "
-                         "or serve.port=0 for any free one)")
+    assert lines[-1] == (
+        f"kit: error: port {port} on 127.0.0.1 is in use; expected a free port (serve.port=<n>, or serve.port=0 for any free one)"
+    )
     assert any("serve.api_key on the command line is visible" in line for line in lines)  # item 8: argv warned
 
 
@@ -395,20 +426,41 @@ def test_random_bodies_and_headers_get_4xx_and_the_server_stays_up(url):
     from hypothesis import strategies as st
 
     http = httpx.Client(timeout=60, headers=AUTH)
-    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-                               lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                               max_leaves=8)
-    fields = st.fixed_dictionaries({}, optional={
-        "model": st.sampled_from(["base", "parity", "auto", "nosuch"]) | st.text(max_size=8) | json_values,
-        "messages": st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]) | json_values,
-                                                   "content": st.text(max_size=20) | json_values}), max_size=2) | json_values,
-        "prompt": st.text(max_size=20) | json_values,
-        "max_tokens": st.integers(-5, 40) | st.just(10**6) | json_values, "temperature": st.floats(-1, 3) | json_values,
-        "top_p": json_values, "n": json_values, "stop": json_values, "seed": json_values, "stream": json_values,
-        "tools": json_values, "logprobs": json_values, "min_tokens": st.integers(-2, 10) | json_values})
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=8,
+    )
+    fields = st.fixed_dictionaries(
+        {},
+        optional={
+            "model": st.sampled_from(["base", "parity", "auto", "nosuch"]) | st.text(max_size=8) | json_values,
+            "messages": st.lists(
+                st.fixed_dictionaries(
+                    {"role": st.sampled_from(["user", "system"]) | json_values, "content": st.text(max_size=20) | json_values}
+                ),
+                max_size=2,
+            )
+            | json_values,
+            "prompt": st.text(max_size=20) | json_values,
+            "max_tokens": st.integers(-5, 40) | st.just(10**6) | json_values,
+            "temperature": st.floats(-1, 3) | json_values,
+            "top_p": json_values,
+            "n": json_values,
+            "stop": json_values,
+            "seed": json_values,
+            "stream": json_values,
+            "tools": json_values,
+            "logprobs": json_values,
+            "min_tokens": st.integers(-2, 10) | json_values,
+        },
+    )
     bodies = fields.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=64)
-    headers = st.dictionaries(st.sampled_from(["content-type", "x-junk", "accept", "user-agent"]),
-                              st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=20).map(str.strip), max_size=3)
+    headers = st.dictionaries(
+        st.sampled_from(["content-type", "x-junk", "accept", "user-agent"]),
+        st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=20).map(str.strip),
+        max_size=3,
+    )
 
     @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
     @given(path=st.sampled_from(["/chat/completions", "/completions"]), body=bodies, extra=headers)

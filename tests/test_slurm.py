@@ -15,8 +15,7 @@ from conftest import OFFLINE, run_kit
 pytestmark = pytest.mark.slow
 
 # Small and quick: the point is the launcher, not the learning.
-QUICK = ["trainer.epochs=1", "trainer.max_steps_per_epoch=10", "tasks.limit=10", "logger=none",
-         "hydra/launcher=local_slurm"]
+QUICK = ["trainer.epochs=1", "trainer.max_steps_per_epoch=10", "tasks.limit=10", "logger=none", "hydra/launcher=local_slurm"]
 
 
 def sweep_args(sweep_dir) -> list[str]:
@@ -56,8 +55,11 @@ def test_two_point_sweep_through_slurm(slurm_cluster, kit_cache, tmp_path):
     job_ids = [line.split()[-1] for line in proc.stdout.splitlines() if "submitted as slurm job" in line]
     assert len(job_ids) == 2
     for job_id in job_ids:  # the result file lands before SLURM has finished COMPLETING the job
-        wait_for(lambda: "JobState=COMPLETED" in slurm("scontrol", "-o", "show", "job", job_id), 60,
-                 f"SLURM to mark job {job_id} COMPLETED")
+        wait_for(
+            lambda job_id=job_id: "JobState=COMPLETED" in slurm("scontrol", "-o", "show", "job", job_id),
+            60,
+            f"SLURM to mark job {job_id} COMPLETED",
+        )
     table = json.loads((sweep / "sweep_summary.json").read_text())
     assert [r["status"] for r in table["jobs"]] == ["done", "done"]
 
@@ -74,8 +76,9 @@ def test_killed_job_ends_the_sweep_with_its_name_and_resume_reruns_only_it(slurm
     out, err = tmp_path / "out.txt", tmp_path / "err.txt"
     env = {**os.environ, **OFFLINE, "KIT_CACHE": str(kit_cache)}
     with open(out, "w") as o, open(err, "w") as e:
-        proc = subprocess.Popen([sys.executable, "-m", "kit", *sweep_args(sweep)], cwd=tmp_path, env=env,
-                                stdout=o, stderr=e, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kit", *sweep_args(sweep)], cwd=tmp_path, env=env, stdout=o, stderr=e, text=True
+        )
         try:
             job = wait_for(lambda: running_task(1), 240, "sweep point #1 to run")
             time.sleep(2)  # inside kit's job by now

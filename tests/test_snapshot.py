@@ -33,7 +33,7 @@ def lora_wrapped_modules(peft_model) -> list[str]:
     from peft.tuners.lora import LoraLayer
 
     prefix = "base_model.model."
-    return [n[len(prefix):] for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)]
+    return [n[len(prefix) :] for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)]
 
 
 def nudge(model, names):
@@ -45,12 +45,15 @@ def nudge(model, names):
             flat[0] = torch.nextafter(flat[0], flat[0] + 1)
 
 
-@pytest.mark.parametrize("lora", [
-    LORA,
-    {"r": 2, "target_modules": r".*\.mlp\.(up|gate)_proj"},
-    {"r": 2, "target_modules": "all-linear"},
-    {"r": 2, "target_modules": ["q_proj", "k_proj"], "layers_to_transform": [1]},
-])
+@pytest.mark.parametrize(
+    "lora",
+    [
+        LORA,
+        {"r": 2, "target_modules": r".*\.mlp\.(up|gate)_proj"},
+        {"r": 2, "target_modules": "all-linear"},
+        {"r": 2, "target_modules": ["q_proj", "k_proj"], "layers_to_transform": [1]},
+    ],
+)
 def test_target_modules_are_the_ones_peft_wraps(tiny_base, lora):
     names = adapter_target_modules(load_model(tiny_base), lora)
     assert names and names == lora_wrapped_modules(peft_wrapped(load_model(tiny_base), lora))

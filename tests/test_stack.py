@@ -77,9 +77,10 @@ def test_whole_stack_imports():
     import torchtune  # noqa: F401
     import transformers  # noqa: F401
     import wandb  # noqa: F401
-    from hydra_plugins.hydra_submitit_launcher import submitit_launcher  # noqa: F401
-    from torchtune.models.qwen2 import lora_qwen2  # noqa: F401  (pulls torchao quant APIs)
     from peft import LoraConfig, get_peft_model  # noqa: F401
+    from torchtune.models.qwen2 import lora_qwen2  # noqa: F401  (pulls torchao quant APIs)
+
+    from hydra_plugins.hydra_submitit_launcher import submitit_launcher  # noqa: F401
 
 
 def test_every_needed_package_is_locked_and_installed_at_its_pin():
@@ -90,8 +91,11 @@ def test_every_needed_package_is_locked_and_installed_at_its_pin():
     locked = pins()
     unlocked = sorted(set(found) - set(locked) - {"kit"})
     assert not unlocked, f"installed but not in constraints.txt (regenerate it, command at its top): {unlocked}"
-    drift = {n: f"installed {found[n]}, constraints.txt pins {locked[n]}"
-             for n in sorted(found) if n in locked and Version(found[n]) != Version(locked[n])}
+    drift = {
+        n: f"installed {found[n]}, constraints.txt pins {locked[n]}"
+        for n in sorted(found)
+        if n in locked and Version(found[n]) != Version(locked[n])
+    }
     assert not drift, f"dependency set drifted from constraints.txt: {drift}"
 
 
@@ -99,8 +103,11 @@ def test_lock_is_compiled_from_the_direct_pins():
     """constraints.in's pins are what constraints.txt holds (an edited .in that was not
     recompiled), and the lock says how to regenerate it."""
     lock, direct = pins(), pins("constraints.in")
-    stale = {n: f"constraints.in {v}, constraints.txt {lock.get(n)}" for n, v in direct.items()
-             if n not in lock or Version(lock[n]).public != Version(v).public}
+    stale = {
+        n: f"constraints.in {v}, constraints.txt {lock.get(n)}"
+        for n, v in direct.items()
+        if n not in lock or Version(lock[n]).public != Version(v).public
+    }
     assert not stale, f"constraints.txt is stale against constraints.in, regenerate it: {stale}"
     head = (ROOT / "constraints.txt").read_text().splitlines()[:12]
     assert any("uv pip compile" in line and "constraints.in" in line for line in head), head

@@ -13,7 +13,8 @@ def test_two_point_rank_sweep(kit_cache, tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_kit(
         ["train", "+experiment=rank_sweep", "-m", "lora.rank=4,16", f"hydra.sweep.dir={sweep}", "trainer.epochs=2"],
-        kit_cache, tmp_path,
+        kit_cache,
+        tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.name.isdigit())

@@ -16,9 +16,21 @@ pytestmark = pytest.mark.slow
 def sweep(kit_cache, tmp_path_factory):
     work = tmp_path_factory.mktemp("report")
     sweep_dir = work / "sweep"
-    proc = run_kit(["train", "-m", "checkpointer=adapter,full", f"hydra.sweep.dir={sweep_dir}", "trainer.epochs=1",
-                    "trainer.max_steps_per_epoch=10", "tasks.limit=20", "hydra/launcher=submitit_local", "logger.tags=[report_test]"],
-                   kit_cache, work)
+    proc = run_kit(
+        [
+            "train",
+            "-m",
+            "checkpointer=adapter,full",
+            f"hydra.sweep.dir={sweep_dir}",
+            "trainer.epochs=1",
+            "trainer.max_steps_per_epoch=10",
+            "tasks.limit=20",
+            "hydra/launcher=submitit_local",
+            "logger.tags=[report_test]",
+        ],
+        kit_cache,
+        work,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return sweep_dir, proc
 
@@ -80,7 +92,9 @@ def test_wandb_sweep_run_and_job_runs_share_the_group(sweep):
     (summary_run,) = [run_info(f) for f in sweep_dir.glob("wandb/offline-run-*/run-*.wandb")]
     assert len(jobs) == 6 and {i["group"] for i in jobs} == {summary_run["group"]}
     assert sorted(i["job_type"] for i in jobs) == ["eval", "eval", "train", "train", "verify", "verify"]
-    assert {i["name"] for i in jobs} >= {"checkpointer=full,trainer.epochs=1,trainer.max_steps_per_epoch=10,tasks.limit=20,logger.tags=[report_test]-eval"}
+    assert {i["name"] for i in jobs} >= {
+        "checkpointer=full,trainer.epochs=1,trainer.max_steps_per_epoch=10,tasks.limit=20,logger.tags=[report_test]-eval"
+    }
     assert all(i["tags"] == ["report_test"] for i in [*jobs, summary_run])
     assert summary_run["job_type"] == "sweep"
     assert summary_run["summary"]["sweep/table/_type"] == "table-file"
@@ -101,10 +115,13 @@ def test_kit_report_rebuilds_the_same_summary(sweep, kit_cache, tmp_path):
     assert (sweep_dir / "sweep_summary.png").exists()
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["report"], "the following arguments are required: sweep_dir"),
-    (["report", "/nonexistent/sweep"], "sweep dir '/nonexistent/sweep' does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["report"], "the following arguments are required: sweep_dir"),
+        (["report", "/nonexistent/sweep"], "sweep dir '/nonexistent/sweep' does not exist"),
+    ],
+)
 def test_kit_report_bad_sweep_dir(args, needle, kit_cache, tmp_path):
     proc = run_kit(args, kit_cache, tmp_path)
     assert proc.returncode == 2

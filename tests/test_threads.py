@@ -136,7 +136,9 @@ def test_per_process_split():
 
 def test_apply_sets_torch_threads():
     """In a fresh process (thread pools are per process), apply() changes torch's count."""
-    code = ("import torch; from kit.core import threads; "
-            "threads.apply(threads.ThreadChoice(3, 'affinity')); print(torch.get_num_threads())")
+    code = (
+        "import torch; from kit.core import threads; "
+        "threads.apply(threads.ThreadChoice(3, 'affinity')); print(torch.get_num_threads())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "3"

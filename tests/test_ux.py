@@ -23,7 +23,8 @@ from kit.core.errors import KitError
 NOISE = (
     "Skipping import of cpp extensions",
     "Detected no triton",
-    "wait_exponential_jitter", "The 'initial' parameter is deprecated",
+    "wait_exponential_jitter",
+    "The 'initial' parameter is deprecated",
     "generation flags are not valid",
     "was active which is now deleted",
     "\x1b[A",
@@ -34,6 +35,7 @@ NOISE = (
 
 
 # ---------------------------------------------------------------- logging
+
 
 @pytest.fixture
 def hydra_like_root():
@@ -79,6 +81,7 @@ def test_log_level_from_env(monkeypatch):
 
 # ---------------------------------------------------------------- noise
 
+
 def test_known_noise_dropped_by_message_and_logger_only():
     kit_log.quiet_known_noise()
     seen = []
@@ -88,13 +91,14 @@ def test_known_noise_dropped_by_message_and_logger_only():
     try:
         logging.getLogger("torchao").warning("Skipping import of cpp extensions due to incompatible torch version x")
         logging.getLogger("torchao").warning("something else from torchao")
-        logging.getLogger("torchao.quantization").warning(
-            "Skipping import of cpp extensions due to incompatible torch version x")
+        logging.getLogger("torchao.quantization").warning("Skipping import of cpp extensions due to incompatible torch version x")
     finally:
         logging.getLogger("torchao").removeHandler(handler)
     # the exact message from the exact logger is dropped; anything else still shows
-    assert seen == [("torchao", "something else from torchao"),
-                    ("torchao.quantization", "Skipping import of cpp extensions due to incompatible torch version x")]
+    assert seen == [
+        ("torchao", "something else from torchao"),
+        ("torchao.quantization", "Skipping import of cpp extensions due to incompatible torch version x"),
+    ]
 
 
 def test_known_warnings_ignored_by_message_and_module_only():
@@ -103,20 +107,27 @@ def test_known_warnings_ignored_by_message_and_module_only():
         warnings.simplefilter("always")
         with kit_log.quiet_warnings():
             for module in ("inspect_ai.model._retry", "mypackage.retry"):
-                warnings.warn_explicit("The 'initial' parameter is deprecated, use 'multiplier' instead",
-                                       DeprecationWarning, "x.py", 1, module=module)
-            warnings.warn_explicit("another deprecation", DeprecationWarning, "x.py", 1,
-                                   module="inspect_ai.model._retry")
-    assert sorted(str(w.message) for w in caught) == ["The 'initial' parameter is deprecated, use 'multiplier' instead",
-                                                      "another deprecation"]
+                warnings.warn_explicit(
+                    "The 'initial' parameter is deprecated, use 'multiplier' instead",
+                    DeprecationWarning,
+                    "x.py",
+                    1,
+                    module=module,
+                )
+            warnings.warn_explicit("another deprecation", DeprecationWarning, "x.py", 1, module="inspect_ai.model._retry")
+    assert sorted(str(w.message) for w in caught) == [
+        "The 'initial' parameter is deprecated, use 'multiplier' instead",
+        "another deprecation",
+    ]
     # and the filters do not outlive the block (config.py used to set one for the whole process)
     assert warnings.filters == before
 
 
 def test_importing_the_stack_prints_no_known_noise(kit_cache):
     code = "import kit.core.metric_logger, kit.stages.job"  # torchtune, torchao, inspect_ai, peft
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "KIT_CACHE": str(kit_cache)})
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env={**os.environ, "KIT_CACHE": str(kit_cache)}
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not [n for n in NOISE if n in proc.stdout + proc.stderr], proc.stderr[-2000:]
 
@@ -126,8 +137,9 @@ def test_greedy_eval_passes_no_temperature(tiny_base, tmp_path, capfd):
 
     from kit.stages.inspect_runner import hf_model, run_inspect
 
-    eval_cfg = OmegaConf.create({"device": "cpu", "dtype": "fp32", "batch_size": 4, "max_tokens": 4,
-                                 "temperature": 0.0, "seed": 0})
+    eval_cfg = OmegaConf.create(
+        {"device": "cpu", "dtype": "fp32", "batch_size": 4, "max_tokens": 4, "temperature": 0.0, "seed": 0}
+    )
     result = run_inspect(hf_model(tiny_base, "tiny", eval_cfg), ["kit/parity"], tmp_path, eval_cfg, limit=2)
     assert result["logs"]
     out = capfd.readouterr()
@@ -177,12 +189,16 @@ def test_epoch_bars_close_the_previous_bar():
 
 # ---------------------------------------------------------------- result block
 
+
 def finished_summary(job: Path) -> dict:
     (job / "inspect_logs").mkdir(parents=True)
     (job / "wandb" / "offline-run-1").mkdir(parents=True)
     return {
-        "status": "done", "job_dir": str(job), "scores": {"parity": {"mean": 0.9, "stderr": 0.03}},
-        "base_scores": {"parity": {"mean": 0.5, "stderr": 0.05}}, "eval": {"base_scores_cached": True},
+        "status": "done",
+        "job_dir": str(job),
+        "scores": {"parity": {"mean": 0.9, "stderr": 0.03}},
+        "base_scores": {"parity": {"mean": 0.5, "stderr": 0.05}},
+        "eval": {"base_scores_cached": True},
         "verify": {"passed": True, "markdown": "verify.md"},
         "timings": {"train_s": 4.2, "eval_s": 8.0, "base_scores_s": 0.01, "verify_s": 15.0, "total_s": 29.5},
         "checkpoint": {"kind": "adapter", "path": str(job / "adapter"), "bytes": 97192},
@@ -195,10 +211,19 @@ def test_result_block_names_everything_a_user_looks_for(tmp_path):
 
     job = tmp_path / "job"
     text = "\n".join(result_lines(finished_summary(job)))
-    for needle in (f"kit: job done: {job}", "parity/mean 0.900 (base 0.500, +0.400)", "verify      passed",
-                   "train 4.2 s", "eval 8.0 s", "base scores 0.0 s (cached)", "verify 15.0 s", "total 29.5 s",
-                   "adapter, 97.19 KB (97192 bytes)", f"inspect view --log-dir {job / 'inspect_logs'}",
-                   f"wandb sync {job / 'wandb'}/offline-run-*"):
+    for needle in (
+        f"kit: job done: {job}",
+        "parity/mean 0.900 (base 0.500, +0.400)",
+        "verify      passed",
+        "train 4.2 s",
+        "eval 8.0 s",
+        "base scores 0.0 s (cached)",
+        "verify 15.0 s",
+        "total 29.5 s",
+        "adapter, 97.19 KB (97192 bytes)",
+        f"inspect view --log-dir {job / 'inspect_logs'}",
+        f"wandb sync {job / 'wandb'}/offline-run-*",
+    ):
         assert needle in text, (needle, text)
     assert "stderr" not in text
 
@@ -220,6 +245,7 @@ def test_verify_overall_line():
 
 
 # ---------------------------------------------------------------- config edges
+
 
 def test_hydra_flags_with_values_are_not_overrides():
     from kit.stages.preflight import split_args
@@ -284,11 +310,14 @@ def test_slurm_launcher_with_an_answering_cluster_passes(tmp_path, monkeypatch, 
 
     fake_sinfo(tmp_path / "bin", 0)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    assert check_overrides("train", ["-m", "lora.rank=8", "hydra/launcher=submitit_slurm",
-                                     f"hydra.sweep.dir={tmp_path / 's'}"]) is None
+    assert (
+        check_overrides("train", ["-m", "lora.rank=8", "hydra/launcher=submitit_slurm", f"hydra.sweep.dir={tmp_path / 's'}"])
+        is None
+    )
 
 
 # ---------------------------------------------------------------- small wrong things
+
 
 def test_model_path_that_does_not_exist(tmp_path):
     from omegaconf import OmegaConf
@@ -306,8 +335,9 @@ def test_report_exits_non_zero_when_no_job_is_done(tmp_path, capsys):
 
     for n in range(2):
         (tmp_path / str(n)).mkdir()
-        (tmp_path / str(n) / "summary.json").write_text(json.dumps({"status": "failed", "error": "boom",
-                                                                      "overrides": [f"lora.rank={8 * (n + 1)}"]}))
+        (tmp_path / str(n) / "summary.json").write_text(
+            json.dumps({"status": "failed", "error": "boom", "overrides": [f"lora.rank={8 * (n + 1)}"]})
+        )
     assert main([str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("kit: error: none of the 2 jobs")
@@ -332,6 +362,7 @@ def test_merged_job_estimates_the_adapter(tiny_base):
 
 
 # ---------------------------------------------------------------- W&B
+
 
 def logger_cfg():
     from omegaconf import OmegaConf
@@ -374,10 +405,19 @@ def test_sweep_run_charts_score_and_storage_against_the_swept_value(tmp_path):
     for n, (rank, score) in enumerate([(8, 1.0), (16, 0.5)]):
         job = tmp_path / str(n)
         job.mkdir()
-        (job / "summary.json").write_text(json.dumps({
-            "status": "done", "overrides": [f"lora.rank={rank}"], "scores": {"parity": {"mean": score}},
-            "base_scores": {"parity": {"mean": 0.0}}, "checkpoint": {"kind": "adapter", "bytes": 1000 * rank},
-            "storage": {"persistent_bytes": 5000 * rank}, "timings": {"train_s": 1.0, "eval_s": 1.0}}))
+        (job / "summary.json").write_text(
+            json.dumps(
+                {
+                    "status": "done",
+                    "overrides": [f"lora.rank={rank}"],
+                    "scores": {"parity": {"mean": score}},
+                    "base_scores": {"parity": {"mean": 0.0}},
+                    "checkpoint": {"kind": "adapter", "bytes": 1000 * rank},
+                    "storage": {"persistent_bytes": 5000 * rank},
+                    "timings": {"train_s": 1.0, "eval_s": 1.0},
+                }
+            )
+        )
     summary = build(tmp_path)
     log_to_wandb(logger_cfg(), tmp_path, summary)
     info = finished_run(tmp_path)
@@ -394,6 +434,7 @@ def test_sweep_run_charts_score_and_storage_against_the_swept_value(tmp_path):
 
 
 # ---------------------------------------------------------------- end to end
+
 
 @pytest.mark.slow
 def test_default_job_ends_with_a_result_and_no_noise(trained_job):
@@ -417,5 +458,6 @@ def test_cli_config_edges(kit_cache, tmp_path):
     proc = run_kit(["train", "+lora.rnk=8", f"hydra.run.dir={tmp_path / 'job'}"], kit_cache, tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "kit: error: unknown key 'lora.rnk' in '+lora.rnk=8': lora has no key 'rnk'; expected one of "
-        "['rank', 'alpha', 'dropout', 'attn_modules', 'apply_to_mlp', 'apply_to_output']"]
+        "['rank', 'alpha', 'dropout', 'attn_modules', 'apply_to_mlp', 'apply_to_output']"
+    ]
     assert not (tmp_path / "job").exists()

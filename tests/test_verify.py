@@ -45,8 +45,11 @@ def test_verify_after_training_passes_on_the_tiny_default(trained_job):
 
 def test_verify_full_checkpointer(kit_cache, tmp_path):
     job = tmp_path / "job"
-    proc = run_kit(["train", "checkpointer=full", "trainer.epochs=1", "eval=none", "logger=none",
-                    f"hydra.run.dir={job}"], kit_cache, tmp_path)
+    proc = run_kit(
+        ["train", "checkpointer=full", "trainer.epochs=1", "eval=none", "logger=none", f"hydra.run.dir={job}"],
+        kit_cache,
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = report(job)
     assert [c["name"] for c in rep["checks"]] == [c for c in CHECKS if c != "inspect"]  # eval=none: no Inspect run
@@ -75,11 +78,14 @@ def corrupt(job: Path, how: str) -> None:
     save_file(tensors, adapter / "adapter_model.safetensors", metadata={"format": "pt"})
 
 
-@pytest.mark.parametrize("how,named", [
-    ("scale", "PEFT(adapter) vs torchtune's training model: max|logit diff|"),
-    ("permute", "PEFT(adapter) vs torchtune's training model: max|logit diff|"),
-    ("alpha", "adapter_config.json lora_alpha=8.0 but torchtune.yaml trained lora_alpha=16.0"),
-])
+@pytest.mark.parametrize(
+    "how,named",
+    [
+        ("scale", "PEFT(adapter) vs torchtune's training model: max|logit diff|"),
+        ("permute", "PEFT(adapter) vs torchtune's training model: max|logit diff|"),
+        ("alpha", "adapter_config.json lora_alpha=8.0 but torchtune.yaml trained lora_alpha=16.0"),
+    ],
+)
 def test_corrupted_adapter_fails_naming_check_and_figure(trained_job, tmp_path, capsys, how, named):
     from kit.__main__ import main
 
@@ -104,8 +110,10 @@ def test_bad_check_name_is_one_line(trained_job, tmp_path, capsys):
 
     assert main(["verify", str(trained_job), "verify.checks=[logits,nope]"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["kit: error: verify.checks has unknown check(s) ['nope']; expected some of "
-                   "['logits', 'generation', 'inspect', 'adapters', 'adapter_folder']"]
+    assert err == [
+        "kit: error: verify.checks has unknown check(s) ['nope']; expected some of "
+        "['logits', 'generation', 'inspect', 'adapters', 'adapter_folder']"
+    ]
 
 
 # -- Llama 3 family ---------------------------------------------------------------------
@@ -115,18 +123,31 @@ def test_bad_check_name_is_one_line(trained_job, tmp_path, capsys):
 # adapter weights, saved by torchtune's FullModelHFCheckpointer exactly as the recipe saves an
 # epoch, then exported by kit (kit/export.py) and verified.
 
+
 def tiny_llama_base(tiny_base: Path, out: Path) -> Path:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     q = json.loads((tiny_base / "config.json").read_text())
-    config = LlamaConfig(vocab_size=q["vocab_size"], hidden_size=64, intermediate_size=176, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
-                         bos_token_id=q["bos_token_id"], eos_token_id=q["eos_token_id"], pad_token_id=q["pad_token_id"])
+    config = LlamaConfig(
+        vocab_size=q["vocab_size"],
+        hidden_size=64,
+        intermediate_size=176,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=q["bos_token_id"],
+        eos_token_id=q["eos_token_id"],
+        pad_token_id=q["pad_token_id"],
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
-    model.generation_config = GenerationConfig(bos_token_id=q["bos_token_id"], eos_token_id=q["eos_token_id"],
-                                               pad_token_id=q["pad_token_id"])
+    model.generation_config = GenerationConfig(
+        bos_token_id=q["bos_token_id"], eos_token_id=q["eos_token_id"], pad_token_id=q["pad_token_id"]
+    )
     model.save_pretrained(out, safe_serialization=True)
     for f in tiny_base.iterdir():
         if f.name not in ("config.json", "generation_config.json", "model.safetensors", "kit_tiny_spec.json"):
@@ -135,12 +156,12 @@ def tiny_llama_base(tiny_base: Path, out: Path) -> Path:
 
 
 def llama_job(base: Path, job: Path, kind: str, cfg) -> dict:
+    from omegaconf import OmegaConf
     from torchtune.modules.peft import get_adapter_state_dict, get_lora_module_names, get_merged_lora_ckpt
     from torchtune.training import FullModelHFCheckpointer
-    from omegaconf import OmegaConf
 
-    from kit.stages import export, train
     from kit.core.models import _call, family_of
+    from kit.stages import export, train
     from kit.stages.verify.reference import keep_torchtune_adapter
 
     family = family_of(base)
@@ -148,18 +169,28 @@ def llama_job(base: Path, job: Path, kind: str, cfg) -> dict:
     assert section["_component_"] == "torchtune.models.llama3.lora_llama3"
     args = dict(section)
     model = _call(args.pop("_component_"), **args)
-    checkpointer = FullModelHFCheckpointer(checkpoint_dir=str(base), checkpoint_files=["model.safetensors"],
-                                           model_type="LLAMA3", output_dir=str(job / "torchtune_out"))
+    checkpointer = FullModelHFCheckpointer(
+        checkpoint_dir=str(base),
+        checkpoint_files=["model.safetensors"],
+        model_type="LLAMA3",
+        output_dir=str(job / "torchtune_out"),
+    )
     model.load_state_dict(checkpointer.load_checkpoint()["model"], strict=False)  # as the recipe loads the base
     torch.manual_seed(5)
     with torch.no_grad():
         for p in get_adapter_state_dict(model.state_dict()).values():
             p.normal_(0, 0.05)  # "trained": lora_B starts at zero
-    ckpt = {"adapter": get_adapter_state_dict(model.state_dict()),
-            "adapter_config": {"r": section["lora_rank"], "lora_alpha": section["lora_alpha"], "peft_type": "LORA",
-                               "target_modules": get_lora_module_names(section["lora_attn_modules"],
-                                                                       section["apply_lora_to_mlp"],
-                                                                       section["apply_lora_to_output"])}}
+    ckpt = {
+        "adapter": get_adapter_state_dict(model.state_dict()),
+        "adapter_config": {
+            "r": section["lora_rank"],
+            "lora_alpha": section["lora_alpha"],
+            "peft_type": "LORA",
+            "target_modules": get_lora_module_names(
+                section["lora_attn_modules"], section["apply_lora_to_mlp"], section["apply_lora_to_output"]
+            ),
+        },
+    }
     if kind == "full":
         state = {k: v.clone() for k, v in model.state_dict().items()}
         ckpt["model"] = get_merged_lora_ckpt(state, rank=section["lora_rank"], alpha=section["lora_alpha"])

@@ -24,8 +24,8 @@ def raw_records(path: Path) -> list[bytes]:
         if block_left < HEADER:  # block trailer padding
             pos += block_left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
-        chunk = data[pos + HEADER:pos + HEADER + length]
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
+        chunk = data[pos + HEADER : pos + HEADER + length]
         pos += HEADER + length
         if kind == 0 and length == 0:
             continue
@@ -61,7 +61,8 @@ def run_info(path: Path) -> dict:
             m = r.metric
             info["metrics"][m.name or m.glob_name] = {
                 "step_metric": m.step_metric,
-                "summary": sorted(f.name for f, v in m.summary.ListFields() if v)}
+                "summary": sorted(f.name for f, v in m.summary.ListFields() if v),
+            }
         elif kind == "config":  # config set after init, e.g. W&B's panels (_wandb/visualize/<key>)
             info["config"].update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in r.config.update})
         elif kind == "run":

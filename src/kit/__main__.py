@@ -26,11 +26,14 @@ PLAIN_COMMANDS = {  # main(args) -> exit status
     "serve": "kit.commands.serve:main",
     "verify": "kit.commands.verify:main",
 }
-USAGE = ("usage: python -m kit {train,eval,verify,report,status,collect,describe,plugins,serve} ...  (train: [group=option ...] [key=value ...] [-m];"
-         " eval|verify: <job dir | sweep dir> [key=value ...]; report: <sweep_dir>;"
-         " status: <sweep_dir> [--rerun-failed]; collect: <sweep_dir>;"
-         " describe: [model=<preset>] [model.path=DIR] [--json];"
-         " plugins: [--json]; serve: serve.registry=<modifier job dir> [serve.port=N] [router=...])")
+USAGE = (
+    "usage: python -m kit {train,eval,verify,report,status,collect,describe,plugins,serve} ...  "
+    "(train: [group=option ...] [key=value ...] [-m];"
+    " eval|verify: <job dir | sweep dir> [key=value ...]; report: <sweep_dir>;"
+    " status: <sweep_dir> [--rerun-failed]; collect: <sweep_dir>;"
+    " describe: [model=<preset>] [model.path=DIR] [--json];"
+    " plugins: [--json]; serve: serve.registry=<modifier job dir> [serve.port=N] [router=...])"
+)
 
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
@@ -42,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return dispatch(list(sys.argv[1:] if argv is None else argv))
         except KeyboardInterrupt as e:  # one line, no traceback: what was kept and where (the job says)
-            print(f"kit: interrupted: {e}" if str(e) else "kit: interrupted (Ctrl-C); nothing was marked done",
-                  file=sys.stderr)
+            print(f"kit: interrupted: {e}" if str(e) else "kit: interrupted (Ctrl-C); nothing was marked done", file=sys.stderr)
             return INTERRUPTED_EXIT
 
 

@@ -74,10 +74,8 @@ def meta_model(path: Path, loader: str = "auto", trust_remote_code: bool = False
     import torch
     import transformers
 
-
     name = loader_for(path) if loader == "auto" else loader
-    config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code,
-                                                     local_files_only=True)
+    config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
     with torch.device("meta"):
         return getattr(transformers, LOADERS[name]).from_config(config, trust_remote_code=trust_remote_code)
 
@@ -132,11 +130,17 @@ def table(info: dict) -> str:
         ("tied embeddings", "yes" if info["tied_embeddings"] else "no"),
         ("dtype", info["dtype"] or "not set in config.json"),
         ("parameters", _size(info["parameters"])),
-        ("weights", f"{len(weights['files'])} file(s), {_size(weights['bytes'], 'B')}" if weights["files"]
-         else "none here (config.json only)"),
+        (
+            "weights",
+            f"{len(weights['files'])} file(s), {_size(weights['bytes'], 'B')}"
+            if weights["files"]
+            else "none here (config.json only)",
+        ),
         ("LoRA targets", " ".join(info["lora_targets"])),
-        ("torchtune", f"{tt['builder']} (model_type {tt['model_type']})" if tt
-         else "no kit family: kit can load it but not train it"),
+        (
+            "torchtune",
+            f"{tt['builder']} (model_type {tt['model_type']})" if tt else "no kit family: kit can load it but not train it",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

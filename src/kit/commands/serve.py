@@ -17,13 +17,15 @@ from kit.stages.modifiers import base_fingerprint, check_same_base, read_registr
 from kit.stages.serve.app import ServeApp
 from kit.stages.serve.http import bind, make_api, make_server, url_of
 
-USAGE = "usage: python -m kit serve serve.registry=<phase=modifier job dir> [serve.port=8000] [router=rules|learned|none] [key=value ...]"
+USAGE = (
+    "usage: python -m kit serve serve.registry=<phase=modifier job dir> [serve.port=8000] "
+    "[router=rules|learned|none] [key=value ...]"
+)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def config(args: list[str]):
     from omegaconf import OmegaConf
-
 
     if any(not a.count("=") for a in args):
         raise KitError(f"unexpected argument(s) {[a for a in args if '=' not in a]}; {USAGE}")
@@ -40,14 +42,19 @@ def config(args: list[str]):
 def api_key_of(cfg) -> str | None:
     """The key from ``serve.api_key_file``, ``$KIT_API_KEY`` or (warned: visible in argv) ``serve.api_key``."""
     if cfg.serve.api_key:
-        print("kit: warning: serve.api_key on the command line is visible to every user of this machine "
-              "(/proc/<pid>/cmdline, ps); prefer $KIT_API_KEY or serve.api_key_file=<file>", file=sys.stderr)
+        print(
+            "kit: warning: serve.api_key on the command line is visible to every user of this machine "
+            "(/proc/<pid>/cmdline, ps); prefer $KIT_API_KEY or serve.api_key_file=<file>",
+            file=sys.stderr,
+        )
     if cfg.serve.api_key_file:
         path = Path(cfg.serve.api_key_file)
         try:
             key = path.read_text().strip()
         except OSError as e:
-            raise KitError(f"serve.api_key_file={str(path)!r} is unreadable ({e.strerror}); expected a file holding the key") from None
+            raise KitError(
+                f"serve.api_key_file={str(path)!r} is unreadable ({e.strerror}); expected a file holding the key"
+            ) from None
         if not key:
             raise KitError(f"serve.api_key_file={str(path)!r} is empty; expected a file holding the key")
         return key
@@ -68,11 +75,14 @@ def build(cfg):
         if not m.path.is_dir():
             raise KitError(f"modifier {m.name!r}: folder {str(m.path)!r} is missing; expected it next to {registry.path.name}")
     if cfg.serve.host not in LOOPBACK and not api_key:
-        print(f"kit: warning: serving on {cfg.serve.host} without an API key: anyone who can reach it can use it",
-              file=sys.stderr)
+        print(
+            f"kit: warning: serving on {cfg.serve.host} without an API key: anyone who can reach it can use it", file=sys.stderr
+        )
     app = ServeApp(cfg.serve, cfg.router, registry, base)
-    banner = (f"kit: serving {len(app.registry.modifiers)} modifier(s) {app.registry.names()} on base {str(app.base)!r} "
-              f"(router {app.router.kind}, batching {app.engine.batching}, context {app.context} tokens) at {url_of(sock)}")
+    banner = (
+        f"kit: serving {len(app.registry.modifiers)} modifier(s) {app.registry.names()} on base {str(app.base)!r} "
+        f"(router {app.router.kind}, batching {app.engine.batching}, context {app.context} tokens) at {url_of(sock)}"
+    )
     api = make_api(app, api_key, int(cfg.serve.max_body_bytes), float(cfg.serve.client_timeout_s))
     return app, make_server(api, sock, cfg.serve, banner)
 

@@ -62,7 +62,7 @@ def last_log_line(entry: dict) -> str:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         if lines:
             line = LOG_PREFIX.sub("", "".join(c if c.isprintable() else " " for c in lines[-1]))
-            return line if len(line) <= LOG_CHARS else line[:LOG_CHARS - 3] + "..."
+            return line if len(line) <= LOG_CHARS else line[: LOG_CHARS - 3] + "..."
     return ""
 
 
@@ -82,16 +82,36 @@ def rows(sweep_dir: Path) -> tuple[dict, list[dict]]:
         else:  # local processes of an attached sweep: their summary is all there is
             state, why = (summary or {}).get("status") or "pending", (summary or {}).get("error") or ""
         point = " ".join(o for o in e["overrides"] if o not in common) or "-"
-        out.append({"job": e["num"], "overrides": point, "run_id": e["run_id"],
-                    "slurm_id": e.get("slurm_id") or "-", "state": state, "why": why,
-                    "elapsed": (slurm or {}).get("elapsed") or "-", "log": last_log_line(e)})
+        out.append(
+            {
+                "job": e["num"],
+                "overrides": point,
+                "run_id": e["run_id"],
+                "slurm_id": e.get("slurm_id") or "-",
+                "state": state,
+                "why": why,
+                "elapsed": (slurm or {}).get("elapsed") or "-",
+                "log": last_log_line(e),
+            }
+        )
     return manifest, out
 
 
 def table(found: list[dict]) -> str:
     head = ["#", "point", "run id", "slurm job", "state", "elapsed", "note", "last log line"]
-    body = [[str(r["job"]), r["overrides"], r["run_id"], r["slurm_id"], r["state"], r["elapsed"], r["why"] or "-",
-             r["log"].replace("|", "/") or "-"] for r in found]
+    body = [
+        [
+            str(r["job"]),
+            r["overrides"],
+            r["run_id"],
+            r["slurm_id"],
+            r["state"],
+            r["elapsed"],
+            r["why"] or "-",
+            r["log"].replace("|", "/") or "-",
+        ]
+        for r in found
+    ]
     line = lambda cells: "| " + " | ".join(cells) + " |"
     return "\n".join([line(head), line(["---"] * len(head)), *map(line, body)])
 
@@ -138,7 +158,10 @@ def collect(argv: list[str]) -> int:
         print(f"kit: {len(live)} job(s) not finished yet; run kit collect {sweep_dir} again later")
     failed = [f"#{r['job']} {r['overrides']}: {r['why']}" for r in found if r["state"] in NOT_DONE]
     if failed:
-        print(f"kit: error: {len(failed)} of {len(found)} jobs failed or lost: {'; '.join(failed)}; "
-              f"resubmit them: python -m kit status {sweep_dir} --rerun-failed", file=sys.stderr)
+        print(
+            f"kit: error: {len(failed)} of {len(found)} jobs failed or lost: {'; '.join(failed)}; "
+            f"resubmit them: python -m kit status {sweep_dir} --rerun-failed",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -61,7 +61,7 @@ def train_main(cfg: DictConfig) -> dict:
         print(f"kit: error: {e}", file=sys.stderr)
         if multirun:
             return {"status": "failed", "job_dir": str(job_dir), "error": str(e)}
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     if multirun:
         log.info("job %s done: %s", job_dir, score_text(summary) or summary["status"])
     else:
@@ -70,6 +70,7 @@ def train_main(cfg: DictConfig) -> dict:
 
 
 # ---------------------------------------------------------------- the result a user reads last
+
 
 def score_text(summary: dict) -> str:
     """``parity/mean 1.000 (base 0.000, +1.000)`` per task metric (standard errors left out)."""
@@ -95,10 +96,18 @@ def verify_text(summary: dict) -> str:
 
 
 def times_text(timings: dict, base_cached: bool = False) -> str:
-    names = (("train_s", "train"), ("eval_s", "eval"), ("base_scores_s", "base scores"), ("verify_s", "verify"),
-             ("total_s", "total"))
-    text = [f"{label} {timings[k]:.1f} s" + (" (cached)" if k == "base_scores_s" and base_cached else "")
-            for k, label in names if timings.get(k) is not None]
+    names = (
+        ("train_s", "train"),
+        ("eval_s", "eval"),
+        ("base_scores_s", "base scores"),
+        ("verify_s", "verify"),
+        ("total_s", "total"),
+    )
+    text = [
+        f"{label} {timings[k]:.1f} s" + (" (cached)" if k == "base_scores_s" and base_cached else "")
+        for k, label in names
+        if timings.get(k) is not None
+    ]
     return ", ".join(text)
 
 
@@ -115,8 +124,10 @@ def result_lines(summary: dict) -> list[str]:
     lines.append(f"  time        {times_text(summary.get('timings') or {}, cached)}")
     if ck:
         stored = (summary.get("storage") or {}).get("persistent_bytes")
-        lines.append(f"  checkpoint  {ck['kind']}, {human_bytes(ck['bytes'])} ({ck['bytes']} bytes) in {ck['path']}"
-                     + (f"; job dir {human_bytes(stored)}" if stored is not None else ""))
+        lines.append(
+            f"  checkpoint  {ck['kind']}, {human_bytes(ck['bytes'])} ({ck['bytes']} bytes) in {ck['path']}"
+            + (f"; job dir {human_bytes(stored)}" if stored is not None else "")
+        )
     if (job / "inspect_logs").is_dir():
         lines.append(f"  look        inspect view --log-dir {job / 'inspect_logs'}")
     offline = sorted((job / "wandb").glob("offline-run-*"))

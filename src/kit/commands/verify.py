@@ -60,8 +60,9 @@ def verify_all(target: Path, overrides: list[str]) -> int:
     failed, errors = [], []
     for job_dir, summary, cfg in plans:
         try:
-            report = verify_job(cfg, job_dir, summary, checkpoint_of(job_dir, summary), peers,
-                                f"{summary.get('run_name', job_dir.name)}")
+            report = verify_job(
+                cfg, job_dir, summary, checkpoint_of(job_dir, summary), peers, f"{summary.get('run_name', job_dir.name)}"
+            )
         except KitError as e:
             print(f"kit: error: {job_dir.name}: {e}", file=sys.stderr)
             errors.append(job_dir.name)

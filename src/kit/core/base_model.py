@@ -20,7 +20,6 @@ def resolve_base(model_cfg, config_only: bool = False) -> Path:
     """The model folder. ``config_only``: a hub model needs only its config.json
     (cached, or fetched alone when the network is allowed), e.g. for describe."""
     if model_cfg.get("gguf_file"):
-
         return gguf_model_dir(_gguf_folder(model_cfg), model_cfg.gguf_file)
     if model_cfg.path:
         path = Path(model_cfg.path).expanduser()
@@ -28,14 +27,12 @@ def resolve_base(model_cfg, config_only: bool = False) -> Path:
             raise KitError(f"model.path {str(path)!r} does not exist; expected a local Hugging Face model folder")
         if not (path / "config.json").is_file():
             raise KitError(
-                f"model.path {str(path)!r} is not a model folder (no config.json); "
-                "expected a local Hugging Face model folder"
+                f"model.path {str(path)!r} is not a model folder (no config.json); expected a local Hugging Face model folder"
             )
         return path.resolve()
     if model_cfg.hf_id:
         return _from_hub(model_cfg, ["config.json"] if config_only else None)
     if model_cfg.name == "tiny":
-
         return tiny_model_dir()
     raise KitError(f"model {model_cfg.name!r} has neither path nor hf_id; set model.path=<HF folder>")
 
@@ -47,8 +44,9 @@ def _gguf_folder(model_cfg) -> Path:
 
     if model_cfg.name in PRESETS:
         return package_dir(model_cfg.name)
-    raise KitError(f"model.gguf_file {model_cfg.gguf_file!r} set without model.path; "
-                   "expected model.path=<folder holding the .gguf file>")
+    raise KitError(
+        f"model.gguf_file {model_cfg.gguf_file!r} set without model.path; expected model.path=<folder holding the .gguf file>"
+    )
 
 
 def _from_hub(model_cfg, allow_patterns=None) -> Path:
@@ -57,8 +55,11 @@ def _from_hub(model_cfg, allow_patterns=None) -> Path:
     allow = network_allowed(model_cfg)
     revision, cache_dir = model_cfg.get("revision"), model_cfg.get("cache_dir")
     try:
-        return Path(snapshot_download(model_cfg.hf_id, revision=revision, cache_dir=cache_dir,
-                                      allow_patterns=allow_patterns, local_files_only=not allow))
+        return Path(
+            snapshot_download(
+                model_cfg.hf_id, revision=revision, cache_dir=cache_dir, allow_patterns=allow_patterns, local_files_only=not allow
+            )
+        )
     except Exception:
         at = f" --revision {revision}" if revision else ""
         how = (

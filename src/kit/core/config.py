@@ -18,7 +18,10 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 def conf_dir() -> Path:
     if not (CONF_DIR / "train.yaml").is_file():
-        raise KitError(f"kit's config folder {str(CONF_DIR)!r} not found; expected kit's configs inside the installed package (reinstall kit)")
+        raise KitError(
+            f"kit's config folder {str(CONF_DIR)!r} not found; "
+            "expected kit's configs inside the installed package (reinstall kit)"
+        )
     return CONF_DIR
 
 
@@ -93,8 +96,9 @@ def redact(value, path: str = ""):
     secret keys, and secret overrides inside strings (Hydra's override lists and ``override_dirname``).
     Every writer of a config or of overrides (summary.json, .hydra/, W&B) passes through here."""
     if isinstance(value, dict):
-        return {k: REDACTED if is_secret(f"{path}{k}") and v not in (None, "") else redact(v, f"{path}{k}.")
-                for k, v in value.items()}
+        return {
+            k: REDACTED if is_secret(f"{path}{k}") and v not in (None, "") else redact(v, f"{path}{k}.") for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [redact(v, path) for v in value]
     if isinstance(value, str) and "=" in value:

@@ -67,16 +67,12 @@ def check_columns(path: Path, lineno: int, row, columns: tuple[str, ...]) -> Non
     """Every column present and a string: torchtune's templates fail deep inside on anything else."""
     missing = [c for c in columns if not isinstance(row, dict) or c not in row]
     if missing:
-        raise KitError(
-            f"dataset file {str(path)!r} line {lineno} lacks column(s) {missing}; "
-            f"expected keys {list(columns)}"
-        )
+        raise KitError(f"dataset file {str(path)!r} line {lineno} lacks column(s) {missing}; expected keys {list(columns)}")
     for c in columns:
         if not isinstance(row[c], str):
             what = JSON_TYPES.get(type(row[c]), type(row[c]).__name__)
             raise KitError(
-                f"dataset file {str(path)!r} line {lineno} column {c!r} is {what} ({json.dumps(row[c])[:40]}); "
-                "expected a string"
+                f"dataset file {str(path)!r} line {lineno} column {c!r} is {what} ({json.dumps(row[c])[:40]}); expected a string"
             )
 
 

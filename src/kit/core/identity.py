@@ -74,5 +74,7 @@ def changed_adapter(what: str, folder: Path, recorded: str | None) -> str | None
     now = adapter_hash(folder)
     if now == recorded:
         return None
-    return (f"{what}: adapter {str(folder)!r} changed since it was recorded (content hash {now[:12]}, "
-            f"recorded {recorded[:12]}); expected the adapter as trained (retrain or re-export it)")
+    return (
+        f"{what}: adapter {str(folder)!r} changed since it was recorded (content hash {now[:12]}, "
+        f"recorded {recorded[:12]}); expected the adapter as trained (retrain or re-export it)"
+    )

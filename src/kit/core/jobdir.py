@@ -40,11 +40,17 @@ def read_summary(job_dir: Path) -> dict | None:
         return None
     except (OSError, ValueError) as e:
         why = e.strerror if isinstance(e, OSError) else str(e).splitlines()[0]
-        return {"status": UNREADABLE, "error": f"{str(path)!r} is unreadable ({why}); expected kit's JSON summary",
-                "job_dir": str(job_dir)}
+        return {
+            "status": UNREADABLE,
+            "error": f"{str(path)!r} is unreadable ({why}); expected kit's JSON summary",
+            "job_dir": str(job_dir),
+        }
     if not isinstance(summary, dict):
-        return {"status": UNREADABLE, "error": f"{str(path)!r} holds a {type(summary).__name__}, not kit's JSON summary",
-                "job_dir": str(job_dir)}
+        return {
+            "status": UNREADABLE,
+            "error": f"{str(path)!r} holds a {type(summary).__name__}, not kit's JSON summary",
+            "job_dir": str(job_dir),
+        }
     return summary
 
 
@@ -58,9 +64,27 @@ def skip_message(job_dir: Path) -> str:
 
 ATTEMPTS = "attempts"  # <job>/attempts/<n>/: the files of earlier unfinished attempts
 # What a job writes in its dir. Only these move aside: a run dir may be shared (hydra.run.dir=.).
-JOB_FILES = (SUMMARY, f".{SUMMARY}.tmp", f"{SUMMARY}.unreadable", "adapter", "hf_model", "merged", "modifiers", "modifiers.json",
-             "router_learned.json", "torchtune_out", "torchtune.yaml", "metrics.jsonl", "inspect_logs",
-             "verify", "verify.json", "verify.md", "wandb", ".hydra", "cli.log")
+JOB_FILES = (
+    SUMMARY,
+    f".{SUMMARY}.tmp",
+    f"{SUMMARY}.unreadable",
+    "adapter",
+    "hf_model",
+    "merged",
+    "modifiers",
+    "modifiers.json",
+    "router_learned.json",
+    "torchtune_out",
+    "torchtune.yaml",
+    "metrics.jsonl",
+    "inspect_logs",
+    "verify",
+    "verify.json",
+    "verify.md",
+    "wandb",
+    ".hydra",
+    "cli.log",
+)
 
 
 def set_aside(job_dir: Path) -> Path | None:
@@ -147,8 +171,10 @@ def checkpoint_of(job_dir: Path, summary: dict) -> Checkpoint:
     if summary.get("status") != "done" or not checkpoint:
         raise KitError(f"job {str(job_dir)!r} has no finished checkpoint (status {summary.get('status')!r}); expected a done job")
     if checkpoint["kind"] == "modifiers":
-        raise KitError(f"job {str(job_dir)!r} is a phase=modifier job; expected a training job "
-                       "(serve its modifiers with kit serve and use kit eval --server)")
+        raise KitError(
+            f"job {str(job_dir)!r} is a phase=modifier job; expected a training job "
+            "(serve its modifiers with kit serve and use kit eval --server)"
+        )
     recorded = Path(checkpoint["path"])
     try:
         path = job_dir / recorded.relative_to(summary.get("job_dir", job_dir))
@@ -183,8 +209,10 @@ MANIFEST = "manifest.json"  # <sweep>/manifest.json: what was submitted, so stat
 def read_manifest(sweep_dir: Path) -> dict:
     path = Path(sweep_dir) / MANIFEST
     if not path.is_file():
-        raise KitError(f"{str(path)!r} not found; expected the sweep dir of a kit multirun on submitit "
-                       "(hydra/launcher=submitit_slurm or local_slurm)")
+        raise KitError(
+            f"{str(path)!r} not found; expected the sweep dir of a kit multirun on submitit "
+            "(hydra/launcher=submitit_slurm or local_slurm)"
+        )
     return json.loads(path.read_text())
 
 

@@ -58,7 +58,6 @@ def loader_for(config: dict | Path) -> str:
     model_type in both the masked-LM and causal-LM tables counts as masked_lm.
     """
     if isinstance(config, (str, Path)):
-
         config = read_config(Path(config))
     supported = supported_model_types()
     found = _by_architecture(config.get("architectures") or [])
@@ -127,7 +126,6 @@ def load_model(
     (or placed by ``device_map``; quantized models are placed by ``device_map``)."""
     import transformers
 
-
     path = model_folder(path)
     name = loader_for(path) if loader == "auto" else loader
     if name not in LOADERS:
@@ -142,8 +140,12 @@ def load_model(
     quant = quantization_config(load_in_4bit, load_in_8bit, torch_type)
     files = weight_files(path, allow_pickle)
     kwargs = dict(
-        dtype=torch_type, trust_remote_code=trust_remote_code, local_files_only=True,
-        use_safetensors=files[0].endswith(".safetensors"), revision=revision, cache_dir=cache_dir,
+        dtype=torch_type,
+        trust_remote_code=trust_remote_code,
+        local_files_only=True,
+        use_safetensors=files[0].endswith(".safetensors"),
+        revision=revision,
+        cache_dir=cache_dir,
     )
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
@@ -167,8 +169,18 @@ def load_model(
 
 def load_args(model_cfg) -> dict:
     """The load arguments a ``model`` config node sets."""
-    keys = ("loader", "dtype", "device_map", "attn_implementation", "trust_remote_code", "allow_pickle",
-            "revision", "cache_dir", "load_in_4bit", "load_in_8bit")
+    keys = (
+        "loader",
+        "dtype",
+        "device_map",
+        "attn_implementation",
+        "trust_remote_code",
+        "allow_pickle",
+        "revision",
+        "cache_dir",
+        "load_in_4bit",
+        "load_in_8bit",
+    )
     args = {k: model_cfg[k] for k in keys if k in model_cfg and model_cfg[k] is not None}
     if "device_map" in args and not isinstance(args["device_map"], str):
         from omegaconf import OmegaConf
@@ -186,5 +198,4 @@ def load_model_from_config(model_cfg, **overrides):
 def load_tokenizer(path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(model_folder(path)), trust_remote_code=trust_remote_code,
-                                         local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(model_folder(path)), trust_remote_code=trust_remote_code, local_files_only=True)

@@ -36,8 +36,10 @@ def hold(directory: Path, what: str) -> bool:
     except BlockingIOError:
         holder = describe(path)
         os.close(fd)
-        raise KitError(f"{what} {str(directory)!r} is in use by {holder}; expected one kit run per {what} "
-                       "(wait for it to end, or choose another dir)") from None
+        raise KitError(
+            f"{what} {str(directory)!r} is in use by {holder}; expected one kit run per {what} "
+            "(wait for it to end, or choose another dir)"
+        ) from None
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode())
     HELD[key] = fd

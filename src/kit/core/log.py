@@ -161,8 +161,6 @@ def seconds(s: float) -> str:
     return f"{s:.1f} s"
 
 
-
-
 @contextlib.contextmanager
 def timed(logger: logging.Logger, what: str):
     """``<what> ...`` when the block starts and ``<what> done in N s[: detail]`` when it ends;

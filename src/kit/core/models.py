@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from kit.core.errors import KitError
 
@@ -58,12 +58,15 @@ def _llama3_builder(c: dict) -> tuple[str, dict]:
     scaling = c.get("rope_scaling") or {}
     rope_type = scaling.get("rope_type", scaling.get("type"))
     if rope_type not in (None, "default", "llama3"):
-        raise KitError(f"rope_scaling type {rope_type!r} in config.json is not supported for Llama models; "
-                       "expected none or 'llama3'")
+        raise KitError(
+            f"rope_scaling type {rope_type!r} in config.json is not supported for Llama models; expected none or 'llama3'"
+        )
     head_dim = c.get("head_dim")
     if head_dim and head_dim != c["hidden_size"] // c["num_attention_heads"]:
-        raise KitError(f"head_dim {head_dim} != hidden_size / num_attention_heads in config.json; "
-                       "torchtune's Llama builders expect them equal")
+        raise KitError(
+            f"head_dim {head_dim} != hidden_size / num_attention_heads in config.json; "
+            "torchtune's Llama builders expect them equal"
+        )
     if c.get("tie_word_embeddings"):
         args["tie_word_embeddings"] = True
         if rope_type != "llama3":
@@ -115,8 +118,9 @@ def unpermute_lora_b(tensors: dict, c: dict) -> dict:
         proj = next((p for p in heads if f".{p}." in key), None)
         if proj and "lora_B" in key:
             rank = value.shape[-1]
-            out[key] = (value.view(heads[proj], 2, head_dim // 2, rank).transpose(1, 2)
-                        .reshape(heads[proj] * head_dim, rank).contiguous())
+            out[key] = (
+                value.view(heads[proj], 2, head_dim // 2, rank).transpose(1, 2).reshape(heads[proj] * head_dim, rank).contiguous()
+            )
     return out
 
 
@@ -144,8 +148,12 @@ class Family:
 
     def _conversion_args(self, c: dict) -> dict:
         # what torchtune's FullModelHFCheckpointer passes for this model_type
-        args = {"num_heads": c["num_attention_heads"], "num_kv_heads": c.get("num_key_value_heads",
-                c["num_attention_heads"]), "dim": c["hidden_size"], "head_dim": c.get("head_dim")}
+        args = {
+            "num_heads": c["num_attention_heads"],
+            "num_kv_heads": c.get("num_key_value_heads", c["num_attention_heads"]),
+            "dim": c["hidden_size"],
+            "head_dim": c.get("head_dim"),
+        }
         if self.model_type == "QWEN2":
             args["tie_word_embeddings"] = bool(c.get("tie_word_embeddings", False))
         return args
@@ -163,8 +171,7 @@ class Family:
     def tune_to_peft_adapter(self, adapter_state_dict: dict, c: dict) -> dict:
         """torchtune LoRA params -> PEFT ``adapter_model.safetensors`` tensors, as kit exports them."""
         args = {k: v for k, v in self._conversion_args(c).items() if k != "tie_word_embeddings"}
-        converted = _call("torchtune.models.convert_weights.tune_to_peft_adapter_weights",
-                          adapter_state_dict, **args)
+        converted = _call("torchtune.models.convert_weights.tune_to_peft_adapter_weights", adapter_state_dict, **args)
         return self.fix_peft_adapter(converted, c)
 
     def tokenizer_section(self, base: Path, max_seq_len) -> dict:
@@ -172,8 +179,7 @@ class Family:
         if missing and has_chat_template(base):
             # no torchtune tokenizer files, but an HF tokenizer with its own chat template
             # (e.g. SmolLM2): train on exactly what that template renders
-            return {"_component_": "kit.core.hf_chat_tokenizer.hf_chat_tokenizer", "path": str(base),
-                    "max_seq_len": max_seq_len}
+            return {"_component_": "kit.core.hf_chat_tokenizer.hf_chat_tokenizer", "path": str(base), "max_seq_len": max_seq_len}
         if missing:
             raise KitError(
                 f"model folder {str(base)!r} lacks tokenizer file(s) {missing}; "
@@ -227,18 +233,17 @@ def family_of(base: Path) -> Family:
         if model_type in family.hf_model_types:
             return family
     supported = sorted(t for f in FAMILIES.values() for t in f.hf_model_types)
-    raise KitError(
-        f"model_type {model_type!r} in {str(base / 'config.json')!r} is not supported; "
-        f"expected one of {supported}"
-    )
+    raise KitError(f"model_type {model_type!r} in {str(base / 'config.json')!r} is not supported; expected one of {supported}")
 
 
 def check_lora_targets(lora_cfg, base: Path) -> None:
     """LoRA on the output layer is impossible when it is the embedding matrix (torchtune raises)."""
     if lora_cfg.apply_to_output and read_config(base).get("tie_word_embeddings"):
-        raise KitError(f"lora.apply_to_output=true, but the model in {str(base)!r} ties its output layer to "
-                       "the embeddings (tie_word_embeddings in config.json), where torchtune cannot put LoRA; "
-                       "expected lora.apply_to_output=false")
+        raise KitError(
+            f"lora.apply_to_output=true, but the model in {str(base)!r} ties its output layer to "
+            "the embeddings (tie_word_embeddings in config.json), where torchtune cannot put LoRA; "
+            "expected lora.apply_to_output=false"
+        )
 
 
 def weight_files(base: Path, allow_pickle: bool = False) -> list[str]:

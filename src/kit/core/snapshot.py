@@ -122,16 +122,26 @@ def device_has_room(device, nbytes: int) -> tuple[bool, str]:
     keep = max(int(total * DEVICE_HEADROOM), 1 << 30)
     if free - nbytes >= keep:
         return True, f"{nbytes / 2**30:.2f} GiB snapshot kept on {device} ({free / 2**30:.1f} GiB free)"
-    return False, (f"{nbytes / 2**30:.2f} GiB snapshot kept in CPU memory: {device} has {free / 2**30:.1f} GiB free "
-                   f"and keeps {keep / 2**30:.1f} GiB headroom; restores copy host-to-device")
+    return False, (
+        f"{nbytes / 2**30:.2f} GiB snapshot kept in CPU memory: {device} has {free / 2**30:.1f} GiB free "
+        f"and keeps {keep / 2**30:.1f} GiB headroom; restores copy host-to-device"
+    )
 
 
 class Snapshot:
     """Copies of some modules' weights: on the model's device, in CPU memory, or chunked
     safetensors on disk; with the checksums of the pristine weights."""
 
-    def __init__(self, names: list[str], tensors: dict | None, folder: Path | None, nbytes: int,
-                 sums: list[int] | None = None, where: str = "cpu", why: str = ""):
+    def __init__(
+        self,
+        names: list[str],
+        tensors: dict | None,
+        folder: Path | None,
+        nbytes: int,
+        sums: list[int] | None = None,
+        where: str = "cpu",
+        why: str = "",
+    ):
         self.names = names
         self._tensors = tensors  # name -> tensor, when in memory
         self.folder = folder  # when on disk
@@ -140,8 +150,9 @@ class Snapshot:
         self.where, self.why = where, why  # "device" | "cpu" | "disk", and one line saying why
 
     @classmethod
-    def take(cls, model, module_names: list[str], to_disk: Path | None = None,
-             chunk_bytes: int = CHUNK_BYTES, on_device: bool = True) -> "Snapshot":
+    def take(
+        cls, model, module_names: list[str], to_disk: Path | None = None, chunk_bytes: int = CHUNK_BYTES, on_device: bool = True
+    ) -> Snapshot:
         """Copy the modules' weights; in memory on their own device when ``on_device``
         and it has room (CPU weights: CPU memory), else in CPU memory; or to ``to_disk``."""
         names = param_names(model, module_names)

@@ -27,9 +27,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
@@ -47,7 +47,7 @@ class ThreadChoice:
         return {"threads": self.threads, "source": self.source, "limits": dict(self.limits)}
 
 
-def positive_int(text: Optional[str]) -> Optional[int]:
+def positive_int(text: str | None) -> int | None:
     """``text`` as an int >= 1, else None (unset, empty or malformed values are not a limit)."""
     try:
         value = int(str(text).strip())
@@ -56,32 +56,32 @@ def positive_int(text: Optional[str]) -> Optional[int]:
     return value if value >= 1 else None
 
 
-def user_threads(env: Mapping[str, str]) -> Optional[int]:
+def user_threads(env: Mapping[str, str]) -> int | None:
     """``OMP_NUM_THREADS`` as set by the user; OpenMP's nested form ``"4,2"`` gives its outer level."""
     text = env.get("OMP_NUM_THREADS")
     return positive_int(text.split(",")[0]) if text else None
 
 
-def slurm_cpus(env: Mapping[str, str]) -> Optional[int]:
+def slurm_cpus(env: Mapping[str, str]) -> int | None:
     """CPUs per task from SLURM (set only when the job asked ``--cpus-per-task``)."""
     return positive_int(env.get("SLURM_CPUS_PER_TASK"))
 
 
-def quota_cpus(quota: float, period: float) -> Optional[int]:
+def quota_cpus(quota: float, period: float) -> int | None:
     """Whole CPUs a CFS quota allows (rounded up: 1.5 CPUs can keep 2 threads busy half the time)."""
     if quota <= 0 or period <= 0:
         return None
     return max(1, math.ceil(quota / period))
 
 
-def read_text(path: Path) -> Optional[str]:
+def read_text(path: Path) -> str | None:
     try:
         return path.read_text()
     except OSError:
         return None
 
 
-def cpu_max_cpus(path: Path) -> Optional[int]:
+def cpu_max_cpus(path: Path) -> int | None:
     """cgroup v2 ``cpu.max``: ``"<quota> <period>"`` or ``"max <period>"`` (no limit)."""
     text = read_text(path)
     parts = text.split() if text else []
@@ -93,7 +93,7 @@ def cpu_max_cpus(path: Path) -> Optional[int]:
         return None
 
 
-def cfs_cpus(folder: Path) -> Optional[int]:
+def cfs_cpus(folder: Path) -> int | None:
     """cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (quota -1: no limit)."""
     quota = read_text(folder / "cpu.cfs_quota_us")
     period = read_text(folder / "cpu.cfs_period_us")
@@ -109,7 +109,7 @@ def with_ancestors(mount: Path, path: str) -> list[Path]:
     return [mount.joinpath(*parts[:n]) for n in range(len(parts), -1, -1)]
 
 
-def cgroup_cpus(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_SELF_CGROUP) -> Optional[int]:
+def cgroup_cpus(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_SELF_CGROUP) -> int | None:
     """The tightest CPU quota on this process's cgroups (v2 and v1), or None when there is none."""
     text = read_text(proc_cgroup) or "0::/\n"  # no /proc: look at the mount's own root
     found = []
@@ -136,7 +136,7 @@ def cpu_times(stat_text: str) -> dict[int, tuple[int, int]]:
     return times
 
 
-def idle_cpus(before: str, after: str, allowed: Optional[set[int]] = None) -> Optional[int]:
+def idle_cpus(before: str, after: str, allowed: set[int] | None = None) -> int | None:
     """Whole CPUs left idle between two ``/proc/stat`` samples, over the ``allowed`` CPUs
     (all when None); rounded, at least 1. None when the samples show no time passing."""
     t0, t1 = cpu_times(before), cpu_times(after)
@@ -152,7 +152,7 @@ def idle_cpus(before: str, after: str, allowed: Optional[set[int]] = None) -> Op
     return max(1, math.floor(idle + 0.5))
 
 
-def sample_idle_cpus(stat: Path = PROC_STAT, seconds: float = IDLE_SAMPLE_S) -> Optional[int]:
+def sample_idle_cpus(stat: Path = PROC_STAT, seconds: float = IDLE_SAMPLE_S) -> int | None:
     """Idle CPUs among this process's allowed ones, over ``seconds`` (None where unreadable)."""
     before = read_text(stat)
     if before is None:
@@ -166,7 +166,7 @@ def sample_idle_cpus(stat: Path = PROC_STAT, seconds: float = IDLE_SAMPLE_S) -> 
     return idle_cpus(before, after, allowed)
 
 
-def affinity_cpus() -> Optional[int]:
+def affinity_cpus() -> int | None:
     """CPUs this process may run on (SLURM and taskset bind through this mask)."""
     try:
         return len(os.sched_getaffinity(0)) or None
@@ -174,13 +174,21 @@ def affinity_cpus() -> Optional[int]:
         return os.cpu_count()
 
 
-def choose(env: Mapping[str, str], cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_SELF_CGROUP,
-           affinity: Optional[int] = None, idle: Optional[int] = -1) -> ThreadChoice:
+def choose(
+    env: Mapping[str, str],
+    cgroup_root: Path = CGROUP_ROOT,
+    proc_cgroup: Path = PROC_SELF_CGROUP,
+    affinity: int | None = None,
+    idle: int | None = -1,
+) -> ThreadChoice:
     """The thread count for a job. ``affinity`` defaults to this process's mask; ``idle``
     to a ``/proc/stat`` sample (pass None to leave it out). ``OMP_NUM_THREADS`` skips both."""
     user = user_threads(env)
-    limits = {"slurm": slurm_cpus(env), "cgroup": cgroup_cpus(cgroup_root, proc_cgroup),
-              "affinity": affinity if affinity is not None else affinity_cpus()}
+    limits = {
+        "slurm": slurm_cpus(env),
+        "cgroup": cgroup_cpus(cgroup_root, proc_cgroup),
+        "affinity": affinity if affinity is not None else affinity_cpus(),
+    }
     if user is None:
         limits["idle"] = sample_idle_cpus() if idle == -1 else idle
     seen = {name: n for name, n in limits.items() if n is not None}

@@ -29,8 +29,7 @@ def llama(*, embed_dim: int, num_heads: int, max_seq_len: int, rope_base=10_000,
     """Llama decoder (tied or untied embeddings) with unscaled RoPE."""
     from torchtune.models.llama3_2._component_builders import llama3_2
 
-    model = llama3_2(embed_dim=embed_dim, num_heads=num_heads, max_seq_len=max_seq_len,
-                     rope_base=rope_base, **kwargs)
+    model = llama3_2(embed_dim=embed_dim, num_heads=num_heads, max_seq_len=max_seq_len, rope_base=rope_base, **kwargs)
     return _plain_rope(model, embed_dim, num_heads, max_seq_len, rope_base)
 
 
@@ -38,6 +37,5 @@ def lora_llama(*, embed_dim: int, num_heads: int, max_seq_len: int, rope_base=10
     """``llama`` with LoRA (torchtune's ``lora_llama3_2`` layers, unscaled RoPE)."""
     from torchtune.models.llama3_2._component_builders import lora_llama3_2
 
-    model = lora_llama3_2(embed_dim=embed_dim, num_heads=num_heads, max_seq_len=max_seq_len,
-                          rope_base=rope_base, **kwargs)
+    model = lora_llama3_2(embed_dim=embed_dim, num_heads=num_heads, max_seq_len=max_seq_len, rope_base=rope_base, **kwargs)
     return _plain_rope(model, embed_dim, num_heads, max_seq_len, rope_base)

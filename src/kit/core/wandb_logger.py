@@ -14,8 +14,7 @@ from kit.core.identity import phase_run_id
 
 
 @contextmanager
-def phase_run(logger_cfg, job_dir: Path, job_type: str, group: str, name: str, config: dict,
-              run_id: str | None = None):
+def phase_run(logger_cfg, job_dir: Path, job_type: str, group: str, name: str, config: dict, run_id: str | None = None):
     """Open a W&B run for one phase of a job; yields the run (or None). With the job's
     ``run_id`` (kit.core.identity) the phase's W&B id is fixed: a requeue, a re-run or a
     later ``kit eval`` / ``kit verify`` resumes that run instead of creating a stray."""

@@ -31,7 +31,10 @@ def resolved_dtype(eval_cfg) -> str:
 def cache_key(base: Path, tasks: list[str], eval_cfg, limit) -> str:
     files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in base.glob("*.safetensors"))
     ident = {
-        "base": str(base), "files": files, "tasks": list(tasks), "limit": limit,
+        "base": str(base),
+        "files": files,
+        "tasks": list(tasks),
+        "limit": limit,
         "gen": [eval_cfg.max_tokens, eval_cfg.temperature, eval_cfg.seed, resolved_dtype(eval_cfg)],
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
@@ -39,7 +42,6 @@ def cache_key(base: Path, tasks: list[str], eval_cfg, limit) -> str:
 
 def score_base(ctx) -> dict:
     from dataclasses import replace
-
 
     if (ctx.strategy or ctx.eval_cfg.strategy) in RESIDENT_STRATEGIES:
         return evaluate_with_peft(replace(ctx, checkpoint_kind="adapter", checkpoint_path=Path("base")), merge=False)

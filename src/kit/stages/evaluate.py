@@ -25,8 +25,10 @@ log = get_logger(__name__)
 
 
 def score_line(scores: dict) -> str:
-    return ", ".join(f"{t}/{m}={v:.3f}" for t, ms in scores.items() for m, v in ms.items()
-                     if not m.endswith("stderr")) or "no scores"
+    return (
+        ", ".join(f"{t}/{m}={v:.3f}" for t, ms in scores.items() for m, v in ms.items() if not m.endswith("stderr"))
+        or "no scores"
+    )
 
 
 def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint, peers: list[Path] = ()) -> EvalResult:
@@ -34,10 +36,16 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint,
     log_dir = job_dir / "inspect_logs"
     specs = list(cfg.tasks.specs)
     ctx = EvalContext(
-        checkpoint_kind=checkpoint.kind, checkpoint_path=checkpoint.path, base=base,
-        tasks=specs, log_dir=log_dir, eval_cfg=cfg.eval,
+        checkpoint_kind=checkpoint.kind,
+        checkpoint_path=checkpoint.path,
+        base=base,
+        tasks=specs,
+        log_dir=log_dir,
+        eval_cfg=cfg.eval,
         tmp_root=Path(cfg.eval.tmp_dir) if cfg.eval.tmp_dir else job_dir,
-        trust_remote_code=cfg.model.trust_remote_code, limit=cfg.tasks.limit, peers=list(peers),
+        trust_remote_code=cfg.model.trust_remote_code,
+        limit=cfg.tasks.limit,
+        peers=list(peers),
     )
     if checkpoint.kind == "adapter" and cfg.eval.strategy != "none":  # every strategy, every command
         check_adapter(checkpoint.path, job_dir, base)
@@ -50,8 +58,10 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint,
         # measured, not declared: what the strategy wrote under its temp root and deleted again
         result["temp_peak_bytes"] = max(disk.temp_peak_bytes, int(result.get("temp_peak_bytes") or 0))
         if strategy != "none" and not result.get("scores"):
-            raise KitError(f"the {strategy} eval of {checkpoint.path} returned no scores for tasks {specs}; "
-                           "expected a score per task (the job is not marked done)")
+            raise KitError(
+                f"the {strategy} eval of {checkpoint.path} returned no scores for tasks {specs}; "
+                "expected a score per task (the job is not marked done)"
+            )
         base_result, base_seconds = {"scores": {}}, None
         if cfg.eval.base_scores and strategy != "none":
             with timed(log, "base scores") as t:
@@ -65,16 +75,26 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint,
     info["base_scores_seconds"] = base_seconds
     # the base's Inspect logs (cached: where they were written): per-sample base scores for the paired tests
     info["base_logs"] = list(base_result.get("logs") or [])
-    return EvalResult(scores=result["scores"], base_scores=base_result["scores"], info=info,
-                      temp_peak_bytes=int(result.get("temp_peak_bytes") or 0))
+    return EvalResult(
+        scores=result["scores"],
+        base_scores=base_result["scores"],
+        info=info,
+        temp_peak_bytes=int(result.get("temp_peak_bytes") or 0),
+    )
 
 
 def eval_entry(cfg: DictConfig, evaluated: EvalResult, command: str) -> dict:
     """One evaluation of a checkpoint, as ``summary.json`` keeps it in ``evals`` (appended, never replaced)."""
     settings = {k: cfg.eval[k] for k in ("batch_size", "max_tokens", "temperature", "seed", "device", "dtype")}
     return {
-        "command": command, "when": time.time(), "strategy": cfg.eval.strategy, "tasks": list(cfg.tasks.specs),
-        "limit": cfg.tasks.limit, "settings": settings, "scores": evaluated.scores,
-        "base_scores": evaluated.base_scores, "eval": evaluated.info,
+        "command": command,
+        "when": time.time(),
+        "strategy": cfg.eval.strategy,
+        "tasks": list(cfg.tasks.specs),
+        "limit": cfg.tasks.limit,
+        "settings": settings,
+        "scores": evaluated.scores,
+        "base_scores": evaluated.base_scores,
+        "eval": evaluated.info,
         "temp_peak_bytes": evaluated.temp_peak_bytes,
     }

@@ -35,7 +35,6 @@ def fix_adapter_file(adapter_file: Path, base: Path) -> None:
     """
     from safetensors.torch import load_file, save_file
 
-
     family = family_of(base)
     if family.hf_weights_permuted:
         return

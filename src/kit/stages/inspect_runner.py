@@ -13,7 +13,6 @@ def load_task_specs(specs: list[str]) -> None:
     """Fail early, one line, for a task spec Inspect cannot load."""
     from inspect_ai._eval.loader import load_tasks
 
-
     for spec in specs:
         check_task_file(spec)
         try:
@@ -37,8 +36,9 @@ def check_task_file(spec: str) -> None:
     try:
         compile(path.read_bytes(), str(path), "exec")
     except SyntaxError as e:
-        raise KitError(f"Inspect task file {str(path)!r} line {e.lineno}: {e.msg} (SyntaxError); "
-                       "expected a Python file that compiles") from None
+        raise KitError(
+            f"Inspect task file {str(path)!r} line {e.lineno}: {e.msg} (SyntaxError); expected a Python file that compiles"
+        ) from None
     except ValueError as e:  # e.g. null bytes
         raise KitError(f"Inspect task file {str(path)!r} cannot be compiled ({e}); expected a Python file") from None
 
@@ -106,7 +106,6 @@ def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=Non
     """Evaluate an Inspect ``Model`` on the tasks; returns scores, log files, seconds."""
     from inspect_ai import eval as inspect_eval
 
-
     start, started = time.perf_counter(), time.time() - 1
     logs = inspect_eval(
         list(task_specs),
@@ -137,7 +136,6 @@ def hf_model(path: Path, name: str, eval_cfg, trust_remote_code: bool = False):
     from inspect_ai.model import GenerateConfig, get_model
     from inspect_ai.model._model_data.model_data import ModelInfo
     from inspect_ai.model._model_info import set_model_info
-
 
     device = resolve_device(eval_cfg.device)
     dtype = torch_dtype(eval_cfg.dtype, device)

@@ -61,9 +61,17 @@ def run_locked(cfg: DictConfig, job_dir: Path, group: str, run_name: str, overri
         )
     checked = check_inputs(cfg)
     summary = {
-        "status": "running", "name": cfg.name, "group": group, "run_name": run_name, "run_id": run_id(cfg),
-        "overrides": overrides, "job_dir": str(job_dir), "base_model": str(checked["base"]),
-        "started": time.time(), "versions": stack_versions(), "host": os.uname().nodename,
+        "status": "running",
+        "name": cfg.name,
+        "group": group,
+        "run_name": run_name,
+        "run_id": run_id(cfg),
+        "overrides": overrides,
+        "job_dir": str(job_dir),
+        "base_model": str(checked["base"]),
+        "started": time.time(),
+        "versions": stack_versions(),
+        "host": os.uname().nodename,
     }
     write_summary(job_dir, summary)
     try:
@@ -95,16 +103,20 @@ def finish(job_dir: Path, summary: dict) -> None:
     try:
         write_summary(job_dir, summary)
     except OSError as e:
-        print(f"kit: error: could not record status {summary['status']!r} in {job_dir / SUMMARY}: "
-              f"{e.strerror or e}", file=sys.stderr)
+        print(
+            f"kit: error: could not record status {summary['status']!r} in {job_dir / SUMMARY}: {e.strerror or e}",
+            file=sys.stderr,
+        )
 
 
 def kept(job_dir: Path) -> str:
     """What an interrupted job leaves, and how to go on: the one line the CLI prints."""
     outputs = existing_outputs(job_dir)
     what = f"{', '.join(outputs)} and summary.json" if outputs else "summary.json"
-    return (f"job {job_dir} stopped; kept {what} (status interrupted, not a result); "
-            "run the same command again to redo it (this attempt moves to attempts/)")
+    return (
+        f"job {job_dir} stopped; kept {what} (status interrupted, not a result); "
+        "run the same command again to redo it (this attempt moves to attempts/)"
+    )
 
 
 def disk_full_in(e: BaseException, job_dir: Path) -> KitError | None:
@@ -116,8 +128,9 @@ def disk_full_in(e: BaseException, job_dir: Path) -> KitError | None:
         if isinstance(e, OSError) and disk_full(e):
             return disk_full(e)
         if "No space left on device" in str(e) or "os error 28" in str(e):
-            return KitError(f"disk full writing under {job_dir} ({type(e).__name__}); "
-                            "free space there and run the same command again")
+            return KitError(
+                f"disk full writing under {job_dir} ({type(e).__name__}); free space there and run the same command again"
+            )
         e = e.__cause__ or e.__context__
     return None
 
@@ -150,18 +163,23 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
             "base_scores": evaluated.base_scores,
             "evals": [eval_entry(cfg, evaluated, "train")],
             "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated.temp_peak_bytes},
-            "timings": {"train_s": trained["seconds"], "export_s": export_seconds, "eval_s": evaluated.seconds,
-                        "base_scores_s": evaluated.info.get("base_scores_seconds")},
+            "timings": {
+                "train_s": trained["seconds"],
+                "export_s": export_seconds,
+                "eval_s": evaluated.seconds,
+                "base_scores_s": evaluated.info.get("base_scores_seconds"),
+            },
         }
         # the estimate follows the checkpoint the job kept (phase.merge turns an adapter job into a full one)
-        result["storage"]["estimate"] = storage.other_checkpointer(cfg, base, trained["dtype"], checkpoint.kind,
-                                                                   trained["adapter_dtype"])
+        result["storage"]["estimate"] = storage.other_checkpointer(
+            cfg, base, trained["dtype"], checkpoint.kind, trained["adapter_dtype"]
+        )
         log_eval(run, result)
     if cfg.verify.after_train:
         start = time.perf_counter()
-        result["verify"] = verify_after_train(cfg, job_dir, checkpoint, {**result, "base_model": str(base),
-                                                                        "group": group, "run_name": run_name,
-                                                                        "run_id": rid})
+        result["verify"] = verify_after_train(
+            cfg, job_dir, checkpoint, {**result, "base_model": str(base), "group": group, "run_name": run_name, "run_id": rid}
+        )
         result["timings"]["verify_s"] = time.perf_counter() - start
     return result
 
@@ -178,5 +196,3 @@ def verify_after_train(cfg: DictConfig, job_dir: Path, checkpoint: Checkpoint, s
     if not report["passed"]:
         log.warning("verify FAILED for %s: %s; see %s", job_dir, failed, job_dir / "verify.md")
     return summary_entry(report)
-
-

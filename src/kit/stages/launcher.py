@@ -26,9 +26,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra._internal.core_plugins.basic_launcher import (
     BasicLauncher as HydraBasicLauncher,
@@ -47,8 +48,18 @@ from kit.core.log import get as get_logger
 log = get_logger(__name__)
 POLL_S = 5.0  # how often job states are read; bounds how late a hard crash is seen
 RESULT_GRACE_S = 15.0  # a finished job's result file can show up late on a network file system
-RUNNING_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING",
-                  "SUSPENDED", "PREEMPTED", "UNKNOWN", "READY"}
+RUNNING_STATES = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "REQUEUED",
+    "RESIZING",
+    "SUSPENDED",
+    "PREEMPTED",
+    "UNKNOWN",
+    "READY",
+}
 WHY = {  # SLURM end states that leave no result, and what the user can do about them
     "CANCELLED": "cancelled (scancel, or killed by the cluster)",
     "OUT_OF_MEMORY": "ran out of memory (raise hydra.launcher.mem_gb)",
@@ -112,8 +123,7 @@ def open_sweep(config) -> Path:
 
 
 def returned(point: Point, value: dict) -> JobReturn:
-    return JobReturn(overrides=point.overrides, working_dir=str(point.job_dir),
-                     status=JobStatus.COMPLETED, _return_value=value)
+    return JobReturn(overrides=point.overrides, working_dir=str(point.job_dir), status=JobStatus.COMPLETED, _return_value=value)
 
 
 def failed(point: Point, error: str) -> JobReturn:
@@ -130,9 +140,13 @@ def resume(point: Point) -> JobReturn | None:
     summary = jobdir.read_summary(point.job_dir)
     if jobdir.is_done(point.job_dir):
         if set(jobdir.point_overrides(summary.get("overrides", []))) != set(jobdir.point_overrides(point.shown)):
-            return failed(point, (
-                f"job dir {str(point.job_dir)!r} holds a finished run of {summary.get('overrides')}, "
-                "not this point; expected the same sweep command (or a new hydra.sweep.dir)"))
+            return failed(
+                point,
+                (
+                    f"job dir {str(point.job_dir)!r} holds a finished run of {summary.get('overrides')}, "
+                    "not this point; expected the same sweep command (or a new hydra.sweep.dir)"
+                ),
+            )
         print(jobdir.skip_message(point.job_dir))
         return returned(point, {"status": "done", "job_dir": str(point.job_dir), "skipped": True})
     moved = jobdir.set_aside(point.job_dir)
@@ -167,10 +181,14 @@ class BasicLauncher(HydraBasicLauncher):
             if skipped:
                 results.append(skipped)
                 continue
-            log.info("job %d of %d (#%d %s) started: %s", k, len(points), point.num, " ".join(point.overrides),
-                     point.job_dir)
-            ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                          config=point.config, job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+            log.info("job %d of %d (#%d %s) started: %s", k, len(points), point.num, " ".join(point.overrides), point.job_dir)
+            ret = run_job(
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
+                config=point.config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
             results.append(as_reported(point, ret))
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)  # the front's logging again
         return results
@@ -210,26 +228,32 @@ class SubmititLauncher(BaseSubmititLauncher):
         live = self.live_jobs(manifest)  # never submit a point twice while SLURM still runs it
         if live and not self.detach:  # an attached sweep cannot await jobs another process submitted
             held = ", ".join(f"#{n} ({s.lower()})" for n, s in sorted(live.items()))
-            print(f"kit: error: jobs {held} of {sweep_dir} are still in SLURM from an earlier submission; expected "
-                  f"them finished (python -m kit status {sweep_dir}), or add launcher.detach=true", file=sys.stderr)
+            print(
+                f"kit: error: jobs {held} of {sweep_dir} are still in SLURM from an earlier submission; expected "
+                f"them finished (python -m kit status {sweep_dir}), or add launcher.detach=true",
+                file=sys.stderr,
+            )
             raise SystemExit(2)
-        results = {p.num: (returned(p, {"status": "submitted", "job_dir": str(p.job_dir)}) if p.num in live
-                           else resume(p)) for p in points}
+        results = {
+            p.num: (returned(p, {"status": "submitted", "job_dir": str(p.job_dir)}) if p.num in live else resume(p))
+            for p in points
+        }
         for num in live:
             print(f"kit: job #{num} is still {live[num].lower()} in SLURM; not submitted again")
         to_run = [p for p in points if results[p.num] is None]
         jobs = []
         if to_run:
-            args = [(p.overrides, "hydra.sweep.dir", p.num, f"job_id_for_{p.num}", Singleton.get_state())
-                    for p in to_run]
+            args = [(p.overrides, "hydra.sweep.dir", p.num, f"job_id_for_{p.num}", Singleton.get_state()) for p in to_run]
             jobs = self.executor().map_array(self, *zip(*args))
             for p, j in zip(to_run, jobs):
                 print(f"kit: job #{p.num} ({' '.join(p.shown)}) submitted as {self._EXECUTOR} job {j.job_id}")
             record_submissions(manifest, to_run, jobs)
         jobdir.write_manifest(sweep_dir, manifest)
         if self.detach:
-            print(f"kit: {len(to_run)} job(s) submitted, {len(points) - len(to_run)} not needed; this process exits "
-                  f"now. Follow them with: python -m kit status {sweep_dir}  (results: python -m kit collect {sweep_dir})")
+            print(
+                f"kit: {len(to_run)} job(s) submitted, {len(points) - len(to_run)} not needed; this process exits "
+                f"now. Follow them with: python -m kit status {sweep_dir}  (results: python -m kit collect {sweep_dir})"
+            )
             return [results[p.num] or returned(p, {"status": "submitted", "job_dir": str(p.job_dir)}) for p in points]
         if to_run:
             results.update(self.await_all(to_run, jobs))
@@ -242,22 +266,25 @@ class SubmititLauncher(BaseSubmititLauncher):
         except KitError:
             manifest = {"format": "kit.sweep/1", "sweep_dir": str(sweep_dir), "created": time.time(), "jobs": {}}
         manifest.update(
-            executor=self._EXECUTOR, cwd=os.getcwd(), command=submit_command(), detach=self.detach,
+            executor=self._EXECUTOR,
+            cwd=os.getcwd(),
+            command=submit_command(),
+            detach=self.detach,
             submitit_folder=str(Path(self.params["submitit_folder"]).absolute()),
             logger=OmegaConf.to_container(self.config.logger, resolve=True, enum_to_str=True),
         )
         for p in points:
             entry = manifest["jobs"].setdefault(str(p.num), {"submissions": []})
-            entry.update(num=p.num, overrides=jobdir.point_overrides(p.shown), job_dir=str(p.job_dir),
-                         run_id=p.run_id)
+            entry.update(num=p.num, overrides=jobdir.point_overrides(p.shown), job_dir=str(p.job_dir), run_id=p.run_id)
         return manifest
 
     def live_jobs(self, manifest: dict) -> dict[int, str]:
         """Points whose latest submission is still pending or running: {job num: state}."""
         return {}
 
-    def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
-                 singleton_state: dict) -> JobReturn:
+    def __call__(
+        self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str, singleton_state: dict
+    ) -> JobReturn:
         """On the worker. A requeued job (preempted, ``scontrol requeue``) finds its earlier
         attempt's files: they are set aside and the job starts again, same dir, same run id."""
         from hydra.core.singleton import Singleton
@@ -270,8 +297,11 @@ class SubmititLauncher(BaseSubmititLauncher):
         moved = jobdir.set_aside(point.job_dir)
         if moved:
             restarts = os.environ.get("SLURM_RESTART_COUNT", "?")
-            print(f"kit: job #{job_num} restarted (SLURM restart {restarts}): the interrupted attempt moved to "
-                  f"{moved}; training starts again from the base (torchtune cannot resume mid-epoch)", flush=True)
+            print(
+                f"kit: job #{job_num} restarted (SLURM restart {restarts}): the interrupted attempt moved to "
+                f"{moved}; training starts again from the base (torchtune cannot resume mid-epoch)",
+                flush=True,
+            )
         return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
 
     def await_all(self, points: list[Point], jobs: list) -> dict[int, JobReturn]:
@@ -320,8 +350,11 @@ class LocalLauncher(SubmititLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         if self.detach:  # local workers are this process's children: they cannot outlive it
-            print("kit: error: launcher.detach=true needs a cluster; expected hydra/launcher=submitit_slurm "
-                  "(or local_slurm); submitit_local jobs end with the submitting process", file=sys.stderr)
+            print(
+                "kit: error: launcher.detach=true needs a cluster; expected hydra/launcher=submitit_slurm "
+                "(or local_slurm); submitit_local jobs end with the submitting process",
+                file=sys.stderr,
+            )
             raise SystemExit(2)
         return super().launch(job_overrides, initial_job_idx)
 
@@ -350,8 +383,7 @@ def submit_command() -> list[str]:
 def record_submissions(manifest: dict, points: list[Point], jobs: list) -> None:
     for p, j in zip(points, jobs):
         entry = manifest["jobs"][str(p.num)]
-        entry.update(slurm_id=str(j.job_id), submitted=time.time(),
-                     stdout=str(j.paths.stdout), stderr=str(j.paths.stderr))
+        entry.update(slurm_id=str(j.job_id), submitted=time.time(), stdout=str(j.paths.stdout), stderr=str(j.paths.stderr))
         entry["submissions"].append(str(j.job_id))
 
 
@@ -359,8 +391,9 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     """State of each job (``123`` or array task ``123_4``): sacct, or scontrol when the
     cluster keeps no accounting (sacct then fails; scontrol knows jobs for MinJobAge)."""
     masters = sorted({i.split("_")[0] for i in job_ids})
-    sacct = subprocess.run(["sacct", "-o", "JobID,State", "--parsable2", "-X", "-j", ",".join(masters)],
-                           capture_output=True, text=True)
+    sacct = subprocess.run(
+        ["sacct", "-o", "JobID,State", "--parsable2", "-X", "-j", ",".join(masters)], capture_output=True, text=True
+    )
     states = {}
     if sacct.returncode == 0:
         for line in sacct.stdout.splitlines()[1:]:
@@ -399,12 +432,27 @@ def slurm_details(job_ids: list[str]) -> dict[str, dict]:
             f = dict(x.split("=", 1) for x in line.split() if "=" in x)
             task = f.get("ArrayTaskId", "")
             key = f"{f['ArrayJobId']}_{task}" if task.isdigit() else f.get("JobId")
-            out[key] = {"state": f.get("JobState", "UNKNOWN"), "elapsed": f.get("RunTime"),
-                        "restarts": int(f.get("Restarts", "0") or 0), "reason": f.get("Reason")}
+            out[key] = {
+                "state": f.get("JobState", "UNKNOWN"),
+                "elapsed": f.get("RunTime"),
+                "restarts": int(f.get("Restarts", "0") or 0),
+                "reason": f.get("Reason"),
+            }
     missing = [i for i in job_ids if i not in out]
     if missing:
-        sacct = subprocess.run(["sacct", "-o", "JobID,State,Elapsed", "--parsable2", "-X", "-j",
-                                ",".join(sorted({i.split("_")[0] for i in missing}))], capture_output=True, text=True)
+        sacct = subprocess.run(
+            [
+                "sacct",
+                "-o",
+                "JobID,State,Elapsed",
+                "--parsable2",
+                "-X",
+                "-j",
+                ",".join(sorted({i.split("_")[0] for i in missing})),
+            ],
+            capture_output=True,
+            text=True,
+        )
         for line in sacct.stdout.splitlines()[1:] if sacct.returncode == 0 else []:
             job_id, state, elapsed = (line.split("|") + ["", ""])[:3]
             out.setdefault(job_id, {"state": (state.split() or ["UNKNOWN"])[0], "elapsed": elapsed, "restarts": 0})

@@ -58,8 +58,10 @@ def file_sha256(path: Path) -> str:
 
 def check_name(name: str) -> None:
     if not NAME.match(name) or name in RESERVED:
-        raise KitError(f"modifier name {name!r} is not allowed; expected letters, digits, _ . - "
-                       f"(at most 64), and not one of {list(RESERVED)}")
+        raise KitError(
+            f"modifier name {name!r} is not allowed; expected letters, digits, _ . - "
+            f"(at most 64), and not one of {list(RESERVED)}"
+        )
 
 
 @dataclass
@@ -88,7 +90,8 @@ class Registry:
 
 def write_registry(job_dir: Path, base: Path, fingerprint: str, entries: list[dict], router_file: str | None) -> Path:
     registry = {
-        "format": FORMAT, "created": time.time(),
+        "format": FORMAT,
+        "created": time.time(),
         "base": {"path": str(base), "fingerprint": fingerprint, "lineage": read_lineage(base)},
         "modifiers": entries,
         "router": {"learned": router_file},
@@ -117,15 +120,25 @@ def read_registry(target: Path) -> Registry:
         base = Path(data["base"]["path"])
         fingerprint = data["base"]["fingerprint"]
     except (ValueError, KeyError, TypeError) as e:
-        raise KitError(f"{str(path)!r} is not a kit modifier registry ({e}); expected {FORMAT} written by phase=modifier") from None
+        raise KitError(
+            f"{str(path)!r} is not a kit modifier registry ({e}); expected {FORMAT} written by phase=modifier"
+        ) from None
     learned = (data.get("router") or {}).get("learned")
     return Registry(path, base, fingerprint, modifiers, path.parent / learned if learned else None)
 
 
 def modifier_of(root: Path, entry: dict) -> Modifier:
     check_name(entry["name"])
-    return Modifier(entry["name"], root / entry["path"], int(entry["rank"]), entry["base_fingerprint"],
-                    list(entry.get("keywords", [])), list(entry.get("patterns", [])), entry.get("dataset", {}), entry)
+    return Modifier(
+        entry["name"],
+        root / entry["path"],
+        int(entry["rank"]),
+        entry["base_fingerprint"],
+        list(entry.get("keywords", [])),
+        list(entry.get("patterns", [])),
+        entry.get("dataset", {}),
+        entry,
+    )
 
 
 def check_same_base(registry: Registry, base: Path, fingerprint: str) -> None:

@@ -42,8 +42,9 @@ def sample_scores(paths: list[str]) -> SampleScores:
     return out
 
 
-def row_tests(rows: list[dict], base: SampleScores, per_row: dict[int, SampleScores],
-              metrics: list[str]) -> dict[int, dict[str, dict]]:
+def row_tests(
+    rows: list[dict], base: SampleScores, per_row: dict[int, SampleScores], metrics: list[str]
+) -> dict[int, dict[str, dict]]:
     """For each row (by job number) and headline metric ``<key>/mean``: the paired test against
     the base (``vs_base``) and against the best done row on that metric (``vs_best``)."""
     out: dict[int, dict[str, dict]] = {}
@@ -55,8 +56,10 @@ def row_tests(rows: list[dict], base: SampleScores, per_row: dict[int, SampleSco
             mine = per_row.get(r["job"], {}).get(key, {})
             entry = {"vs_base": as_dict(compare(mine, base.get(key, {})))}
             if best is not None and r is not best:
-                entry["vs_best"] = {**(as_dict(compare(mine, per_row.get(best["job"], {}).get(key, {}))) or {}),
-                                    "best_job": best["job"]}
+                entry["vs_best"] = {
+                    **(as_dict(compare(mine, per_row.get(best["job"], {}).get(key, {}))) or {}),
+                    "best_job": best["job"],
+                }
             out.setdefault(r["job"], {})[metric] = entry
     return out
 

@@ -54,8 +54,7 @@ def check(cfg: DictConfig) -> None:
 def check_modifiers(cfg: DictConfig) -> None:
 
     if not cfg.phase.modifiers:
-        raise KitError("phase=modifier needs phase.modifiers (name -> train_file, columns); "
-                       "expected e.g. +experiment=modifiers")
+        raise KitError("phase=modifier needs phase.modifiers (name -> train_file, columns); expected e.g. +experiment=modifiers")
     for name, spec in cfg.phase.modifiers.items():
         check_name(name)
         read_jsonl(spec.train_file, (spec.prompt_column, spec.response_column))
@@ -70,6 +69,7 @@ def check_modifiers(cfg: DictConfig) -> None:
 
 # -- phase=training, merge=true ----------------------------------------------------------
 
+
 def merge_training(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint) -> Checkpoint:
     """Merge the trained adapter into the base -> ``<job>/merged``; the adapter is deleted."""
 
@@ -80,7 +80,9 @@ def merge_training(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Check
         merge_to_folder(base, adapter, out)
         shutil.rmtree(adapter)
     lineage = {
-        "kind": "merged", "created": time.time(), "job_dir": str(job_dir),
+        "kind": "merged",
+        "created": time.time(),
+        "job_dir": str(job_dir),
         "base": {"path": str(base), "fingerprint": base_fingerprint(base), "lineage": read_lineage(base)},
         "lora": OmegaConf.to_container(cfg.lora, resolve=True),
         "dataset": {"file": str(cfg.dataset.train_file), "sha256": file_sha256(Path(cfg.dataset.train_file))},
@@ -92,10 +94,17 @@ def merge_training(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Check
 
 # -- phase=modifier ------------------------------------------------------------------------
 
+
 def modifier_config(cfg: DictConfig, name: str, spec) -> DictConfig:
     """The job's config as one modifier trains and is scored with it: its dataset, rank, tasks."""
-    own = {"dataset": {"name": name, "train_file": spec.train_file, "prompt_column": spec.prompt_column,
-                       "response_column": spec.response_column}}
+    own = {
+        "dataset": {
+            "name": name,
+            "train_file": spec.train_file,
+            "prompt_column": spec.prompt_column,
+            "response_column": spec.response_column,
+        }
+    }
     if spec.rank is not None:
         own["lora"] = {"rank": spec.rank}
     own["tasks"] = {"specs": list(spec.tasks)}
@@ -104,8 +113,7 @@ def modifier_config(cfg: DictConfig, name: str, spec) -> DictConfig:
     return OmegaConf.merge(cfg, own)
 
 
-def train_modifier(cfg: DictConfig, root: Path, base: Path, name: str, fingerprint: str,
-                   group: str, run_name: str) -> dict:
+def train_modifier(cfg: DictConfig, root: Path, base: Path, name: str, fingerprint: str, group: str, run_name: str) -> dict:
     """Train, export and score one modifier under ``<job>/modifiers/<name>/``; its registry entry."""
 
     spec = cfg.phase.modifiers[name]
@@ -120,19 +128,37 @@ def train_modifier(cfg: DictConfig, root: Path, base: Path, name: str, fingerpri
     shutil.rmtree(job_dir / train.SCRATCH)
     with phase_run(cfg.logger, job_dir, "eval", group, f"{run_name}-{name}", plain_config(own), rid) as run:
         evaluated = evaluate(own, job_dir, base, checkpoint)
-        log_eval(run, {"scores": evaluated.scores, "base_scores": evaluated.base_scores, "checkpoint": checkpoint.to_json(),
-                       "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated.temp_peak_bytes},
-                       "timings": {"train_s": trained["seconds"], "eval_s": evaluated.seconds}})
+        log_eval(
+            run,
+            {
+                "scores": evaluated.scores,
+                "base_scores": evaluated.base_scores,
+                "checkpoint": checkpoint.to_json(),
+                "storage": {"persistent_bytes": export.folder_bytes(job_dir), "temp_peak_bytes": evaluated.temp_peak_bytes},
+                "timings": {"train_s": trained["seconds"], "eval_s": evaluated.seconds},
+            },
+        )
     return {
-        "name": name, "path": str(checkpoint.path.relative_to(root)),
-        "rank": int(own.lora.rank), "alpha": float(own.lora.alpha), "bytes": checkpoint.bytes,
+        "name": name,
+        "path": str(checkpoint.path.relative_to(root)),
+        "rank": int(own.lora.rank),
+        "alpha": float(own.lora.alpha),
+        "bytes": checkpoint.bytes,
         "content_hash": adapter_hash(checkpoint.path),  # kit serve refuses it once changed
         "base_fingerprint": fingerprint,
-        "dataset": {"file": str(dataset), "sha256": file_sha256(dataset), "rows": len(read_jsonl(dataset)),
-                    "prompt_column": spec.prompt_column, "response_column": spec.response_column},
+        "dataset": {
+            "file": str(dataset),
+            "sha256": file_sha256(dataset),
+            "rows": len(read_jsonl(dataset)),
+            "prompt_column": spec.prompt_column,
+            "response_column": spec.response_column,
+        },
         "training": {k: v for k, v in trained.items() if k != "epoch_dir"},
-        "tasks": list(spec.tasks), "scores": evaluated.scores, "base_scores": evaluated.base_scores,
-        "keywords": list(spec.keywords), "patterns": list(spec.patterns),
+        "tasks": list(spec.tasks),
+        "scores": evaluated.scores,
+        "base_scores": evaluated.base_scores,
+        "keywords": list(spec.keywords),
+        "patterns": list(spec.patterns),
     }
 
 
@@ -150,6 +176,5 @@ def execute_modifiers(cfg: DictConfig, job_dir: Path, base: Path, group: str, ru
         "scores": {f"{e['name']}/{task}": m for e in entries for task, m in e["scores"].items()},
         "base_scores": {f"{e['name']}/{task}": m for e in entries for task, m in e["base_scores"].items()},
         "storage": {"persistent_bytes": folder_bytes(job_dir), "temp_peak_bytes": 0},
-        "timings": {"total_s": time.perf_counter() - start,
-                    "train_s": sum(e["training"]["seconds"] for e in entries)},
+        "timings": {"total_s": time.perf_counter() - start, "train_s": sum(e["training"]["seconds"] for e in entries)},
     }

@@ -29,8 +29,19 @@ from kit.stages.phases import check as check_phase
 MAX_POINTS = 256
 HYDRA_FLAGS = ("-m", "--multirun", "--info", "--cfg", "-c", "--resolve", "--hydra-help", "--help", "-h")
 # Hydra's flags that take the next argument as their value (``--cfg job``); --info's is optional
-VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-               "--config-dir", "-cd", "--experimental-rerun"}
+VALUE_FLAGS = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+}
 INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 SHOW_ONLY = {"--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help"}  # Hydra prints and exits: no job runs
 SLURM_LAUNCHERS = ("SlurmLauncher",)  # launcher classes that submit with sbatch
@@ -63,13 +74,13 @@ def expand(overrides: list[str], sweep_params: dict) -> list[list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-    lines = overrides + [f"{k}={v}" for k, v in sweep_params.items()
-                         if not any(o.split("=")[0].lstrip("+~") == k for o in overrides)]
+    lines = overrides + [
+        f"{k}={v}" for k, v in sweep_params.items() if not any(o.split("=")[0].lstrip("+~") == k for o in overrides)
+    ]
     choices = []
     for o in parser.parse_overrides(lines):
         key = o.get_key_element()
-        values = [o.get_value_element_as_str()] if not o.is_sweep_override() else [
-            str(v) for v in o.sweep_string_iterator()]
+        values = [o.get_value_element_as_str()] if not o.is_sweep_override() else [str(v) for v in o.sweep_string_iterator()]
         choices.append([f"{key}={v}" for v in values])
     return [list(c) for c in itertools.islice(itertools.product(*choices), MAX_POINTS)]
 
@@ -134,8 +145,7 @@ def check_launcher(launcher_cfg) -> None:
     try:
         proc = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=SLURM_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise KitError(f"hydra/launcher uses SLURM ({name}) but 'sinfo' got no answer in {SLURM_TIMEOUT_S} s; "
-                       f"{other}") from None
+        raise KitError(f"hydra/launcher uses SLURM ({name}) but 'sinfo' got no answer in {SLURM_TIMEOUT_S} s; {other}") from None
     if proc.returncode != 0:
         why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         raise KitError(f"hydra/launcher uses SLURM ({name}) but the cluster does not answer (sinfo: {why}); {other}")
@@ -157,19 +167,34 @@ def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
             continue  # a free-form mapping (e.g. phase.modifiers): any key is fine
         known = [f.name for f in dataclasses.fields(schema)]
         if leaf not in known:
-            raise KitError(f"unknown key {key!r} in {line!r}: {parent_key or 'the config'} has no key {leaf!r}; "
-                           f"expected one of {known}")
+            raise KitError(
+                f"unknown key {key!r} in {line!r}: {parent_key or 'the config'} has no key {leaf!r}; expected one of {known}"
+            )
+
+
 # Values the schema types but cannot bound: (lowest, highest, lowest allowed itself?). None: unbounded.
 # Checked for every sweep point, so ``-m lora.rank=8,-1`` fails before job 0 trains.
 RANGES = {
-    "lora.rank": (1, None, True), "lora.alpha": (0, None, False), "lora.dropout": (0, 1, True),
-    "trainer.epochs": (1, None, True), "trainer.max_steps_per_epoch": (1, None, True),
-    "trainer.batch_size": (1, None, True), "trainer.gradient_accumulation_steps": (1, None, True),
-    "trainer.lr": (0, None, False), "trainer.weight_decay": (0, None, True), "trainer.warmup_steps": (0, None, True),
-    "trainer.clip_grad_norm": (0, None, False), "trainer.nproc_per_node": (1, None, True),
-    "eval.batch_size": (1, None, True), "eval.max_tokens": (1, None, True), "eval.temperature": (0, None, True),
-    "eval.max_adapters": (1, None, True), "tasks.limit": (1, None, True),
-    "verify.probes": (1, None, True), "verify.max_new_tokens": (1, None, True), "verify.limit": (1, None, True),
+    "lora.rank": (1, None, True),
+    "lora.alpha": (0, None, False),
+    "lora.dropout": (0, 1, True),
+    "trainer.epochs": (1, None, True),
+    "trainer.max_steps_per_epoch": (1, None, True),
+    "trainer.batch_size": (1, None, True),
+    "trainer.gradient_accumulation_steps": (1, None, True),
+    "trainer.lr": (0, None, False),
+    "trainer.weight_decay": (0, None, True),
+    "trainer.warmup_steps": (0, None, True),
+    "trainer.clip_grad_norm": (0, None, False),
+    "trainer.nproc_per_node": (1, None, True),
+    "eval.batch_size": (1, None, True),
+    "eval.max_tokens": (1, None, True),
+    "eval.temperature": (0, None, True),
+    "eval.max_adapters": (1, None, True),
+    "tasks.limit": (1, None, True),
+    "verify.probes": (1, None, True),
+    "verify.max_new_tokens": (1, None, True),
+    "verify.limit": (1, None, True),
     "verify.rounds": (1, None, True),
 }
 
@@ -211,6 +236,8 @@ def longest_row(path: str, size: int, mtime_ns: int, columns: tuple[str, str], b
         return len(tokenizer.tokenize_messages(to_messages(row)["messages"])[0])
 
     return check_lengths(path, columns, count, max_len) if max_len else 0
+
+
 def check_vllm_lora(cfg: DictConfig, base: Path) -> None:
     """eval=vllm (the real server): refuse, before any training, a LoRA that vLLM will not
     serve (kit's default trains the output projection). ``eval=auto`` needs no refusal:

@@ -27,8 +27,21 @@ from kit.core.snapshot import Snapshot, fingerprint
 # two adapters equal on these (and on their tensor shapes) can share the modules
 # per-adapter stores on a PEFT LoRA layer beyond the ones its delete_adapter walks (peft 0.18)
 LORA_LAYER_STORES = ("use_dora", "use_rslora", "lora_bias", "lora_magnitude_vector", "lora_variant", "_caches")
-REUSE_KEYS = ("r", "lora_alpha", "use_rslora", "use_dora", "rank_pattern", "alpha_pattern", "lora_bias",
-              "fan_in_fan_out", "bias", "modules_to_save", "lora_dropout", "layer_replication", "target_parameters")
+REUSE_KEYS = (
+    "r",
+    "lora_alpha",
+    "use_rslora",
+    "use_dora",
+    "rank_pattern",
+    "alpha_pattern",
+    "lora_bias",
+    "fan_in_fan_out",
+    "bias",
+    "modules_to_save",
+    "lora_dropout",
+    "layer_replication",
+    "target_parameters",
+)
 
 
 def adapter_name(folder: Path) -> str:
@@ -43,7 +56,9 @@ def read_adapter(folder: Path, allow_pickle: bool = False, read_all: bool = True
     if not folder.is_dir():
         raise KitError(f"adapter folder {str(folder)!r} not found; expected a PEFT adapter folder")
     if not config_file.is_file():
-        raise KitError(f"{str(config_file)!r} is missing; expected a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)")
+        raise KitError(
+            f"{str(config_file)!r} is missing; expected a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)"
+        )
     try:
         config = json.loads(config_file.read_text())
     except ValueError as e:
@@ -109,7 +124,10 @@ def check_fits(shapes: dict[str, list[int]], model, weights: Path) -> None:
         try:
             layer = model.get_submodule(module_name)
         except AttributeError:
-            raise KitError(f"{str(weights)!r} targets {module_name!r}, which this base does not have; expected an adapter trained on this base") from None
+            raise KitError(
+                f"{str(weights)!r} targets {module_name!r}, which this base does not have; "
+                "expected an adapter trained on this base"
+            ) from None
         layer = getattr(layer, "base_layer", layer)
         size = getattr(layer, "in_features" if kind.startswith("A") else "out_features", None)
         got = shape[1] if kind.startswith("A") else shape[0]
@@ -122,8 +140,15 @@ def check_fits(shapes: dict[str, list[int]], model, weights: Path) -> None:
 
 
 class ResidentBase:
-    def __init__(self, base: Path, device: str, dtype: str, trust_remote_code: bool = False, max_adapters: int = 4,
-                 snapshot_on_device: bool = True):
+    def __init__(
+        self,
+        base: Path,
+        device: str,
+        dtype: str,
+        trust_remote_code: bool = False,
+        max_adapters: int = 4,
+        snapshot_on_device: bool = True,
+    ):
         self.base = Path(base)
         self.device = device
         import torch
@@ -221,8 +246,11 @@ class ResidentBase:
         for module_name, module in self.model.named_modules():
             if isinstance(module, LoraLayer) and name in module.lora_A:
                 attrs = dict.fromkeys(module.adapter_layer_names + module.other_param_names + LORA_LAYER_STORES)
-                stores[module_name] = {a: getattr(module, a).pop(name) for a in attrs
-                                       if getattr(module, a, None) is not None and name in getattr(module, a)}
+                stores[module_name] = {
+                    a: getattr(module, a).pop(name)
+                    for a in attrs
+                    if getattr(module, a, None) is not None and name in getattr(module, a)
+                }
         self.spares[self.signatures[name]] = (stores, self.peft.peft_config.pop(name))
         while len(self.spares) > self.max_spares:  # the oldest spare is freed
             self.spares.pop(next(iter(self.spares)))
@@ -269,8 +297,7 @@ class ResidentBase:
         """Names of the base layers the adapter's LoRA layers wrap."""
         from peft.tuners.lora import LoraLayer
 
-        return [f"{n}.base_layer" for n, m in self.model.named_modules()
-                if isinstance(m, LoraLayer) and name in m.lora_A]
+        return [f"{n}.base_layer" for n, m in self.model.named_modules() if isinstance(m, LoraLayer) and name in m.lora_A]
 
     def _snapshot_for(self, name: str) -> None:
         targets = frozenset(self._targets(name))
@@ -283,8 +310,7 @@ class ResidentBase:
         if not self.snapshots:
             return None
         snaps = list(self.snapshots.values())
-        return {"where": sorted({s.where for s in snaps}), "bytes": sum(s.nbytes for s in snaps),
-                "why": snaps[-1].why}
+        return {"where": sorted({s.where for s in snaps}), "bytes": sum(s.nbytes for s in snaps), "why": snaps[-1].why}
 
     def restore(self, check: bool = True) -> None:
         """Undo an in-memory merge by copying the pristine weights back (bit-exact), then
@@ -303,8 +329,10 @@ class ResidentBase:
         if check:
             differ = snap.verify(self.model)
             if differ:
-                raise KitError(f"base {str(self.base)!r} weights differ from their snapshot after restore "
-                               f"({len(differ)} tensor(s), first {differ[0]!r}); expected a bit-exact restore")
+                raise KitError(
+                    f"base {str(self.base)!r} weights differ from their snapshot after restore "
+                    f"({len(differ)} tensor(s), first {differ[0]!r}); expected a bit-exact restore"
+                )
 
 
 class _BaseOnly:

@@ -36,8 +36,7 @@ class RulesRouter:
     kind = "rules"
 
     def __init__(self, modifiers):
-        self.rules = [(m.name, [k.lower() for k in m.keywords], [re.compile(p, re.I) for p in m.patterns])
-                      for m in modifiers]
+        self.rules = [(m.name, [k.lower() for k in m.keywords], [re.compile(p, re.I) for p in m.patterns]) for m in modifiers]
 
     def route(self, text: str) -> tuple[str | None, float | None]:
         lowered = text.lower()
@@ -76,7 +75,7 @@ class LearnedRouter:
         Path(path).write_text(json.dumps({"kind": "bag_of_words_centroids", "centroids": self.centroids}))
 
     @classmethod
-    def load(cls, path: Path, min_score: float) -> "LearnedRouter":
+    def load(cls, path: Path, min_score: float) -> LearnedRouter:
         try:
             return cls(json.loads(Path(path).read_text())["centroids"], min_score)
         except (OSError, ValueError, KeyError) as e:

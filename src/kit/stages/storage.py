@@ -49,7 +49,6 @@ def lora_numel(cfg: DictConfig, base: Path) -> int:
 
     import torch
 
-
     section = model_section(cfg, family_of(base), base)
     module, _, name = section.pop("_component_").rpartition(".")
     with torch.device("meta"):
@@ -57,8 +56,9 @@ def lora_numel(cfg: DictConfig, base: Path) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
 
 
-def other_checkpointer(cfg: DictConfig, base: Path, dtype: str, kept: str | None = None,
-                       adapter_dtype: str | None = None) -> dict | None:
+def other_checkpointer(
+    cfg: DictConfig, base: Path, dtype: str, kept: str | None = None, adapter_dtype: str | None = None
+) -> dict | None:
     """The other checkpointer's checkpoint bytes for this job, and how they were estimated.
 
     ``kept``: the kind of checkpoint the job kept (default ``checkpointer.kind``); a

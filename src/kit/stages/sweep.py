@@ -36,10 +36,10 @@ def sweep_group(sweep_dir: Path) -> str:
 
 # ---------------------------------------------------------------- rows from job dirs
 
+
 def expected_points(sweep_dir: Path) -> list[list[str]]:
     """The sweep's points in job-number order, from the ``multirun.yaml`` Hydra wrote."""
     from omegaconf import OmegaConf
-
 
     path = sweep_dir / "multirun.yaml"
     if not path.is_file():
@@ -58,10 +58,20 @@ def job_row(num: int, job_dir: Path, expected: list[str] | None) -> dict:
 
     s = read_summary(job_dir) if (job_dir / "summary.json").exists() else None
     if s is None:
-        return {"job": num, "job_dir": str(job_dir), "overrides": expected or [], "status": "missing",
-                "error": "no summary.json (never started, or its dir was removed)"}
-    row = {"job": num, "job_dir": str(job_dir), "overrides": s.get("overrides", []), "status": s.get("status"),
-           "error": s.get("error")}
+        return {
+            "job": num,
+            "job_dir": str(job_dir),
+            "overrides": expected or [],
+            "status": "missing",
+            "error": "no summary.json (never started, or its dir was removed)",
+        }
+    row = {
+        "job": num,
+        "job_dir": str(job_dir),
+        "overrides": s.get("overrides", []),
+        "status": s.get("status"),
+        "error": s.get("error"),
+    }
     if row["status"] == "running":  # killed before it could say so, and not seen by a launcher
         row.update(status="failed", error="ended while running (killed?); no result")
     if row["status"] == UNREADABLE:  # named as it is: a damaged file, not another sweep's run
@@ -73,12 +83,18 @@ def job_row(num: int, job_dir: Path, expected: list[str] | None) -> dict:
     storage, checkpoint = s.get("storage") or {}, s.get("checkpoint") or {}
     estimate = storage.get("estimate") or {}
     row.update(
-        scores=scores, base_scores=base, checkpoint_kind=checkpoint.get("kind"),
-        checkpoint_bytes=checkpoint.get("bytes"), persistent_bytes=storage.get("persistent_bytes"),
-        other_kind=estimate.get("kind"), other_checkpoint_bytes=estimate.get("checkpoint_bytes"),
-        other_how=estimate.get("how"), train_s=(s.get("timings") or {}).get("train_s"),
+        scores=scores,
+        base_scores=base,
+        checkpoint_kind=checkpoint.get("kind"),
+        checkpoint_bytes=checkpoint.get("bytes"),
+        persistent_bytes=storage.get("persistent_bytes"),
+        other_kind=estimate.get("kind"),
+        other_checkpoint_bytes=estimate.get("checkpoint_bytes"),
+        other_how=estimate.get("how"),
+        train_s=(s.get("timings") or {}).get("train_s"),
         eval_s=(s.get("timings") or {}).get("eval_s"),
-        logs=(s.get("eval") or {}).get("logs") or [], base_logs=(s.get("eval") or {}).get("base_logs") or [],
+        logs=(s.get("eval") or {}).get("logs") or [],
+        base_logs=(s.get("eval") or {}).get("base_logs") or [],
     )
     if row["persistent_bytes"] is not None and row["other_checkpoint_bytes"] is not None:
         row["other_persistent_bytes"] = row["persistent_bytes"] - row["checkpoint_bytes"] + row["other_checkpoint_bytes"]
@@ -106,10 +122,13 @@ def totals(rows: list[dict]) -> dict:
         if r.get("other_kind"):
             kind_bytes[r["other_kind"]] += r["other_checkpoint_bytes"] or 0
     return {
-        "jobs": len(rows), "done": len(done), "failed": len(rows) - len(done),
+        "jobs": len(rows),
+        "done": len(done),
+        "failed": len(rows) - len(done),
         "persistent_bytes": sum(r["persistent_bytes"] or 0 for r in done),
         "other_persistent_bytes": sum(r.get("other_persistent_bytes") or 0 for r in done),
-        "full_checkpoint_bytes": kind_bytes["full"], "adapter_checkpoint_bytes": kind_bytes["adapter"],
+        "full_checkpoint_bytes": kind_bytes["full"],
+        "adapter_checkpoint_bytes": kind_bytes["adapter"],
         "full_vs_adapter": kind_bytes["full"] / kind_bytes["adapter"] if kind_bytes["adapter"] else None,
     }
 
@@ -119,15 +138,22 @@ def build(sweep_dir: Path, live: dict[int, str] | None = None) -> dict:
     points = expected_points(sweep_dir)
     dirs = job_dirs(sweep_dir, len(points))
     if not dirs:
-        raise KitError(f"{str(sweep_dir)!r} holds no job dirs (<n>/summary.json) and no multirun.yaml; "
-                       "expected the hydra.sweep.dir of a kit multirun")
+        raise KitError(
+            f"{str(sweep_dir)!r} holds no job dirs (<n>/summary.json) and no multirun.yaml; "
+            "expected the hydra.sweep.dir of a kit multirun"
+        )
     rows = [job_row(n, d, points[n] if n < len(points) else None) for n, d in sorted(dirs.items())]
     for r in rows:
         if r["job"] in (live or {}) and r["status"] != "done":  # not failed: not finished yet
             r.update(status=live[r["job"]], error="not finished yet (kit status)")
     add_paired_tests(rows)
-    return {"sweep_dir": str(sweep_dir), "group": sweep_group(sweep_dir), "swept": swept(rows),
-            "jobs": rows, "totals": totals(rows)}
+    return {
+        "sweep_dir": str(sweep_dir),
+        "group": sweep_group(sweep_dir),
+        "swept": swept(rows),
+        "jobs": rows,
+        "totals": totals(rows),
+    }
 
 
 def add_paired_tests(rows: list[dict]) -> None:
@@ -144,6 +170,7 @@ def add_paired_tests(rows: list[dict]) -> None:
 
 
 # ---------------------------------------------------------------- table
+
 
 def human_bytes(n) -> str:
     if n is None:
@@ -184,33 +211,58 @@ def paired_heads(metrics: list[str]) -> list[str]:
 def table(summary: dict) -> str:
     rows, keys = summary["jobs"], summary["swept"]
     metrics = headline_metrics(rows)
-    head = ["#", *keys, "status", *metrics, *(f"base {m}" for m in metrics), *paired_heads(metrics), "checkpoint",
-            "checkpoint bytes", "other checkpointer (est.)", "job dir bytes", "train s", "eval s"]
+    head = [
+        "#",
+        *keys,
+        "status",
+        *metrics,
+        *(f"base {m}" for m in metrics),
+        *paired_heads(metrics),
+        "checkpoint",
+        "checkpoint bytes",
+        "other checkpointer (est.)",
+        "job dir bytes",
+        "train s",
+        "eval s",
+    ]
     body = []
     for r in rows:
         values = dict(o.partition("=")[::2] for o in r["overrides"])
         other = f"{r['other_kind']} {human_bytes(r['other_checkpoint_bytes'])}" if r.get("other_kind") else "-"
-        body.append([str(r["job"]), *(values.get(k, "-") for k in keys), r["status"],
-                     *(fmt((r.get("scores") or {}).get(m)) for m in metrics),
-                     *(fmt((r.get("base_scores") or {}).get(m)) for m in metrics),
-                     *(c for m in metrics for c in paired_cells(r, m)),
-                     r.get("checkpoint_kind") or "-", human_bytes(r.get("checkpoint_bytes")), other,
-                     human_bytes(r.get("persistent_bytes")), fmt(r.get("train_s")), fmt(r.get("eval_s"))])
+        body.append(
+            [
+                str(r["job"]),
+                *(values.get(k, "-") for k in keys),
+                r["status"],
+                *(fmt((r.get("scores") or {}).get(m)) for m in metrics),
+                *(fmt((r.get("base_scores") or {}).get(m)) for m in metrics),
+                *(c for m in metrics for c in paired_cells(r, m)),
+                r.get("checkpoint_kind") or "-",
+                human_bytes(r.get("checkpoint_bytes")),
+                other,
+                human_bytes(r.get("persistent_bytes")),
+                fmt(r.get("train_s")),
+                fmt(r.get("eval_s")),
+            ]
+        )
     line = lambda cells: "| " + " | ".join(cells) + " |"
     return "\n".join([line(head), line(["---"] * len(head)), *map(line, body)])
 
 
 def storage_lines(summary: dict) -> list[str]:
     t = summary["totals"]
-    lines = [f"Stored by the {t['done']} finished job(s): {human_bytes(t['persistent_bytes'])} "
-             "(measured: the whole job dirs)."]
+    lines = [f"Stored by the {t['done']} finished job(s): {human_bytes(t['persistent_bytes'])} (measured: the whole job dirs)."]
     if t["other_persistent_bytes"]:
-        lines.append(f"With the other checkpointer they would store {human_bytes(t['other_persistent_bytes'])} "
-                     "(estimated; see 'other checkpointer').")
+        lines.append(
+            f"With the other checkpointer they would store {human_bytes(t['other_persistent_bytes'])} "
+            "(estimated; see 'other checkpointer')."
+        )
     if t["full_vs_adapter"]:
-        lines.append(f"Full model vs adapter checkpoints: {human_bytes(t['full_checkpoint_bytes'])} vs "
-                     f"{human_bytes(t['adapter_checkpoint_bytes'])} = {t['full_vs_adapter']:.1f}x "
-                     "(each job's own kind measured, the other estimated).")
+        lines.append(
+            f"Full model vs adapter checkpoints: {human_bytes(t['full_checkpoint_bytes'])} vs "
+            f"{human_bytes(t['adapter_checkpoint_bytes'])} = {t['full_vs_adapter']:.1f}x "
+            "(each job's own kind measured, the other estimated)."
+        )
     hows = sorted({r["other_how"] for r in summary["jobs"] if r.get("other_how")})
     lines += [f"Other checkpointer, {h}." for h in hows]
     return lines
@@ -218,21 +270,32 @@ def storage_lines(summary: dict) -> list[str]:
 
 def paired_lines(summary: dict) -> list[str]:
     """How to read the 'vs base' / 'vs best' columns (only when there are any)."""
-    tests = [t for r in summary["jobs"] for m in (r.get("paired") or {}).values() for t in m.values()
-             if isinstance(t, dict) and "test" in t]
+    tests = [
+        t
+        for r in summary["jobs"]
+        for m in (r.get("paired") or {}).values()
+        for t in m.values()
+        if isinstance(t, dict) and "test" in t
+    ]
     if not tests:
         return []
     kinds = sorted({t["test"] for t in tests})
-    how = {"mcnemar": "McNemar's exact test on the per-sample exact-match scores",
-           "bootstrap": "a paired bootstrap of the per-sample score differences (10,000 resamples)"}
-    return [f"vs base / vs best: two-sided p-value that the row and the base (or the sweep's best row) score "
-            f"the same on the same {max(t['n'] for t in tests)} samples ({'; '.join(how[k] for k in kinds)}), "
-            "and in brackets the row's mean minus theirs; p < 0.05: a difference beyond noise.", ""]
+    how = {
+        "mcnemar": "McNemar's exact test on the per-sample exact-match scores",
+        "bootstrap": "a paired bootstrap of the per-sample score differences (10,000 resamples)",
+    }
+    return [
+        f"vs base / vs best: two-sided p-value that the row and the base (or the sweep's best row) score "
+        f"the same on the same {max(t['n'] for t in tests)} samples ({'; '.join(how[k] for k in kinds)}), "
+        "and in brackets the row's mean minus theirs; p < 0.05: a difference beyond noise.",
+        "",
+    ]
 
 
 def markdown(summary: dict) -> str:
-    failures = [f"- #{r['job']} {' '.join(r['overrides'])}: {r['status']}: {r['error']}"
-                for r in summary["jobs"] if r["status"] != "done"]
+    failures = [
+        f"- #{r['job']} {' '.join(r['overrides'])}: {r['status']}: {r['error']}" for r in summary["jobs"] if r["status"] != "done"
+    ]
     parts = [f"# Sweep {summary['group']}", "", table(summary), "", *paired_lines(summary), *storage_lines(summary)]
     if failures:
         parts += ["", "Not done:", *failures]
@@ -240,6 +303,7 @@ def markdown(summary: dict) -> str:
 
 
 # ---------------------------------------------------------------- plot
+
 
 def headline_metrics(rows: list[dict]) -> list[str]:
     """The score columns of table and plot: every task metric but the standard errors."""
@@ -256,9 +320,12 @@ def plot(summary: dict, path: Path) -> None:
 
     rows = [r for r in summary["jobs"] if r["status"] == "done"]
     key = summary["swept"][0] if len(summary["swept"]) == 1 else None
-    labels = [dict(o.partition("=")[::2] for o in r["overrides"]).get(key) if key else
-              ",".join(o for o in r["overrides"] if o.partition("=")[0] in summary["swept"]) or f"#{r['job']}"
-              for r in rows]
+    labels = [
+        dict(o.partition("=")[::2] for o in r["overrides"]).get(key)
+        if key
+        else ",".join(o for o in r["overrides"] if o.partition("=")[0] in summary["swept"]) or f"#{r['job']}"
+        for r in rows
+    ]
     try:
         xs = [float(v) for v in labels]
     except (TypeError, ValueError):
@@ -269,8 +336,9 @@ def plot(summary: dict, path: Path) -> None:
     for metric in headline_metrics(rows):
         task = metric.rpartition("/")[0]
         err = [r["scores"].get(f"{task}/stderr") for r in rows]
-        ax.errorbar(xs, [r["scores"].get(metric) for r in rows], yerr=None if None in err else err,
-                    fmt="o-", capsize=3, label=metric)
+        ax.errorbar(
+            xs, [r["scores"].get(metric) for r in rows], yerr=None if None in err else err, fmt="o-", capsize=3, label=metric
+        )
         base = rows[0]["base_scores"].get(metric)
         if base is not None:
             ax.axhline(base, linestyle=":", color="gray", label=f"base {metric}")
@@ -280,8 +348,7 @@ def plot(summary: dict, path: Path) -> None:
     ax.set_xticks(xs, labels)
     ax.minorticks_off()
     storage_ax = ax.twinx()
-    storage_ax.plot(xs, [(r["checkpoint_bytes"] or 0) / 1e6 for r in rows], "s--", color="tab:red",
-                    label="checkpoint MB")
+    storage_ax.plot(xs, [(r["checkpoint_bytes"] or 0) / 1e6 for r in rows], "s--", color="tab:red", label="checkpoint MB")
     storage_ax.set_ylabel("checkpoint MB (measured)", color="tab:red")
     storage_ax.set_ylim(bottom=0)
     lines = ax.get_legend_handles_labels()
@@ -294,6 +361,7 @@ def plot(summary: dict, path: Path) -> None:
 
 
 # ---------------------------------------------------------------- write, W&B, entry points
+
 
 def write(sweep_dir: Path, live: dict[int, str] | None = None) -> dict:
     summary = build(sweep_dir, live)
@@ -354,9 +422,15 @@ def chart_rows(summary: dict) -> tuple[str | None, list[str], list[list]]:
             value = float(value)
         except (TypeError, ValueError):
             pass
-        data.append([value, *((r.get("scores") or {}).get(m) for m in metrics),
-                     *((r.get("base_scores") or {}).get(m) for m in metrics),
-                     r.get("checkpoint_bytes"), r.get("persistent_bytes")])
+        data.append(
+            [
+                value,
+                *((r.get("scores") or {}).get(m) for m in metrics),
+                *((r.get("base_scores") or {}).get(m) for m in metrics),
+                r.get("checkpoint_bytes"),
+                r.get("persistent_bytes"),
+            ]
+        )
     return key, columns, data
 
 
@@ -384,8 +458,7 @@ def failure_line(summary: dict) -> str | None:
     if not bad:
         return None
     named = "; ".join(f"#{r['job']} {' '.join(r['overrides'])}: {r['error']}" for r in bad)
-    return (f"{len(bad)} of {len(summary['jobs'])} jobs not done: {named} "
-            f"(the others' results: {summary['sweep_dir']}/{FILES[1]})")
+    return f"{len(bad)} of {len(summary['jobs'])} jobs not done: {named} (the others' results: {summary['sweep_dir']}/{FILES[1]})"
 
 
 class SweepReport(Callback):
@@ -406,6 +479,9 @@ class SweepReport(Callback):
             print(f"kit: error: {line}", file=sys.stderr)
             raise SystemExit(1)
         if FAILURES:  # a failure was printed although every summary reads done: never exit 0 then
-            print(f"kit: error: job(s) {sorted(set(FAILURES))} failed during this sweep (see above); "
-                  f"their summaries in {sweep_dir} read done", file=sys.stderr)
+            print(
+                f"kit: error: job(s) {sorted(set(FAILURES))} failed during this sweep (see above); "
+                f"their summaries in {sweep_dir} read done",
+                file=sys.stderr,
+            )
             raise SystemExit(1)

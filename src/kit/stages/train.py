@@ -203,8 +203,10 @@ def with_fp32_lora(recipe_class):
         def _setup_model(self, *args, **kwargs):
             model = super()._setup_model(*args, **kwargs)
             if keep_lora_fp32(model) == 0:
-                raise KitError("trainer.adapter_dtype=fp32 found no LoRA layer to keep in fp32; "
-                               "expected torchtune LoRALinear modules (or set trainer.adapter_dtype=same)")
+                raise KitError(
+                    "trainer.adapter_dtype=fp32 found no LoRA layer to keep in fp32; "
+                    "expected torchtune LoRALinear modules (or set trainer.adapter_dtype=same)"
+                )
             return model
 
     return Recipe
@@ -266,8 +268,15 @@ def torchrun_command(config_path: Path, nproc: int) -> list[str]:
     """The command for multi-process training: torchtune's distributed LoRA recipe under
     torchrun, each child started through ``python -m kit.stages.train`` (``distributed_main``)."""
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={nproc}", "-m", "kit.stages.train", "--config", str(config_path),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "kit.stages.train",
+        "--config",
+        str(config_path),
     ]
 
 
@@ -303,8 +312,10 @@ class RecipeTraining:
 
     def shard_model(self, model, *args, **kwargs):
         if self._fp32_lora and keep_lora_fp32(model) == 0:
-            raise KitError("trainer.adapter_dtype=fp32 found no LoRA layer to keep in fp32; "
-                           "expected torchtune LoRALinear modules (or set trainer.adapter_dtype=same)")
+            raise KitError(
+                "trainer.adapter_dtype=fp32 found no LoRA layer to keep in fp32; "
+                "expected torchtune LoRALinear modules (or set trainer.adapter_dtype=same)"
+            )
         return self._real.shard_model(model, *args, **kwargs)
 
 

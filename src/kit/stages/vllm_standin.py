@@ -97,15 +97,18 @@ class StandIn:
         tok = self.resident.tokenizer
         ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
         temperature = float(body.get("temperature") or 0.0)
-        kwargs = {"max_new_tokens": int(body.get("max_tokens") or body.get("max_completion_tokens") or 16),
-                  "do_sample": temperature > 0, "pad_token_id": tok.eos_token_id}
+        kwargs = {
+            "max_new_tokens": int(body.get("max_tokens") or body.get("max_completion_tokens") or 16),
+            "do_sample": temperature > 0,
+            "pad_token_id": tok.eos_token_id,
+        }
         if temperature > 0:
             kwargs.update(temperature=temperature, top_p=float(body.get("top_p") or 1.0))
             torch.manual_seed(int(body.get("seed") or self.args.seed))
         with self.resident.lock, torch.inference_mode():
             self.resident.activate(adapter)
             out = self.resident.forward_model(adapter).generate(**ids, **kwargs)
-        new = out[0, ids["input_ids"].shape[1]:]
+        new = out[0, ids["input_ids"].shape[1] :]
         finish = "stop" if len(new) and int(new[-1]) == tok.eos_token_id else "length"
         return tok.decode(new, skip_special_tokens=True), ids["input_ids"].shape[1], len(new), finish
 

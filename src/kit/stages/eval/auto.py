@@ -28,16 +28,20 @@ def choose(ctx: EvalContext) -> tuple[str, str]:
         return "merge", "full checkpoint: already merged, evaluated as a plain hf model"
     device = resolve_device(ctx.eval_cfg.device)
     if not device.startswith("cuda"):
-        return "direct", (f"device {device}: unmerged adapter on the resident base, no merge arithmetic and "
-                          "no snapshot copy of the touched weights")
+        return "direct", (
+            f"device {device}: unmerged adapter on the resident base, no merge arithmetic and "
+            "no snapshot copy of the touched weights"
+        )
     note = ""
     if vllm_installed():
         bad = unservable_modules(adapter_targets(ctx))
         if not bad:
             return "vllm", "vLLM installed and serves every LoRA target: base speed, one server for every adapter"
         note = f"vLLM does not serve LoRA on {bad[0]!r}; "
-    return "merge_in_memory", (f"{note}device {device}: one adapter per eval, merged into the resident base "
-                               "(base speed), restored by a device copy checked by checksum")
+    return "merge_in_memory", (
+        f"{note}device {device}: one adapter per eval, merged into the resident base "
+        "(base speed), restored by a device copy checked by checksum"
+    )
 
 
 def adapter_targets(ctx: EvalContext):

@@ -26,16 +26,19 @@ def check_adapter(adapter: Path, job_dir: Path | None, base: Path) -> dict:
     problems = vs_torchtune(config, job_dir)
     missing, unexpected = peft_load_keys(adapter, base, config)
     if missing:
-        problems.append(f"{len(missing)} LoRA weight(s) missing from adapter_model.safetensors "
-                        f"(e.g. {missing[0]})")
+        problems.append(f"{len(missing)} LoRA weight(s) missing from adapter_model.safetensors (e.g. {missing[0]})")
     if unexpected:
         problems.append(f"{len(unexpected)} weight(s) PEFT does not expect (e.g. {unexpected[0]})")
     if problems:
-        raise KitError(f"adapter {str(adapter)!r} does not match the job: {'; '.join(problems)}; "
-                       "expected the adapter this job trained (re-export it, or run kit verify)")
+        raise KitError(
+            f"adapter {str(adapter)!r} does not match the job: {'; '.join(problems)}; "
+            "expected the adapter this job trained (re-export it, or run kit verify)"
+        )
     if all_lora_b_zero(adapter / "adapter_model.safetensors"):
-        raise KitError(f"adapter {str(adapter)!r} has every lora_B weight zero: it changes nothing and would "
-                       "score as the base; expected a trained adapter")
+        raise KitError(
+            f"adapter {str(adapter)!r} has every lora_B weight zero: it changes nothing and would "
+            "score as the base; expected a trained adapter"
+        )
     return {"tensors": len(shapes), "r": config.get("r")}
 
 
@@ -50,8 +53,13 @@ def vs_torchtune(config: dict, job_dir: Path | None) -> list[str]:
     s = OmegaConf.to_container(OmegaConf.load(job_dir / "torchtune.yaml").model, resolve=True)
     names = get_lora_module_names(s["lora_attn_modules"], s["apply_lora_to_mlp"], s.get("apply_lora_to_output", False))
     trained = tune_to_peft_adapter_config({"r": s["lora_rank"], "lora_alpha": s["lora_alpha"], "target_modules": names})
-    trained = {"r": trained["r"], "lora_alpha": trained["lora_alpha"], "target_modules": sorted(trained["target_modules"]),
-               "use_rslora": False, "layers_to_transform": None}
+    trained = {
+        "r": trained["r"],
+        "lora_alpha": trained["lora_alpha"],
+        "target_modules": sorted(trained["target_modules"]),
+        "use_rslora": False,
+        "layers_to_transform": None,
+    }
     saved = {k: config.get(k) for k in trained}
     targets = saved["target_modules"] or []
     saved["target_modules"] = sorted([targets] if isinstance(targets, str) else targets)
@@ -89,8 +97,10 @@ def all_lora_b_zero(weights: Path) -> bool:
 
 def probe_ids(tokenizer) -> list[list[int]]:
     if tokenizer.chat_template:
-        return [list(tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                   tokenize=True)) for p in PROBES]
+        return [
+            list(tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True))
+            for p in PROBES
+        ]
     return [tokenizer(p)["input_ids"] for p in PROBES]
 
 
@@ -105,9 +115,11 @@ def changed_by(adapter: Path, base_logits: list, adapter_logits: list, path: str
     """Largest logit change the adapter makes on the probes; a KitError when it is zero."""
     diff = max(float((a - b).abs().max()) for a, b in zip(adapter_logits, base_logits))
     if diff == 0.0:
-        raise KitError(f"adapter {str(adapter)!r} changes nothing on the {path} path (max |logit diff| 0 on "
-                       f"{len(base_logits)} probes): its score would be the base's; expected a trained adapter "
-                       "that PEFT applies")
+        raise KitError(
+            f"adapter {str(adapter)!r} changes nothing on the {path} path (max |logit diff| 0 on "
+            f"{len(base_logits)} probes): its score would be the base's; expected a trained adapter "
+            "that PEFT applies"
+        )
     return diff
 
 

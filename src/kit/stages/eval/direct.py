@@ -51,9 +51,15 @@ def evaluate_with_peft(ctx: EvalContext, merge: bool) -> dict:
         resident = model.api.model.resident
         if merge:
             extra["snapshot"] = resident.snapshot_info()
-        return {**result, **extra, "temp_peak_bytes": 0, "setup_seconds": setup,
-                "adapter_loads": resident.adapter_loads, "adapter_loads_reusing_modules": resident.reused,
-                "base_loads_in_process": session.base_loads}  # this command's session: one process
+        return {
+            **result,
+            **extra,
+            "temp_peak_bytes": 0,
+            "setup_seconds": setup,
+            "adapter_loads": resident.adapter_loads,
+            "adapter_loads_reusing_modules": resident.reused,
+            "base_loads_in_process": session.base_loads,
+        }  # this command's session: one process
 
 
 def evaluate(ctx: EvalContext) -> dict:

@@ -26,8 +26,9 @@ from kit.stages.inspect_runner import hf_model, run_inspect
 from kit.stages.resident import check_fits, read_adapter
 
 
-def merge_to_folder(base: Path, adapter: Path, out: Path, device: str = "cpu", dtype: str = "fp32",
-                    trust_remote_code: bool = False) -> float:
+def merge_to_folder(
+    base: Path, adapter: Path, out: Path, device: str = "cpu", dtype: str = "fp32", trust_remote_code: bool = False
+) -> float:
     """Merge ``adapter`` into ``base`` on ``device`` in ``dtype`` and save the merged model to
     ``out`` in that dtype (``auto``: cuda / bf16 when there is a GPU); the defaults are
     ``phase.merge``'s standalone fp32 model, eval passes its own. Returns the largest logit

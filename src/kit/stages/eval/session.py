@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kit.stages.resident import ResidentBase
 
-_current: contextvars.ContextVar["EvalSession | None"] = contextvars.ContextVar("kit_eval_session", default=None)
+_current: contextvars.ContextVar[EvalSession | None] = contextvars.ContextVar("kit_eval_session", default=None)
 
 
 class EvalSession:
@@ -32,16 +32,18 @@ class EvalSession:
         self.lock = threading.Lock()
         self._token = None
 
-    def resident(self, base: Path, device: str, dtype: str, trust_remote_code: bool = False,
-                 max_adapters: int = 4) -> ResidentBase:
+    def resident(
+        self, base: Path, device: str, dtype: str, trust_remote_code: bool = False, max_adapters: int = 4
+    ) -> ResidentBase:
         """The session's resident copy of ``base`` (loaded on first use only). One base
         stays resident: asking for another frees the previous one first."""
         key = (str(Path(base).resolve()), device, dtype, trust_remote_code)
         with self.lock:
             if key not in self.residents:
                 self.residents.clear()
-                self.residents[key] = ResidentBase(Path(base), device, dtype, trust_remote_code, max_adapters,
-                                                   snapshot_on_device=self.snapshot_on_device)
+                self.residents[key] = ResidentBase(
+                    Path(base), device, dtype, trust_remote_code, max_adapters, snapshot_on_device=self.snapshot_on_device
+                )
                 self.base_loads += 1
             resident = self.residents[key]
             resident.max_adapters = max(resident.max_adapters, max_adapters)
@@ -55,7 +57,7 @@ class EvalSession:
         for server in servers:
             server.stop()
 
-    def __enter__(self) -> "EvalSession":
+    def __enter__(self) -> EvalSession:
         self._token = _current.set(self)
         return self
 

@@ -75,10 +75,25 @@ def server_rank(ranks: list[int], configured: int | None) -> int:
 def server_command(cfg, served: str, port: int, api_key: str, max_lora_rank: int | None, dtype: str) -> list[str]:
     v = cfg.vllm
     program = ["vllm"] if real_vllm(cfg) else [sys.executable, "-m", "kit.stages.vllm_standin"]
-    cmd = [*program, "serve", served, "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key,
-           "--dtype", dtype_info(dtype).torch_name,
-           "--seed", str(cfg.seed), "--gpu-memory-utilization", str(v.gpu_memory_utilization),
-           "--tensor-parallel-size", str(v.tensor_parallel_size)]
+    cmd = [
+        *program,
+        "serve",
+        served,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--api-key",
+        api_key,
+        "--dtype",
+        dtype_info(dtype).torch_name,
+        "--seed",
+        str(cfg.seed),
+        "--gpu-memory-utilization",
+        str(v.gpu_memory_utilization),
+        "--tensor-parallel-size",
+        str(v.tensor_parallel_size),
+    ]
     if max_lora_rank:
         cmd += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(v.max_loras)]
     if v.max_model_len:
@@ -170,7 +185,10 @@ def evaluate_in(session: EvalSession, ctx: EvalContext) -> dict:
     server = server_for(session, ctx, served, adapters)
     name = f"vllm/{served}" if full else f"vllm/{served}:{ctx.checkpoint_path}"
     model = get_model(
-        name, memoize=False, base_url=f"{server.url}/v1", api_key=server.api_key,
+        name,
+        memoize=False,
+        base_url=f"{server.url}/v1",
+        api_key=server.api_key,
         config=GenerateConfig(max_connections=max_connections(ctx.eval_cfg)),
     )
     setup = time.perf_counter() - start_s
@@ -179,5 +197,9 @@ def evaluate_in(session: EvalSession, ctx: EvalContext) -> dict:
     finally:
         model.api.close()  # Inspect forgets the server (kit owns it); the next model re-resolves
     command = ["***" if a == server.api_key else a for a in server.command]  # no secrets in summaries
-    return {**result, "temp_peak_bytes": 0, "setup_seconds": setup,
-            "server": {"command": command, "max_lora_rank": server.max_lora_rank, "log": str(server.log)}}
+    return {
+        **result,
+        "temp_peak_bytes": 0,
+        "setup_seconds": setup,
+        "server": {"command": command, "max_lora_rank": server.max_lora_rank, "log": str(server.log)},
+    }

@@ -13,9 +13,14 @@ from __future__ import annotations
 import importlib.util
 
 # last name component of modules vLLM does not serve LoRA on (HF names, torchtune's `output`)
-UNSERVABLE = {"lm_head": "the output projection", "embed_tokens": "the token embeddings",
-              "output": "the output projection", "tok_embeddings": "the token embeddings",
-              "wte": "the token embeddings", "embed_out": "the output projection"}
+UNSERVABLE = {
+    "lm_head": "the output projection",
+    "embed_tokens": "the token embeddings",
+    "output": "the output projection",
+    "tok_embeddings": "the token embeddings",
+    "wte": "the token embeddings",
+    "embed_out": "the output projection",
+}
 FIX = "set lora.apply_to_output=false (or use eval=direct or eval=merge_in_memory)"
 
 

@@ -60,8 +60,14 @@ class AdapterView:
 
 
 class PeftAPI(HuggingFaceAPI):
-    def __init__(self, model_name: str, base_url: str | None = None, api_key: str | None = None,
-                 config: GenerateConfig = GenerateConfig(), **model_args: Any):
+    def __init__(
+        self,
+        model_name: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        config: GenerateConfig = GenerateConfig(),
+        **model_args: Any,
+    ):
         ModelAPI.__init__(self, model_name=model_name, base_url=base_url, api_key=api_key, config=config)
         if config.seed is not None:
             set_random_seeds(config.seed)
@@ -81,11 +87,16 @@ class PeftAPI(HuggingFaceAPI):
         session = current()
         self.own_session = None if session is not None else EvalSession()  # closed with this provider
         resident = (session or self.own_session).resident(
-            Path(base), self.device, dtype, bool(model_args.pop("trust_remote_code", False)),
+            Path(base),
+            self.device,
+            dtype,
+            bool(model_args.pop("trust_remote_code", False)),
             int(model_args.pop("max_adapters", 4)),
         )
         if model_args:
-            raise KitError(f"model peft/{model_name}: unknown model args {sorted(model_args)}; expected base, device, dtype, merge, ...")
+            raise KitError(
+                f"model peft/{model_name}: unknown model args {sorted(model_args)}; expected base, device, dtype, merge, ..."
+            )
         adapter = None if model_name == "base" else resident.attach(Path(model_name))
         self.model = AdapterView(resident, adapter, merged, check_restore)
         self.tokenizer = resident.tokenizer

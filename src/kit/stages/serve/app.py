@@ -56,10 +56,16 @@ class ServeApp:
         self.registry = registry
         self.base = base
         self.router = make_router(router_cfg, registry)
-        self.store = ModifierStore(registry, base, device, resolve_dtype(serve_cfg.dtype, device),
-                                   bool(serve_cfg.preload), int(serve_cfg.max_loaded))
-        self.engine = Engine(self.store, str(getattr(serve_cfg.batching, "value", serve_cfg.batching)),
-                             int(serve_cfg.batch_wait_ms), int(serve_cfg.max_batch), int(serve_cfg.preempt_tokens))
+        self.store = ModifierStore(
+            registry, base, device, resolve_dtype(serve_cfg.dtype, device), bool(serve_cfg.preload), int(serve_cfg.max_loaded)
+        )
+        self.engine = Engine(
+            self.store,
+            str(getattr(serve_cfg.batching, "value", serve_cfg.batching)),
+            int(serve_cfg.batch_wait_ms),
+            int(serve_cfg.max_batch),
+            int(serve_cfg.preempt_tokens),
+        )
         self.tokenizer = self.store.resident.tokenizer
         self.context = context_length(self.store.resident.model)
         # no token is longer than this many characters: a prompt over context * this is too long untokenized
@@ -71,11 +77,23 @@ class ServeApp:
 
     def models(self) -> dict:
         loaded = set(self.store.loaded())
-        data = [model_entry(AUTO, "kit", router=self.router.kind, max_model_len=self.context),
-                model_entry(BASE, "kit", root=str(self.base), max_model_len=self.context)]
+        data = [
+            model_entry(AUTO, "kit", router=self.router.kind, max_model_len=self.context),
+            model_entry(BASE, "kit", root=str(self.base), max_model_len=self.context),
+        ]
         for m in self.registry.modifiers:
-            data.append(model_entry(m.name, "kit", root=str(m.path), parent=BASE, rank=m.rank,
-                                    bytes=m.record.get("bytes"), loaded=m.name in loaded, max_model_len=self.context))
+            data.append(
+                model_entry(
+                    m.name,
+                    "kit",
+                    root=str(m.path),
+                    parent=BASE,
+                    rank=m.rank,
+                    bytes=m.record.get("bytes"),
+                    loaded=m.name in loaded,
+                    max_model_len=self.context,
+                )
+            )
         return {"object": "list", "data": data}
 
     def check_model(self, model: str) -> None:
@@ -109,18 +127,25 @@ class ServeApp:
         if not ids:
             raise ApiError(400, "the prompt is empty after tokenization; expected some text")
         if len(ids) >= self.context:
-            raise ApiError(400, f"the prompt is {len(ids)} tokens; this model's context is {self.context} tokens "
-                                f"(at most {self.context - 1} prompt tokens, to leave room for an answer)")
+            raise ApiError(
+                400,
+                f"the prompt is {len(ids)} tokens; this model's context is {self.context} tokens "
+                f"(at most {self.context - 1} prompt tokens, to leave room for an answer)",
+            )
         modifier, route = self.resolve(request.model, text)
         settings = self.sampling(request, room=self.context - len(ids))
         options = request.stream_options
-        return Prepared(request.model, chat, ids, modifier, route, settings, bool(request.stream),
-                        bool(options and options.include_usage))
+        return Prepared(
+            request.model, chat, ids, modifier, route, settings, bool(request.stream), bool(options and options.include_usage)
+        )
 
     def check_length(self, chars: int) -> None:
         if chars > self.context * self.longest_token:
-            raise ApiError(400, f"the prompt is {chars} characters, at least {chars // self.longest_token} tokens; "
-                                f"this model's context is {self.context} tokens")
+            raise ApiError(
+                400,
+                f"the prompt is {chars} characters, at least {chars // self.longest_token} tokens; "
+                f"this model's context is {self.context} tokens",
+            )
 
     def sampling(self, request, room: int) -> dict:
         """Generation settings: greedy when temperature is 0 (the default); max_tokens cut to the context's room."""
@@ -131,9 +156,14 @@ class ServeApp:
         max_tokens = min(asked or int(self.cfg.max_tokens), room)
         if request.min_tokens > max_tokens:
             raise ApiError(400, f"'min_tokens' is {request.min_tokens}; expected 0 to max_tokens ({max_tokens})")
-        return {"max_new_tokens": max_tokens, "min_new_tokens": request.min_tokens,
-                "temperature": schemas.temperature_of(request), "top_p": request.top_p or 1.0,
-                "seed": request.seed or 0, "stop": request.stop or []}
+        return {
+            "max_new_tokens": max_tokens,
+            "min_new_tokens": request.min_tokens,
+            "temperature": schemas.temperature_of(request),
+            "top_p": request.top_p or 1.0,
+            "seed": request.seed or 0,
+            "stop": request.stop or [],
+        }
 
     def job(self, p: Prepared, **callbacks) -> Job:
         return Job(p.prompt_ids, p.modifier, p.settings, self.timeout, **callbacks)

@@ -29,8 +29,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
@@ -103,9 +103,9 @@ class Decoder:
     def answer_ids(self, ids: list[int]) -> tuple[list[int], bool]:
         """(the answer's ids, whether it may still grow into a header we would drop)."""
         h = self.header
-        if h and ids[:len(h)] == h:
-            ids = ids[len(h):]
-        elif h and len(ids) < len(h) and ids == h[:len(ids)]:
+        if h and ids[: len(h)] == h:
+            ids = ids[len(h) :]
+        elif h and len(ids) < len(h) and ids == h[: len(ids)]:
             return [], True
         return ids, False
 
@@ -123,13 +123,13 @@ def generation_header(tokenizer) -> list[int]:
         return []
     if not with_header.startswith(without) or with_header == without:
         return []
-    return tokenizer(with_header[len(without):], add_special_tokens=False)["input_ids"]
+    return tokenizer(with_header[len(without) :], add_special_tokens=False)["input_ids"]
 
 
 class RowWatch:
     """A transformers stopping criterion: one verdict per row, after every token."""
 
-    def __init__(self, engine: "Engine", batch: list[Job], width: int):
+    def __init__(self, engine: Engine, batch: list[Job], width: int):
         self.engine, self.batch, self.width = engine, batch, width
 
     def __call__(self, input_ids, scores, **kwargs):
@@ -161,8 +161,7 @@ class RowFloor:
 
 
 class Engine:
-    def __init__(self, store, batching: str = "mixed", batch_wait_ms: int = 5, max_batch: int = 16,
-                 preempt_tokens: int = 32):
+    def __init__(self, store, batching: str = "mixed", batch_wait_ms: int = 5, max_batch: int = 16, preempt_tokens: int = 32):
         self.store = store  # kit.stages.serve.store.ModifierStore
         self.resident = store.resident
         self.decoder = Decoder(self.resident.tokenizer)
@@ -235,7 +234,7 @@ class Engine:
                     job.finish(error=e)
                 return
             for job in left:
-                job.ids = job.ids[:job.run_start]
+                job.ids = job.ids[: job.run_start]
                 self._run_isolated([job])
             return
         for job in batch:
@@ -277,9 +276,12 @@ class Engine:
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])  # left-padded
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
         longest = max(j.todo_max for j in batch)
-        kwargs = {"max_new_tokens": longest, "pad_token_id": pad,
-                  "logits_processor": LogitsProcessorList([RowFloor(batch, self.decoder.eos)]),
-                  "stopping_criteria": StoppingCriteriaList([RowWatch(self, batch, width)])}
+        kwargs = {
+            "max_new_tokens": longest,
+            "pad_token_id": pad,
+            "logits_processor": LogitsProcessorList([RowFloor(batch, self.decoder.eos)]),
+            "stopping_criteria": StoppingCriteriaList([RowWatch(self, batch, width)]),
+        }
         first = batch[0].settings
         if first["temperature"] > 0:
             kwargs.update(do_sample=True, temperature=first["temperature"], top_p=first["top_p"])
@@ -317,15 +319,14 @@ class Engine:
             text = self.decoder.text(answer)
             for s in job.settings.get("stop") or ():
                 if may_stop and s in text:
-                    return self._end(job, "stop", text=text[:text.index(s)])
+                    return self._end(job, "stop", text=text[: text.index(s)])
             if job.on_text is not None and not pending:
                 self._emit(job, text, hold=max((len(s) - 1 for s in job.settings.get("stop") or ()), default=0))
         if len(job.ids) >= job.settings["max_new_tokens"]:
             return self._end(job, "length")
         if time.monotonic() > job.deadline:
             return self._time_out(job)
-        if self.preempt_tokens and job.greedy and len(job.ids) - job.run_start >= self.preempt_tokens \
-                and not self.jobs.empty():
+        if self.preempt_tokens and job.greedy and len(job.ids) - job.run_start >= self.preempt_tokens and not self.jobs.empty():
             job.paused = True
             self.preempted += 1
             return True
@@ -334,9 +335,9 @@ class Engine:
     def _emit(self, job: Job, text: str, hold: int = 0) -> None:
         """Stream what is safe to send: not a partial character, not what may start a stop string."""
         safe = text.rstrip("\ufffd")
-        safe = safe[:max(job.sent, len(safe) - hold)]
+        safe = safe[: max(job.sent, len(safe) - hold)]
         if len(safe) > job.sent:
-            job.on_text(safe[job.sent:])
+            job.on_text(safe[job.sent :])
             job.sent = len(safe)
 
     def _end(self, job: Job, finish: str, extra: int = 0, text: str | None = None) -> bool:

@@ -57,8 +57,7 @@ def authorised(header: str | None, api_key: str | None) -> bool:
 
 def require_key(request: Request, api_key: str | None) -> None:
     if not authorised(request.headers.get("authorization"), api_key):
-        raise ApiError(401, "missing or wrong API key; expected 'Authorization: Bearer <serve.api_key>'",
-                       "authentication_error")
+        raise ApiError(401, "missing or wrong API key; expected 'Authorization: Bearer <serve.api_key>'", "authentication_error")
 
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
@@ -81,9 +80,8 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
             size = int(declared)  # not worth reading: answer now, uvicorn closes the connection
         else:
             await asyncio.wait_for(read(), timeout)
-    except asyncio.TimeoutError:
-        raise ApiError(408, f"the request body did not arrive within serve.client_timeout_s={timeout:g}",
-                       "timeout") from None
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within serve.client_timeout_s={timeout:g}", "timeout") from None
     if size > limit:
         raise ApiError(413, f"request body is {size} bytes; the limit is {limit} (serve.max_body_bytes)")
     return b"".join(chunks)
@@ -104,13 +102,19 @@ def make_api(app, api_key: str | None, max_body_bytes: int, client_timeout: floa
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request, e):
         if request.url.path.startswith("/v1/") and not authorised(request.headers.get("authorization"), api_key):
-            return error_response(ApiError(401, "missing or wrong API key; expected 'Authorization: Bearer "
-                                                "<serve.api_key>'", "authentication_error"))
+            return error_response(
+                ApiError(
+                    401, "missing or wrong API key; expected 'Authorization: Bearer <serve.api_key>'", "authentication_error"
+                )
+            )
         if e.status_code == 405:
             return error_response(ApiError(405, f"{request.method} is not allowed on {request.url.path}", "not_found"))
         known = ["GET /health", "GET /v1/models", *(f"POST {r}" for r in ROUTES)]
-        return error_response(ApiError(e.status_code, f"no endpoint {request.method} {request.url.path[:100]}; "
-                                                      f"expected one of {known}", "not_found"))
+        return error_response(
+            ApiError(
+                e.status_code, f"no endpoint {request.method} {request.url.path[:100]}; expected one of {known}", "not_found"
+            )
+        )
 
     @api.exception_handler(Exception)
     async def crash(request, e):  # a bug or a model failure: this request fails, the server goes on
@@ -119,10 +123,16 @@ def make_api(app, api_key: str | None, max_body_bytes: int, client_timeout: floa
 
     @api.get("/health")
     async def health():
-        return {"status": "ok", "requests": app.engine.rows, "generate_calls": app.engine.batches,
-                "queued": app.engine.jobs.qsize(), "busy": app.engine.busy,
-                "cancelled": app.engine.cancelled, "timed_out": app.engine.timed_out,
-                "preempted": app.engine.preempted}
+        return {
+            "status": "ok",
+            "requests": app.engine.rows,
+            "generate_calls": app.engine.batches,
+            "queued": app.engine.jobs.qsize(),
+            "busy": app.engine.busy,
+            "cancelled": app.engine.cancelled,
+            "timed_out": app.engine.timed_out,
+            "preempted": app.engine.preempted,
+        }
 
     @api.get("/v1/models")
     async def models(request: Request):
@@ -153,9 +163,11 @@ def make_api(app, api_key: str | None, max_body_bytes: int, client_timeout: floa
 
 def notifier(loop: asyncio.AbstractEventLoop, callback):
     """A callback the engine thread may call: it runs ``callback`` on the event loop."""
+
     def call(*args):
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
             loop.call_soon_threadsafe(callback, *args)
+
     return call
 
 
@@ -205,16 +217,22 @@ async def stream(app, p):
         while True:
             try:
                 text = await asyncio.wait_for(events.get(), app.timeout + 1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 job.cancel()
                 text = None
             if text is None:
                 break
             yield sse(schemas.chunk(rid, p.model, p.chat, text, None, **extra))
         if not job.done.is_set() or job.error is not None:
-            e = job.error if isinstance(job.error, ApiError) else ApiError(
-                504 if not job.done.is_set() or isinstance(job.error, DeadlineExceeded) else 500,
-                str(job.error or DeadlineExceeded(app.timeout)), "server_error")
+            e = (
+                job.error
+                if isinstance(job.error, ApiError)
+                else ApiError(
+                    504 if not job.done.is_set() or isinstance(job.error, DeadlineExceeded) else 500,
+                    str(job.error or DeadlineExceeded(app.timeout)),
+                    "server_error",
+                )
+            )
             yield sse(error_body(e))
         else:
             text, n_in, n_out, finish = job.result
@@ -287,8 +305,12 @@ class Server(uvicorn.Server):
 
     def handle_exit(self, sig, frame) -> None:
         if not self.should_exit:
-            print(f"kit: {signal.Signals(sig).name}: finishing in-flight requests "
-                  f"(up to {self.config.timeout_graceful_shutdown}s), then stopping", file=sys.stderr, flush=True)
+            print(
+                f"kit: {signal.Signals(sig).name}: finishing in-flight requests "
+                f"(up to {self.config.timeout_graceful_shutdown}s), then stopping",
+                file=sys.stderr,
+                flush=True,
+            )
         super().handle_exit(sig, frame)
 
     async def startup(self, sockets=None) -> None:
@@ -301,7 +323,6 @@ def bind(host: str, port: int):
     """A socket bound to (host, port), or KitError in one line: checked before the model loads."""
     import errno
 
-
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as e:
@@ -313,10 +334,13 @@ def bind(host: str, port: int):
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
-            raise KitError(f"port {port} on {host} is in use; expected a free port (serve.port=<n>, "
-                           f"or serve.port=0 for any free one)") from None
-        raise KitError(f"cannot listen on {host} port {port} ({e.strerror}); expected an address of this machine "
-                       f"(serve.host) and a port you may use (serve.port)") from None
+            raise KitError(
+                f"port {port} on {host} is in use; expected a free port (serve.port=<n>, or serve.port=0 for any free one)"
+            ) from None
+        raise KitError(
+            f"cannot listen on {host} port {port} ({e.strerror}); expected an address of this machine "
+            f"(serve.host) and a port you may use (serve.port)"
+        ) from None
     return sock
 
 
@@ -327,9 +351,16 @@ def url_of(sock) -> str:
 
 def make_server(api: FastAPI, sock, cfg, banner: str) -> Server:
     protocol = type("Protocol", (Protocol,), {"client_timeout": float(cfg.client_timeout_s)})
-    config = uvicorn.Config(api, http=protocol, lifespan="off", log_level="error", access_log=False,
-                            backlog=int(cfg.backlog), timeout_keep_alive=int(cfg.client_timeout_s),
-                            timeout_graceful_shutdown=int(cfg.drain_timeout_s))
+    config = uvicorn.Config(
+        api,
+        http=protocol,
+        lifespan="off",
+        log_level="error",
+        access_log=False,
+        backlog=int(cfg.backlog),
+        timeout_keep_alive=int(cfg.client_timeout_s),
+        timeout_graceful_shutdown=int(cfg.drain_timeout_s),
+    )
     server = Server(config, banner)
     server.socket = sock
     return server

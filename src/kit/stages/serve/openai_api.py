@@ -67,19 +67,36 @@ def sampling(body: dict, default_max_tokens: int, max_tokens_limit: int) -> dict
     max_tokens = number({"max_tokens": limit}, "max_tokens", default_max_tokens, 1, max_tokens_limit, int)
     temperature = number(body, "temperature", 0.0, 0.0, 2.0)
     min_tokens = number(body, "min_tokens", 0, 0, max_tokens, int)  # vLLM's extension: no stop before this
-    return {"max_new_tokens": max_tokens, "min_new_tokens": min_tokens, "temperature": temperature,
-            "top_p": number(body, "top_p", 1.0, 0.0, 1.0), "seed": number(body, "seed", 0, 0, 2**63 - 1, int)}
+    return {
+        "max_new_tokens": max_tokens,
+        "min_new_tokens": min_tokens,
+        "temperature": temperature,
+        "top_p": number(body, "top_p", 1.0, 0.0, 1.0),
+        "seed": number(body, "seed", 0, 0, 2**63 - 1, int),
+    }
 
 
-def completion_response(model: str, text: str, prompt_tokens: int, completion_tokens: int, finish: str,
-                        chat: bool, **extra) -> dict:
-    choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
-              if chat else {"index": 0, "text": text, "finish_reason": finish, "logprobs": None})
-    return {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
-            "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-            "model": model, "choices": [choice],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}, **extra}
+def completion_response(
+    model: str, text: str, prompt_tokens: int, completion_tokens: int, finish: str, chat: bool, **extra
+) -> dict:
+    choice = (
+        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
+        if chat
+        else {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+    )
+    return {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+        **extra,
+    }
 
 
 def model_entry(model_id: str, owned_by: str, **extra) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -23,9 +23,23 @@ GREEDY_BELOW = 1e-5
 MAX_STOP = 4
 
 # field -> the value that means "not asked for" (anything else gets 400 naming the field)
-UNSUPPORTED = {"tools": [], "tool_choice": "none", "functions": [], "function_call": "none", "logprobs": False,
-               "top_logprobs": 0, "logit_bias": {}, "presence_penalty": 0, "frequency_penalty": 0, "echo": False,
-               "best_of": 1, "suffix": "", "audio": None, "modalities": ["text"], "prediction": None}
+UNSUPPORTED = {
+    "tools": [],
+    "tool_choice": "none",
+    "functions": [],
+    "function_call": "none",
+    "logprobs": False,
+    "top_logprobs": 0,
+    "logit_bias": {},
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "echo": False,
+    "best_of": 1,
+    "suffix": "",
+    "audio": None,
+    "modalities": ["text"],
+    "prediction": None,
+}
 
 
 class Strict(BaseModel):
@@ -34,12 +48,12 @@ class Strict(BaseModel):
 
 class ContentPart(Strict):
     type: str
-    text: Optional[str] = None
+    text: str | None = None
 
 
 class Message(Strict):
     role: str
-    content: Union[str, list[ContentPart], None] = None
+    content: str | list[ContentPart] | None = None
 
     def text(self) -> str:
         if self.content is None or isinstance(self.content, str):
@@ -60,18 +74,18 @@ class ResponseFormat(Strict):
 
 class Common(Strict):
     model: str
-    max_tokens: Optional[Annotated[int, Field(ge=1)]] = None
-    max_completion_tokens: Optional[Annotated[int, Field(ge=1)]] = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     min_tokens: Annotated[int, Field(ge=0)] = 0  # vLLM's extension: no end before this many
-    temperature: Optional[Annotated[float, Field(ge=0, le=2)]] = None
-    top_p: Optional[Annotated[float, Field(gt=0, le=1)]] = None
-    seed: Optional[Annotated[int, Field(ge=0, le=2**63 - 1)]] = None
-    n: Optional[Annotated[int, Field(ge=1, le=1)]] = None  # one choice per request
-    stream: Optional[bool] = None
-    stream_options: Optional[StreamOptions] = None
-    stop: Union[str, list[str], None] = None
-    response_format: Optional[ResponseFormat] = None
-    user: Optional[str] = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+    n: Annotated[int, Field(ge=1, le=1)] | None = None  # one choice per request
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    response_format: ResponseFormat | None = None
+    user: str | None = None
 
     @field_validator("stop")
     @classmethod
@@ -86,8 +100,11 @@ class Common(Strict):
             if key in UNSUPPORTED and value not in (None, UNSUPPORTED[key]):
                 raise ApiError(400, f"{key!r} is not supported by kit serve (got {short(value)}); leave it out")
         if self.response_format is not None and self.response_format.type != "text":
-            raise ApiError(400, f"'response_format' type {self.response_format.type!r} is not supported by kit serve; "
-                                "expected 'text' or leave it out")
+            raise ApiError(
+                400,
+                f"'response_format' type {self.response_format.type!r} is not supported by kit serve; "
+                "expected 'text' or leave it out",
+            )
         if self.stream_options is not None and not self.stream:
             raise ApiError(400, "'stream_options' is only allowed with stream=true")
 
@@ -103,7 +120,7 @@ class ChatRequest(Common):
 
 
 class CompletionRequest(Common):
-    prompt: Union[str, Annotated[list[str], Field(min_length=1, max_length=1)]]
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
 
     @field_validator("prompt")
     @classmethod
@@ -126,7 +143,7 @@ def where(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) or "body"
 
 
-def parse(raw: bytes, chat: bool) -> Union[ChatRequest, CompletionRequest]:
+def parse(raw: bytes, chat: bool) -> ChatRequest | CompletionRequest:
     """The request from its raw body, or ApiError 400 naming the first bad field."""
     kind = ChatRequest if chat else CompletionRequest
     try:
@@ -134,8 +151,11 @@ def parse(raw: bytes, chat: bool) -> Union[ChatRequest, CompletionRequest]:
     except ValidationError as e:
         err = e.errors(include_url=False)[0]
         if err["type"].startswith("json"):
-            raise ApiError(400, f"request body is not valid JSON ({err['msg']}); expected a JSON object "
-                                "(lone UTF-16 surrogates such as \\ud800 are not text)") from None
+            raise ApiError(
+                400,
+                f"request body is not valid JSON ({err['msg']}); expected a JSON object "
+                "(lone UTF-16 surrogates such as \\ud800 are not text)",
+            ) from None
         if err["type"] == "model_type":
             raise ApiError(400, "request body must be a JSON object") from None
         field, got = where(err["loc"]), short(err.get("input"))
@@ -151,7 +171,7 @@ def check_text(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise ApiError(400, f"text holds {text[e.start:e.end]!r} at {e.start}, which is not valid Unicode") from None
+        raise ApiError(400, f"text holds {text[e.start : e.end]!r} at {e.start}, which is not valid Unicode") from None
 
 
 def temperature_of(request: Common) -> float:
@@ -169,16 +189,18 @@ class Usage(BaseModel):
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                 total_tokens=prompt_tokens + completion_tokens).model_dump()
+    return Usage(
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
+    ).model_dump()
 
 
 def new_id(chat: bool) -> str:
     return f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
 
 
-def chunk(rid: str, model: str, chat: bool, text: str | None, finish: str | None, first: bool = False,
-          use: dict | None = None, **extra) -> dict:
+def chunk(
+    rid: str, model: str, chat: bool, text: str | None, finish: str | None, first: bool = False, use: dict | None = None, **extra
+) -> dict:
     """One server-sent event of a streamed answer (``chat.completion.chunk`` / ``text_completion``)."""
     if use is not None:  # the usage-only chunk of stream_options.include_usage
         choices = []
@@ -187,5 +209,12 @@ def chunk(rid: str, model: str, chat: bool, text: str | None, finish: str | None
         choices = [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
     else:
         choices = [{"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}]
-    return {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion", "created": int(time.time()),
-            "model": model, "choices": choices, "usage": use, **extra}
+    return {
+        "id": rid,
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": use,
+        **extra,
+    }

@@ -20,8 +20,10 @@ class ModifierStore:
 
         names = registry.names()
         if preload and max_loaded < len(names):
-            raise KitError(f"serve.max_loaded={max_loaded} cannot hold the registry's {len(names)} modifiers "
-                           f"with serve.preload=true; expected serve.max_loaded>={len(names)} or serve.preload=false")
+            raise KitError(
+                f"serve.max_loaded={max_loaded} cannot hold the registry's {len(names)} modifiers "
+                f"with serve.preload=true; expected serve.max_loaded>={len(names)} or serve.preload=false"
+            )
         self.registry = registry
         self.folders = {m.name: m.path for m in registry.modifiers}
         self.max_loaded = max_loaded

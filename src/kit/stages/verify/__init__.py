@@ -60,8 +60,13 @@ def run_check(name: str, ctx) -> dict:
     except KitError as e:  # e.g. an adapter PEFT cannot load: that check fails, the others still run
         result = {"passed": False, "figures": {}, "tolerance": {}, "detail": str(e)}
     except Exception as e:
-        result = {"passed": False, "figures": {}, "tolerance": {}, "detail": f"{type(e).__name__}: {e}",
-                  "traceback": traceback.format_exc()}
+        result = {
+            "passed": False,
+            "figures": {},
+            "tolerance": {},
+            "detail": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc(),
+        }
     return {"name": name, **result, "seconds": round(time.perf_counter() - start, 2)}
 
 
@@ -76,15 +81,25 @@ def make_context(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, peers, 
     if full is None:
         adapter = checkpoint.path
     elif tune_adapter is None or section is None:
-        raise KitError(f"job {str(job_dir)!r} kept a full model but no {TUNE_ADAPTER}; expected a job trained by "
-                       "this kit version (its adapter paths cannot be rebuilt)")
+        raise KitError(
+            f"job {str(job_dir)!r} kept a full model but no {TUNE_ADAPTER}; expected a job trained by "
+            "this kit version (its adapter paths cannot be rebuilt)"
+        )
     else:
         adapter = peft_adapter_from_tune(section, base, tune_adapter, tmp / "adapter")
-    return VerifyContext(cfg=cfg, job_dir=job_dir, base=base, adapter=adapter, full=full,
-                         tune_adapter=tune_adapter, section=section, device=device, dtype=dtype,
-                         tol=Tolerance(dtype, float(v.logit_ulps), float(v.logit_abs_floor),
-                                       float(v.margin_ulps)),
-                         peers=[Path(p) for p in peers])
+    return VerifyContext(
+        cfg=cfg,
+        job_dir=job_dir,
+        base=base,
+        adapter=adapter,
+        full=full,
+        tune_adapter=tune_adapter,
+        section=section,
+        device=device,
+        dtype=dtype,
+        tol=Tolerance(dtype, float(v.logit_ulps), float(v.logit_abs_floor), float(v.margin_ulps)),
+        peers=[Path(p) for p in peers],
+    )
 
 
 def verify_checkpoint(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, peers=()) -> dict:
@@ -100,10 +115,15 @@ def verify_checkpoint(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, pe
             ctx.close()
     report = {
         "passed": all(c["passed"] for c in checks),
-        "job_dir": str(job_dir), "checkpoint": checkpoint.to_json(), "base_model": str(base),
-        "device": ctx.device, "dtype": ctx.dtype, "checks": checks,
+        "job_dir": str(job_dir),
+        "checkpoint": checkpoint.to_json(),
+        "base_model": str(base),
+        "device": ctx.device,
+        "dtype": ctx.dtype,
+        "checks": checks,
         "verified_configuration": environment(ctx.device),
-        "seconds": round(time.perf_counter() - start, 2), "when": time.time(),
+        "seconds": round(time.perf_counter() - start, 2),
+        "when": time.time(),
     }
     write_report(job_dir, report)
     return report

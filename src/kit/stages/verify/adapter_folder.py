@@ -30,8 +30,9 @@ def check(ctx: VerifyContext) -> dict:
         "passed": not failed,
         "figures": figures,
         "tolerance": {"config": "equal to torchtune.yaml", "logits": ctx.tol.describe()},
-        "detail": "; ".join(failed) if failed else
-        f"{figures['target_modules']} modules fit; PEFT(adapter) vs training model max|diff| "
+        "detail": "; ".join(failed)
+        if failed
+        else f"{figures['target_modules']} modules fit; PEFT(adapter) vs training model max|diff| "
         f"{figures.get('training_model', {}).get('max_abs_diff', float('nan')):.2e}",
     }
 
@@ -68,8 +69,9 @@ def trained_settings(ctx: VerifyContext, config: dict, figures: dict) -> list[st
     trained = {k: sorted(trained[k]) if k == "target_modules" else trained[k] for k in keys}
     saved = {k: sorted(config.get(k) or []) if k == "target_modules" else config.get(k) for k in keys}
     figures["config_vs_torchtune_yaml"] = {"saved": saved, "trained": trained}
-    return [f"adapter_config.json {k}={saved[k]} but torchtune.yaml trained {k}={trained[k]}"
-            for k in keys if saved[k] != trained[k]]
+    return [
+        f"adapter_config.json {k}={saved[k]} but torchtune.yaml trained {k}={trained[k]}" for k in keys if saved[k] != trained[k]
+    ]
 
 
 def training_model(ctx: VerifyContext, figures: dict) -> list[str]:
@@ -77,7 +79,6 @@ def training_model(ctx: VerifyContext, figures: dict) -> list[str]:
         figures["training_model"] = "not compared: the job kept no torchtune adapter"
         return []
     import torch
-
 
     model = tune_model(ctx.section, ctx.base, ctx.tune_adapter, ctx.torch_dtype).to(ctx.device)
     with torch.inference_mode():
@@ -88,5 +89,7 @@ def training_model(ctx: VerifyContext, figures: dict) -> list[str]:
     if f["passed"]:
         return []
     limit = limit_note(f, ctx.tol)
-    return [f"PEFT(adapter) vs torchtune's training model: max|logit diff| {f['max_abs_diff']:.3g}{limit}, "
-            f"top-1 agreement {f['top1_agreement']:.3f}"]
+    return [
+        f"PEFT(adapter) vs torchtune's training model: max|logit diff| {f['max_abs_diff']:.3g}{limit}, "
+        f"top-1 agreement {f['top1_agreement']:.3f}"
+    ]

@@ -52,15 +52,22 @@ def check(ctx: VerifyContext) -> dict:
     limit = float(ctx.cfg.verify.max_rss_growth_mib)
     failed = [f"base weights differ from the snapshot after {c}" for c in changed[:3]]
     if growth > limit or cuda_growth > limit:
-        failed.append(f"memory grew {growth:.1f} MiB RSS / {cuda_growth:.1f} MiB CUDA over "
-                      f"{len(marks) - 1} rounds (limit {limit:g} MiB)")
+        failed.append(
+            f"memory grew {growth:.1f} MiB RSS / {cuda_growth:.1f} MiB CUDA over {len(marks) - 1} rounds (limit {limit:g} MiB)"
+        )
     return {
         "passed": not failed,
-        "figures": {"adapters": len(adapters), "rounds": len(marks), "adapter_loads": resident.adapter_loads - loads,
-                    "fingerprint_changes": len(changed), "rss_growth_mib": round(growth, 2),
-                    "cuda_growth_mib": round(cuda_growth, 2), "base_fingerprint": before[:16]},
+        "figures": {
+            "adapters": len(adapters),
+            "rounds": len(marks),
+            "adapter_loads": resident.adapter_loads - loads,
+            "fingerprint_changes": len(changed),
+            "rss_growth_mib": round(growth, 2),
+            "cuda_growth_mib": round(cuda_growth, 2),
+            "base_fingerprint": before[:16],
+        },
         "tolerance": {"fingerprint": "bit-identical", "memory_growth_mib": limit},
-        "detail": "; ".join(failed) if failed else
-        f"{len(adapters)} adapter(s) x {len(marks)} rounds, merged and unmerged: base bit-identical, "
-        f"RSS +{growth:.1f} MiB",
+        "detail": "; ".join(failed)
+        if failed
+        else f"{len(adapters)} adapter(s) x {len(marks)} rounds, merged and unmerged: base bit-identical, RSS +{growth:.1f} MiB",
     }

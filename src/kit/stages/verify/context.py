@@ -80,7 +80,6 @@ class VerifyContext:
 
     def _loaded(self, name: str):
         if name not in self._models:
-
             if name == "full":
                 model = load_model(self.full, dtype=self.dtype, device=self.device)
             else:
@@ -122,8 +121,9 @@ class VerifyContext:
             import torch
 
             with self.path(name) as model, torch.inference_mode():
-                self._logits[name] = [model(input_ids=torch.tensor([ids], device=self.device)).logits[0].float().cpu()
-                                      for ids in self.probes()]
+                self._logits[name] = [
+                    model(input_ids=torch.tensor([ids], device=self.device)).logits[0].float().cpu() for ids in self.probes()
+                ]
         return self._logits[name]
 
     def close(self) -> None:

@@ -30,8 +30,10 @@ def check(ctx: VerifyContext) -> dict:
             f = compare_greedy(ctx, ref["greedy_b1"], run[layout])
             figures[f"{name}/{layout}"] = f
             if f["mismatches"]:
-                failed.append(f"{name}/{layout}: {f['mismatches']} of {len(prompts)} greedy sequences differ "
-                              f"from {REFERENCE}/greedy_b1 (first at step {f['first_step']})")
+                failed.append(
+                    f"{name}/{layout}: {f['mismatches']} of {len(prompts)} greedy sequences differ "
+                    f"from {REFERENCE}/greedy_b1 (first at step {f['first_step']})"
+                )
         same = sum(a == b for a, b in zip(ref["sampled"], run["sampled"]))
         figures[f"{name}/sampled"] = {"identical": same, "sequences": len(prompts)}
         if same < len(prompts) and ctx.tol.strict:
@@ -44,17 +46,24 @@ def check(ctx: VerifyContext) -> dict:
     return {
         "passed": not failed,
         "figures": figures,
-        "tolerance": {**ctx.tol.describe(), "sample": {"temperature": s.temperature, "top_p": s.top_p, "seed": s.seed},
-                      "max_new_tokens": int(ctx.cfg.verify.max_new_tokens), "batch": len(prompts)},
-        "detail": "; ".join(failed) if failed else
-        f"greedy (batch 1 and {len(prompts)}) and seeded sampling agree on {len(runs)} paths",
+        "tolerance": {
+            **ctx.tol.describe(),
+            "sample": {"temperature": s.temperature, "top_p": s.top_p, "seed": s.seed},
+            "max_new_tokens": int(ctx.cfg.verify.max_new_tokens),
+            "batch": len(prompts),
+        },
+        "detail": "; ".join(failed)
+        if failed
+        else f"greedy (batch 1 and {len(prompts)}) and seeded sampling agree on {len(runs)} paths",
     }
 
 
 def run_path(ctx: VerifyContext, name: str, prompts: list[list[int]]) -> dict:
-    return {"greedy_b1": [greedy(ctx, name, [p])[0] for p in prompts],
-            "greedy_batch": greedy(ctx, name, prompts),
-            "sampled": sample(ctx, name, prompts)}
+    return {
+        "greedy_b1": [greedy(ctx, name, [p])[0] for p in prompts],
+        "greedy_batch": greedy(ctx, name, prompts),
+        "sampled": sample(ctx, name, prompts),
+    }
 
 
 def padded(ctx: VerifyContext, prompts: list[list[int]]):
@@ -74,8 +83,14 @@ def generate(ctx: VerifyContext, name: str, prompts: list[list[int]], **kwargs):
 
     ids, mask, pad = padded(ctx, prompts)
     with ctx.path(name) as model, torch.inference_mode():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=int(ctx.cfg.verify.max_new_tokens),
-                             pad_token_id=pad, return_dict_in_generate=True, **kwargs)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=int(ctx.cfg.verify.max_new_tokens),
+            pad_token_id=pad,
+            return_dict_in_generate=True,
+            **kwargs,
+        )
     return out, ids.shape[1]
 
 
@@ -132,5 +147,4 @@ def compare_greedy(ctx: VerifyContext, refs: list[dict], gots: list[dict]) -> di
                 continue
         mismatches += 1
         first_step = step if first_step is None else min(first_step, step)
-    return {"mismatches": mismatches, "near_tie_divergences": near_ties, "first_step": first_step,
-            "sequences": len(refs)}
+    return {"mismatches": mismatches, "near_tie_divergences": near_ties, "first_step": first_step, "sequences": len(refs)}

@@ -17,16 +17,21 @@ def check(ctx: VerifyContext) -> dict:
         "passed": not failed,
         "figures": {"reference": REFERENCE, "probes": len(ref), "paths": figures},
         "tolerance": ctx.tol.describe(),
-        "detail": ("; ".join(why(n, figures[n], ctx) for n in failed) if failed else
-                   f"{len(figures)} paths agree with {REFERENCE}; worst max|diff| {worst:.2e}"),
+        "detail": (
+            "; ".join(why(n, figures[n], ctx) for n in failed)
+            if failed
+            else f"{len(figures)} paths agree with {REFERENCE}; worst max|diff| {worst:.2e}"
+        ),
     }
 
 
 def why(name: str, f: dict, ctx: VerifyContext) -> str:
 
     limit = limit_note(f, ctx.tol)
-    return (f"{name} vs {REFERENCE}: max|logit diff| {f['max_abs_diff']:.3g}{limit}, top-1 agreement "
-            f"{f['top1_agreement']:.3f}, {f['top1_mismatches']} top-1 mismatches of {f['positions']} positions")
+    return (
+        f"{name} vs {REFERENCE}: max|logit diff| {f['max_abs_diff']:.3g}{limit}, top-1 agreement "
+        f"{f['top1_agreement']:.3f}, {f['top1_mismatches']} top-1 mismatches of {f['positions']} positions"
+    )
 
 
 def compare(ctx: VerifyContext, ref: list, name: str) -> dict:

@@ -55,7 +55,6 @@ def tune_model(section: dict, base: Path, tune_adapter: Path, dtype):
     """torchtune's LoRA model as the training run built it, with the epoch's adapter."""
     from safetensors.torch import load_file
 
-
     args = dict(section)
     model = _call(args.pop("_component_"), **args)
     family = family_of(base)
@@ -66,8 +65,10 @@ def tune_model(section: dict, base: Path, tune_adapter: Path, dtype):
     state.update(load_file(tune_adapter))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or missing:
-        raise KitError(f"{str(tune_adapter)!r} does not fit the model of torchtune.yaml (missing {missing[:3]}, "
-                       f"unexpected {unexpected[:3]}); expected this job's torchtune adapter")
+        raise KitError(
+            f"{str(tune_adapter)!r} does not fit the model of torchtune.yaml (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); expected this job's torchtune adapter"
+        )
     return model.to(dtype).eval()
 
 
@@ -78,14 +79,16 @@ def peft_adapter_from_tune(section: dict, base: Path, tune_adapter: Path, out: P
     from torchtune.models.convert_weights import tune_to_peft_adapter_config
     from torchtune.modules.peft import get_lora_module_names
 
-
     weights = family_of(base).tune_to_peft_adapter(load_file(tune_adapter), read_config(base))
     out.mkdir(parents=True, exist_ok=True)
     save_file(weights, out / "adapter_model.safetensors", metadata={"format": "pt"})
-    targets = get_lora_module_names(section["lora_attn_modules"], section["apply_lora_to_mlp"],
-                                    section.get("apply_lora_to_output", False))
-    config = tune_to_peft_adapter_config({"r": section["lora_rank"], "lora_alpha": section["lora_alpha"],
-                                          "target_modules": targets}, base_model_name_or_path=str(base))
+    targets = get_lora_module_names(
+        section["lora_attn_modules"], section["apply_lora_to_mlp"], section.get("apply_lora_to_output", False)
+    )
+    config = tune_to_peft_adapter_config(
+        {"r": section["lora_rank"], "lora_alpha": section["lora_alpha"], "target_modules": targets},
+        base_model_name_or_path=str(base),
+    )
     config.update(task_type="CAUSAL_LM", peft_type="LORA")
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
     return out

@@ -16,9 +16,13 @@ def environment(device: str) -> dict:
     """Versions of the stack and the hardware the checks ran on."""
     import torch
 
-
-    hardware = {"machine": platform.machine(), "cpu": platform.processor() or platform.machine(),
-                "cpus": os.cpu_count(), "device": device, "host": platform.node()}
+    hardware = {
+        "machine": platform.machine(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "device": device,
+        "host": platform.node(),
+    }
     if device.startswith("cuda") and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         hardware.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
@@ -37,14 +41,19 @@ def cell(text) -> str:
 def markdown(report: dict) -> str:
     env = report["verified_configuration"]
     lines = [
-        f"# kit verify: {'PASSED' if report['passed'] else 'FAILED'}", "",
+        f"# kit verify: {'PASSED' if report['passed'] else 'FAILED'}",
+        "",
         f"Checkpoint `{report['checkpoint']['path']}` ({report['checkpoint']['kind']}) on base "
-        f"`{report['base_model']}`, {report['dtype']} on {report['device']}, {report['seconds']} s.", "",
-        "| check | result | what was measured | tolerance | s |", "| --- | --- | --- | --- | --- |",
+        f"`{report['base_model']}`, {report['dtype']} on {report['device']}, {report['seconds']} s.",
+        "",
+        "| check | result | what was measured | tolerance | s |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for c in report["checks"]:
-        lines.append(f"| {c['name']} | {'pass' if c['passed'] else '**FAIL**'} | {cell(c['detail'])} | "
-                     f"{cell(short(c.get('tolerance', {})))} | {c['seconds']} |")
+        lines.append(
+            f"| {c['name']} | {'pass' if c['passed'] else '**FAIL**'} | {cell(c['detail'])} | "
+            f"{cell(short(c.get('tolerance', {})))} | {c['seconds']} |"
+        )
     lines += ["", "## Figures", ""]
     for c in report["checks"]:
         lines += [f"### {c['name']}", "", "```json", json.dumps(c.get("figures", {}), indent=1, default=str), "```", ""]
@@ -63,8 +72,14 @@ def write_report(job_dir: Path, report: dict) -> None:
 
 def summary_entry(report: dict) -> dict:
     """What summary.json keeps: the verdict, failed checks and where the report is."""
-    return {"passed": report["passed"], "failed": [c["name"] for c in report["checks"] if not c["passed"]],
-            "report": JSON, "markdown": MD, "dtype": report["dtype"], "seconds": report["seconds"]}
+    return {
+        "passed": report["passed"],
+        "failed": [c["name"] for c in report["checks"] if not c["passed"]],
+        "report": JSON,
+        "markdown": MD,
+        "dtype": report["dtype"],
+        "seconds": report["seconds"],
+    }
 
 
 def log_table(run, report: dict) -> None:

@@ -16,8 +16,15 @@ from kit.stages.verify.report import log_table, summary_entry
 def verify_job(cfg, job_dir: Path, summary: dict, checkpoint: Checkpoint, peers: list[Path], run_name: str) -> dict:
     """Verify one job, write its report, reference it in summary.json and log it to W&B."""
     base = Path(summary["base_model"])
-    with phase_run(cfg.logger, job_dir, "verify", summary.get("group", job_dir.name), run_name, plain_config(cfg),
-                   run_id=summary.get("run_id")) as run:
+    with phase_run(
+        cfg.logger,
+        job_dir,
+        "verify",
+        summary.get("group", job_dir.name),
+        run_name,
+        plain_config(cfg),
+        run_id=summary.get("run_id"),
+    ) as run:
         report = verify_checkpoint(cfg, job_dir, base, checkpoint, peers)
         log_table(run, report)
     fresh = read_summary(job_dir) or summary  # re-read: change only the verify entry

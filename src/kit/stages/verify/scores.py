@@ -30,8 +30,7 @@ def check(ctx: VerifyContext) -> dict:
     specs = tasks(ctx)
     tmp = Path(tempfile.mkdtemp(prefix="kit-verify-"))
     try:
-        runs = {name: run(ctx, name, kind, path, specs, tmp)
-                for name, kind, path in plans(ctx)}
+        runs = {name: run(ctx, name, kind, path, specs, tmp) for name, kind, path in plans(ctx)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     first = next(iter(runs))
@@ -46,9 +45,14 @@ def check(ctx: VerifyContext) -> dict:
             failed.append(f"{name}: {differ} of {len(r['completions'])} completions differ from {first}")
     return {
         "passed": not failed,
-        "figures": {"tasks": specs, "limit": int(ctx.cfg.verify.limit),
-                    "strategies": {n: {"scores": r["scores"], "completions_differing": r["completions_differing"],
-                                       "seconds": round(r["seconds"], 2)} for n, r in runs.items()}},
+        "figures": {
+            "tasks": specs,
+            "limit": int(ctx.cfg.verify.limit),
+            "strategies": {
+                n: {"scores": r["scores"], "completions_differing": r["completions_differing"], "seconds": round(r["seconds"], 2)}
+                for n, r in runs.items()
+            },
+        },
         "tolerance": {"scores": "identical", "completions": "identical" if ctx.tol.strict else "reported"},
         "detail": "; ".join(failed) if failed else f"{len(runs)} strategies score {ref['scores']} on {len(specs)} tasks",
     }
@@ -69,10 +73,18 @@ def run(ctx: VerifyContext, name: str, kind: str, path: Path, specs: list[str], 
     # ``limit`` fills at once (tasks run one after another), which keeps this check cheap
     eval_cfg.batch_size = int(ctx.cfg.verify.limit)
     strategy = name if kind == "adapter" else "merge"  # a full model is a plain hf model on every strategy
-    ectx = EvalContext(checkpoint_kind=kind, checkpoint_path=path, base=ctx.base, tasks=specs,
-                       log_dir=tmp / name, eval_cfg=eval_cfg, tmp_root=tmp,
-                       trust_remote_code=bool(ctx.cfg.model.trust_remote_code), limit=int(ctx.cfg.verify.limit),
-                       peers=list(ctx.peers))
+    ectx = EvalContext(
+        checkpoint_kind=kind,
+        checkpoint_path=path,
+        base=ctx.base,
+        tasks=specs,
+        log_dir=tmp / name,
+        eval_cfg=eval_cfg,
+        tmp_root=tmp,
+        trust_remote_code=bool(ctx.cfg.model.trust_remote_code),
+        limit=int(ctx.cfg.verify.limit),
+        peers=list(ctx.peers),
+    )
     result = get_strategy(strategy)(ectx)
     return {"scores": result["scores"], "completions": completions(result["logs"]), "seconds": result["seconds"]}
 

@@ -42,7 +42,6 @@ class Tolerance:
     def eps(self) -> float:
         import torch
 
-
         return torch.finfo(torch_dtype(self.dtype)).eps
 
     def rule(self) -> str:
