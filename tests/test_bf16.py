@@ -24,7 +24,7 @@ STEPS = 4
 
 
 def recipe_for(tiny_base: Path, job: Path, adapter_dtype: str, extra: list[str] = ()):
-    from kit import train
+    from kit.stages import train
 
     cfg = compose(
         "train",

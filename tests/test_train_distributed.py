@@ -16,7 +16,7 @@ STEPS = 4
 
 
 def run(tiny_base: Path, job: Path, overrides: list[str]) -> dict:
-    from kit import train
+    from kit.stages import train
 
     cfg = compose("train", ["trainer.epochs=1", f"trainer.max_steps_per_epoch={STEPS}", "logger=none", *overrides])
     OmegaConf.resolve(cfg)
