@@ -59,7 +59,8 @@ def main(args: list[str]) -> int:
         api_key=os.environ.get("KIT_API_KEY") or "none",
         config=GenerateConfig(max_connections=int(cfg.eval.batch_size)),
     )
-    result = run_inspect(model, specs, log_dir, cfg.eval, cfg.tasks.limit)  # the process exits after: no close needed
+    # the process exits after: no close needed
+    result = run_inspect(model, specs, log_dir, cfg.eval, cfg.tasks.limit, server=True)
     record = {"server": known.server, "model": known.model, "tasks": specs, "limit": cfg.tasks.limit, **result}
     (log_dir / "scores.json").write_text(json.dumps(record, indent=2))
     for task, metrics in result["scores"].items():

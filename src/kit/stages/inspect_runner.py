@@ -102,8 +102,9 @@ def max_connections(eval_cfg) -> int:
     return int(eval_cfg.get("max_connections") or eval_cfg.batch_size)
 
 
-def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=None) -> dict:
-    """Evaluate an Inspect ``Model`` on the tasks; returns scores, log files, seconds."""
+def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=None, server: bool = False) -> dict:
+    """Evaluate an Inspect ``Model`` on the tasks; returns scores, log files, seconds. ``server``: an
+    OpenAI-compatible server (vLLM, kit serve), where a missing temperature means 1.0, not greedy."""
     from inspect_ai import eval as inspect_eval
 
     start, started = time.perf_counter(), time.time() - 1
@@ -114,8 +115,9 @@ def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=Non
         display="none",
         limit=limit,
         max_tokens=int(eval_cfg.max_tokens),
-        # greedy (0) passes no temperature: transformers warns that it is unused without sampling
-        temperature=float(eval_cfg.temperature) if float(eval_cfg.temperature) > 0 else None,
+        # greedy (0) passes no temperature to transformers (it warns that it is unused without sampling);
+        # a server must be told 0 explicitly
+        temperature=float(eval_cfg.temperature) if server or float(eval_cfg.temperature) > 0 else None,
         seed=int(eval_cfg.seed),
         max_connections=max_connections(eval_cfg),
         fail_on_error=True,

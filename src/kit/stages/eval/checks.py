@@ -82,7 +82,14 @@ def peft_load_keys(adapter: Path, base: Path, config: dict) -> tuple[list[str], 
     with init_empty_weights(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PEFT warns about the very keys we return
         model = get_peft_model(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base)), lora_config)
-        result = set_peft_model_state_dict(model, load_file(adapter / "adapter_model.safetensors"))
+        weights = adapter / "adapter_model.safetensors"
+        try:
+            result = set_peft_model_state_dict(model, load_file(weights))
+        except RuntimeError as e:  # torch's "size mismatch for ...": an adapter trained on another base
+            first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
+            raise KitError(
+                f"{str(weights)!r} does not fit this base ({base}): {first}; expected an adapter trained on this base"
+            ) from None
     missing = sorted(k for k in result.missing_keys if "lora_" in k)
     return missing, sorted(result.unexpected_keys)
 

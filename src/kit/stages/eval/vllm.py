@@ -193,7 +193,7 @@ def evaluate_in(session: EvalSession, ctx: EvalContext) -> dict:
     )
     setup = time.perf_counter() - start_s
     try:
-        result = run_inspect(model, ctx.tasks, ctx.log_dir, ctx.eval_cfg, ctx.limit)
+        result = run_inspect(model, ctx.tasks, ctx.log_dir, ctx.eval_cfg, ctx.limit, server=True)
     finally:
         model.api.close()  # Inspect forgets the server (kit owns it); the next model re-resolves
     command = ["***" if a == server.api_key else a for a in server.command]  # no secrets in summaries
