@@ -22,3 +22,13 @@ def test_nothing_written_is_zero(tmp_path):
     with DiskWatch(tmp_path, interval_s=0.01) as watch:
         time.sleep(0.05)
     assert watch.temp_peak_bytes == 0
+
+
+def test_an_ignored_folder_does_not_count(tmp_path):
+    logs = tmp_path / "inspect_logs"
+    logs.mkdir()
+    with DiskWatch(tmp_path, interval_s=0.01, ignore=(logs,)) as watch:
+        (logs / ".buffer").write_bytes(b"b" * 700)
+        time.sleep(0.1)
+        (logs / ".buffer").unlink()
+    assert watch.temp_peak_bytes == 0

@@ -12,9 +12,11 @@ import threading
 from pathlib import Path
 
 
-def file_sizes(root: Path) -> dict[str, int]:
+def file_sizes(root: Path, ignore: tuple[Path, ...] = ()) -> dict[str, int]:
     sizes: dict[str, int] = {}
-    for folder, _, files in os.walk(root):
+    skip = {str(p) for p in ignore}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
         for name in files:
             path = os.path.join(folder, name)
             try:
@@ -28,8 +30,9 @@ class DiskWatch:
     """``with DiskWatch(folder) as w: ...`` then ``w.temp_peak_bytes``: the largest total size, at any
     poll, of the files that did not exist before the block and are gone after it."""
 
-    def __init__(self, root: Path, interval_s: float = 0.05):
+    def __init__(self, root: Path, interval_s: float = 0.05, ignore: tuple[Path, ...] = ()):
         self.root = Path(root)
+        self.ignore = tuple(Path(p) for p in ignore)  # subfolders that are someone else's business
         self.interval_s = interval_s
         self.temp_peak_bytes = 0
         self._before: set[str] = set()
@@ -38,13 +41,13 @@ class DiskWatch:
         self._thread = threading.Thread(target=self._run, name="kit-diskwatch", daemon=True)
 
     def __enter__(self) -> DiskWatch:
-        self._before = set(file_sizes(self.root)) if self.root.exists() else set()
+        self._before = set(file_sizes(self.root, self.ignore)) if self.root.exists() else set()
         self._thread.start()
         return self
 
     def _poll(self) -> None:
         if self.root.exists():
-            new = {p: s for p, s in file_sizes(self.root).items() if p not in self._before}
+            new = {p: s for p, s in file_sizes(self.root, self.ignore).items() if p not in self._before}
             if new:
                 self._polls.append(new)
 
@@ -55,5 +58,5 @@ class DiskWatch:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        remaining = set(file_sizes(self.root)) if self.root.exists() else set()
+        remaining = set(file_sizes(self.root, self.ignore)) if self.root.exists() else set()
         self.temp_peak_bytes = max((sum(s for p, s in poll.items() if p not in remaining) for poll in self._polls), default=0)

@@ -52,10 +52,11 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint,
     strategy, why = auto.resolve(ctx)
     ctx = replace(ctx, strategy=strategy)
     with session_scope():  # the command's session, else one for this checkpoint and its base scores
-        with timed(log, f"eval ({strategy})") as t, DiskWatch(ctx.tmp_root) as disk:
+        with timed(log, f"eval ({strategy})") as t, DiskWatch(ctx.tmp_root, ignore=(ctx.log_dir,)) as disk:
             result = get_strategy(strategy)(ctx)
             t["detail"] = score_line(result["scores"])
         # measured, not declared: what the strategy wrote under its temp root and deleted again
+        # (the Inspect log folder is left out: Inspect buffers samples there while it runs)
         result["temp_peak_bytes"] = max(disk.temp_peak_bytes, int(result.get("temp_peak_bytes") or 0))
         if strategy != "none" and not result.get("scores"):
             raise KitError(
