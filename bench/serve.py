@@ -64,17 +64,9 @@ def train_modifiers(where: Path) -> Path:
     return job
 
 
-def start_server(registry: Path, batching: str) -> tuple[subprocess.Popen, str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "kit",
-        "serve",
-        f"serve.registry={registry}",
-        "serve.port=0",
-        f"serve.batching={batching}",
-        "serve.device=cpu",
-    ]
+def start_server(registry: Path, *overrides: str) -> tuple[subprocess.Popen, str]:
+    """``kit serve`` on a free port with the given overrides; (process, base URL)."""
+    cmd = [sys.executable, "-m", "kit", "serve", f"serve.registry={registry}", "serve.port=0", "serve.device=cpu", *overrides]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if " at " not in line:
@@ -164,7 +156,7 @@ def main() -> None:
         registry = args.registry or train_modifiers(Path(tmp))
         modifiers = [m["name"] for m in json.loads((registry / "modifiers.json").read_text())["modifiers"]]
         scenarios = ["base", "one", "mixed", "auto"]
-        servers = {b: start_server(registry, b) for b in ("mixed", "switch")}
+        servers = {b: start_server(registry, f"serve.batching={b}") for b in ("mixed", "switch")}
         runs: dict = {b: {s: [] for s in scenarios} for b in servers}
         try:
             for _ in range(args.rounds):

@@ -39,30 +39,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import ENV, PROMPTS, ROOT, train_modifiers  # noqa: E402
+from serve import ENV, PROMPTS, ROOT, start_server, train_modifiers  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "serve_load.json"
-
-
-def start_server(registry: Path):
-    import subprocess
-
-    cmd = [
-        sys.executable,
-        "-m",
-        "kit",
-        "serve",
-        f"serve.registry={registry}",
-        "serve.port=0",
-        "serve.device=cpu",
-        "serve.client_timeout_s=5",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline()
-    if " at " not in line:
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return proc, line.split(" at ")[-1].strip()
 
 
 def body(model: str, tokens: int = 8, text: str | None = None) -> dict:
@@ -225,7 +204,7 @@ def main() -> None:
         return misbehave(args.url, args.misbehave.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         registry = args.registry or train_modifiers(Path(tmp))
-        proc, url = start_server(registry)
+        proc, url = start_server(registry, "serve.client_timeout_s=5")
         report = {"settings": vars(args) | {"registry": str(registry)}, "load_average_before": os.getloadavg()}
         try:
             well_behaved(url, 4, 2)  # warm-up
