@@ -40,6 +40,7 @@ def test_basic_sweep_reports_a_failed_job_and_resume_reruns_only_it(kit_cache, t
     args = [
         "train",
         "-m",
+        "eval=merge",  # the strategy that writes a temporary model into eval.tmp_dir
         f"eval.tmp_dir={ok},{missing}",
         f"hydra.sweep.dir={sweep}",
         "trainer.epochs=1",
