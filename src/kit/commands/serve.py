@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kit.core.config import compose, one_line
 from kit.core.errors import KitError
+from kit.core.identity import changed_adapter
 from kit.stages.modifiers import base_fingerprint, check_same_base, read_registry
 from kit.stages.serve.app import ServeApp
 from kit.stages.serve.http import bind, make_api, make_server, url_of
@@ -74,6 +75,9 @@ def build(cfg):
     for m in registry.modifiers:
         if not m.path.is_dir():
             raise KitError(f"modifier {m.name!r}: folder {str(m.path)!r} is missing; expected it next to {registry.path.name}")
+        changed = changed_adapter(f"modifier {m.name!r}", m.path, m.record.get("content_hash"))
+        if changed:  # never served under the name (and scores) of the adapter it was trained as
+            raise KitError(changed)
     if cfg.serve.host not in LOOPBACK and not api_key:
         print(
             f"kit: warning: serving on {cfg.serve.host} without an API key: anyone who can reach it can use it", file=sys.stderr
