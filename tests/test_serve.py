@@ -205,10 +205,9 @@ def test_routers_learned_and_rules(modifier_job):
 
 def test_lazy_store_evicts_and_never_reloads_the_base(modifier_job, monkeypatch):
     """In process: preload off, room for 2 of 3 modifiers; the base is loaded once."""
-    from omegaconf import OmegaConf
 
     import kit.stages.serve.store as store
-    from kit.core.schema import RouterConfig, ServeConfig
+    from kit.core.config import compose
     from kit.stages.modifiers import read_registry
     from kit.stages.serve.app import ServeApp
 
@@ -221,8 +220,8 @@ def test_lazy_store_evicts_and_never_reloads_the_base(modifier_job, monkeypatch)
 
     monkeypatch.setattr(store, "ResidentBase", Counted)
     registry = read_registry(modifier_job)
-    cfg = OmegaConf.structured(ServeConfig(preload=False, max_loaded=2, device="cpu", dtype="fp32"))
-    app = ServeApp(cfg, OmegaConf.structured(RouterConfig()), registry, registry.base)
+    cfg = compose("train", ["serve.preload=false", "serve.max_loaded=2", "serve.device=cpu", "serve.dtype=fp32"])
+    app = ServeApp(cfg.serve, cfg.router, registry, registry.base)
     assert app.store.loaded() == []
     body = lambda m: {"model": m, "messages": [{"role": "user", "content": PROMPTS.get(m, "hi")}], "max_tokens": 4}
     first = {m: app.complete(body(m), chat=True)[0]["choices"][0]["message"]["content"] for m in PROMPTS}

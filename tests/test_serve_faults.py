@@ -196,10 +196,8 @@ def test_a_failing_row_fails_alone_in_a_mixed_batch(modifier_job, tmp_path):
     good rows; the batch fails, is re-run row by row, and only that row's request fails."""
     import shutil
 
-    from omegaconf import OmegaConf
-
     import kit.stages.resident as resident
-    from kit.core.schema import RouterConfig, ServeConfig
+    from kit.core.config import compose
     from kit.stages.modifiers import read_registry
     from kit.stages.serve.app import ServeApp
 
@@ -207,8 +205,9 @@ def test_a_failing_row_fails_alone_in_a_mixed_batch(modifier_job, tmp_path):
     shutil.copytree(modifier_job, job)
     resident.release_all()
     registry = read_registry(job)
-    cfg = OmegaConf.structured(ServeConfig(preload=False, max_loaded=3, device="cpu", dtype="fp32", batch_wait_ms=500))
-    app = ServeApp(cfg, OmegaConf.structured(RouterConfig()), registry, registry.base)
+    overrides = ["serve.preload=false", "serve.max_loaded=3", "serve.device=cpu", "serve.dtype=fp32", "serve.batch_wait_ms=500"]
+    cfg = compose("train", overrides)  # the serve group's yaml holds the defaults the schema leaves MISSING
+    app = ServeApp(cfg.serve, cfg.router, registry, registry.base)
     weights = registry.modifiers[2].path / "adapter_model.safetensors"  # reverse
     weights.write_bytes(weights.read_bytes()[:100])
     body = lambda m: {"model": m, "messages": [{"role": "user", "content": PROMPTS.get(m, "hi")}], "max_tokens": 4}
