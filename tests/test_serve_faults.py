@@ -196,14 +196,12 @@ def test_a_failing_row_fails_alone_in_a_mixed_batch(modifier_job, tmp_path):
     good rows; the batch fails, is re-run row by row, and only that row's request fails."""
     import shutil
 
-    import kit.stages.resident as resident
     from kit.core.config import compose
     from kit.stages.modifiers import read_registry
     from kit.stages.serve.app import ServeApp
 
     job = tmp_path / "job"
     shutil.copytree(modifier_job, job)
-    resident.release_all()
     registry = read_registry(job)
     overrides = ["serve.preload=false", "serve.max_loaded=3", "serve.device=cpu", "serve.dtype=fp32", "serve.batch_wait_ms=500"]
     cfg = compose("train", overrides)  # the serve group's yaml holds the defaults the schema leaves MISSING
@@ -225,7 +223,6 @@ def test_a_failing_row_fails_alone_in_a_mixed_batch(modifier_job, tmp_path):
     [t.join() for t in threads]
     assert results["parity"] == alone and isinstance(results["base"], str)
     assert isinstance(results["reverse"], Exception) and "adapter_model.safetensors" in str(results["reverse"])
-    resident.release_all()
 
 
 # -- 11, 13: 4xx at the cause, with the field named ---------------------------------------------
