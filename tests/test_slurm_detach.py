@@ -114,7 +114,7 @@ def test_detached_sweep_status_collect_and_rerun_failed(slurm_cluster, kit_cache
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["status"] for r in json.loads((sweep / "sweep_summary.json").read_text())["jobs"]] == ["done", "done"]
     attempt = json.loads((sweep / "1" / "attempts" / "1" / "summary.json").read_text())
-    assert attempt["status"] == "running"  # the killed attempt, kept aside as it was
+    assert attempt["status"] == "interrupted"  # the killed attempt, set aside and marked (never done)
     assert summary(sweep / "1")["run_id"] == manifest["jobs"]["1"]["run_id"] == attempt["run_id"]
 
 

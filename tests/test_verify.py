@@ -61,9 +61,20 @@ def test_verify_full_checkpointer(kit_cache, tmp_path):
 
 
 def corrupt(job: Path, how: str) -> None:
-    from safetensors.torch import load_file, save_file
+    """A faulty export, recorded as it was written: the job's content hash is of the faulty adapter, so
+    the identity check passes and verify's checks are what must catch it."""
+    from kit.core.identity import adapter_hash
 
     adapter = job / "adapter"
+    _corrupt(adapter, how)
+    summary = json.loads((job / "summary.json").read_text())
+    summary["checkpoint"]["content_hash"] = adapter_hash(adapter)
+    (job / "summary.json").write_text(json.dumps(summary))
+
+
+def _corrupt(adapter: Path, how: str) -> None:
+    from safetensors.torch import load_file, save_file
+
     if how == "alpha":
         config = json.loads((adapter / "adapter_config.json").read_text())
         config["lora_alpha"] = config["lora_alpha"] / 2
