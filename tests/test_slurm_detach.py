@@ -133,8 +133,8 @@ def test_requeued_job_restarts_under_its_run_identity(slurm_cluster, kit_cache, 
     wait_for(lambda: summary(job).get("status") == "done", 900, "the requeued job to finish")
     print(f"requeued job finished {time.time() - requeued:.0f} s after the requeue")
     done, attempt = summary(job), summary(job / "attempts" / "1")
-    # the interrupted attempt is set aside untouched; the new one trained from the base, all steps
-    assert attempt["status"] in ("running", "failed") and attempt["run_id"] == done["run_id"] == entry["run_id"]
+    # the interrupted attempt is set aside (marked interrupted, never done); the new one trained from the base
+    assert attempt["status"] in ("interrupted", "failed") and attempt["run_id"] == done["run_id"] == entry["run_id"]
     steps = [json.loads(ln)["step"] for ln in (job / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, done["train"]["steps"] + 1))  # every step from the base, none resumed
     assert len(steps) > 100  # 3 full epochs (62 steps each on the parity set)
