@@ -121,10 +121,10 @@ def test_bad_check_name_is_one_line(trained_job, tmp_path, capsys):
 
     assert main(["verify", str(trained_job), "verify.checks=[logits,nope]"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        "kit: error: verify.checks has unknown check(s) ['nope']; expected some of "
-        "['logits', 'generation', 'inspect', 'adapters', 'adapter_folder']"
-    ]
+    # verify.checks is a list of an enum: the schema refuses the value at compose time, naming key and choices
+    assert len(err) == 1 and err[0].startswith("kit: error:"), err
+    assert "'nope'" in err[0] and "verify.checks" in err[0]
+    assert "expected one of [logits, generation, inspect, adapters, adapter_folder]" in err[0]
 
 
 # -- Llama 3 family ---------------------------------------------------------------------
