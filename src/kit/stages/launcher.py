@@ -181,7 +181,7 @@ class BasicLauncher(HydraBasicLauncher):
             if skipped:
                 results.append(skipped)
                 continue
-            log.info("job %d of %d (#%d %s) started: %s", k, len(points), point.num, " ".join(point.overrides), point.job_dir)
+            log.info("job %d of %d (#%d %s) started: %s", k, len(points), point.num, " ".join(point.shown), point.job_dir)
             ret = run_job(
                 hydra_context=self.hydra_context,
                 task_function=self.task_function,
