@@ -16,14 +16,15 @@ SLOW = 3600  # seconds: a few minutes on an idle 2-core CPU, far more on a loade
 
 
 def test_rank_sweep_every_rank_learns_the_task(kit_cache, tmp_path):
+    """The demo's settings at ranks 16 and 64, the two ends that sat at 0.50 before (rank 8 is the default
+    job's own setting; the full 4-rank table is in docs/jobs-and-sweeps.md). Two points keep CI's time down."""
     sweep = tmp_path / "sweep"
-    proc = run_kit(
-        ["train", "+experiment=rank_sweep", "-m", *QUIET, f"hydra.sweep.dir={sweep}"], kit_cache, tmp_path, timeout=SLOW
-    )
+    args = ["train", "+experiment=rank_sweep", "-m", "lora.rank=16,64", *QUIET, f"hydra.sweep.dir={sweep}"]
+    proc = run_kit(args, kit_cache, tmp_path, timeout=SLOW)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((sweep / "sweep_summary.json").read_text())["jobs"]
     ranks = {r["job"]: dict(o.split("=", 1) for o in r["overrides"])["lora.rank"] for r in rows}
-    assert sorted(ranks.values(), key=int) == ["8", "16", "32", "64"]
+    assert sorted(ranks.values(), key=int) == ["16", "64"]
     for r in rows:
         score, base = r["scores"]["parity/mean"], r["base_scores"]["parity/mean"]
         assert score >= 0.9 and score - base >= 0.5, f"rank {ranks[r['job']]}: {score} vs base {base}"
