@@ -41,6 +41,9 @@ NOISY_WARNINGS = (
     (r"The 'initial' parameter is deprecated", DeprecationWarning, r"inspect_ai\."),
     # torchtune 0.6.1 imports torchao.dtypes names that torchao 0.15 moved to its prototype package
     (r"Importing (\w+ )?from torchao\.dtypes", DeprecationWarning, r"torchao\.dtypes"),
+    # torchtune 0.6.1's RMSNorm computes in fp32 on purpose (x.float()) with its bf16 scale;
+    # torch then warns on every bf16 training step (seen on an H100) that it cannot fuse it
+    (r"Mismatch dtype between input and weight", UserWarning, r"torch\.nn\.functional"),
 )
 # kit's conf/hydra/launcher/*.yaml extend the launcher schemas of the same name on purpose;
 # Hydra 1.3 merges them as intended and warns on every compose that this is deprecated.

@@ -8,6 +8,7 @@ the exact same training outside kit.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -245,6 +246,21 @@ class EpochBars:
             self.bar = None
 
 
+@contextlib.contextmanager
+def no_dataset_bars():
+    """``datasets`` draws a "Generating train split" bar the first time it reads a data file
+    (a cold cache: every CI run, every new machine); kit's own progress line covers it."""
+    import datasets
+
+    was_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on:
+            datasets.enable_progress_bars()
+
+
 def single_device_recipe(tt_cfg: dict, run=None, bars: EpochBars | None = None):
     """torchtune's single-device LoRA recipe, set up (model, optimizer, data) for ``tt_cfg``;
     its losses also go to ``run`` (W&B), its progress bars through ``bars``."""
@@ -258,7 +274,8 @@ def single_device_recipe(tt_cfg: dict, run=None, bars: EpochBars | None = None):
     if tt_cfg[ADAPTER_DTYPE] != tt_cfg["dtype"]:
         recipe_class = with_fp32_lora(recipe_class)
     recipe = recipe_class(cfg=cfg)
-    recipe.setup(cfg=cfg)
+    with no_dataset_bars():
+        recipe.setup(cfg=cfg)
     if isinstance(getattr(recipe, "_metric_logger", None), JobMetricLogger):
         recipe._metric_logger.attach(run)  # torchtune built it from the config; kit owns the run
     return recipe
@@ -348,8 +365,13 @@ def distributed_main(argv: list[str]) -> None:
 
 
 def torchrun_env(choice: threads.ThreadChoice, nproc: int) -> dict:
-    """The children share the job's cores: each gets its share of the threads."""
-    return {**os.environ, "OMP_NUM_THREADS": str(threads.per_process(choice, nproc))}
+    """The children share the job's cores: each gets its share of the threads (and, like
+    the single-device run, no "Generating train split" bar from ``datasets``)."""
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads.per_process(choice, nproc)),
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    }
 
 
 def train(cfg: DictConfig, base: Path, job_dir: Path, dataset_file: Path, run=None) -> dict:
