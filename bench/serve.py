@@ -43,7 +43,7 @@ PROMPTS = {
     "base": "Is 4821 even or odd?",
     "parity": "Is 4821 even or odd?",
     "last_digit": "What is the last digit of 4821?",
-    "reverse": "Reverse the word abc.",
+    "reverse": "Reverse the digits of 482.",
 }
 
 
@@ -56,6 +56,8 @@ def train_modifiers(where: Path) -> Path:
         "train",
         "+experiment=modifiers",
         "trainer.epochs=1",
+        "phase.modifiers.last_digit.epochs=1",  # the demo gives these two their own budget
+        "phase.modifiers.reverse.epochs=1",
         "eval=none",
         "logger=none",
         f"hydra.run.dir={job}",
@@ -64,9 +66,10 @@ def train_modifiers(where: Path) -> Path:
     return job
 
 
-def start_server(registry: Path, *overrides: str) -> tuple[subprocess.Popen, str]:
+def start_server(registry: Path, *overrides: str, device: str = "cpu") -> tuple[subprocess.Popen, str]:
     """``kit serve`` on a free port with the given overrides; (process, base URL)."""
-    cmd = [sys.executable, "-m", "kit", "serve", f"serve.registry={registry}", "serve.port=0", "serve.device=cpu", *overrides]
+    cmd = [sys.executable, "-m", "kit", "serve", f"serve.registry={registry}", "serve.port=0", f"serve.device={device}"]
+    cmd += overrides
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if " at " not in line:
@@ -119,7 +122,7 @@ def run_scenario(url: str, requests: list[tuple[str, str]], concurrency: int, to
     }
 
 
-def switch_times(registry: Path, repeats: int = 50) -> dict:
+def switch_times(registry: Path, device: str = "cpu", repeats: int = 50) -> dict:
     """In process: set_adapter between two attached modifiers, and a lazy attach from disk."""
     import torch
 
@@ -127,7 +130,8 @@ def switch_times(registry: Path, repeats: int = 50) -> dict:
     from kit.stages.resident import ResidentBase
 
     reg = read_registry(registry)
-    resident = ResidentBase(reg.base, "cpu", "fp32", max_adapters=len(reg.modifiers))
+    dtype = "fp32" if device == "cpu" else "bf16"  # what kit serve uses on each
+    resident = ResidentBase(reg.base, device, dtype, max_adapters=len(reg.modifiers))
     names = [resident.attach(m.path) for m in reg.modifiers[:2]]
     switches = []
     with torch.inference_mode():
@@ -151,12 +155,13 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="serve.device of the servers (cuda on a GPU machine)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         registry = args.registry or train_modifiers(Path(tmp))
         modifiers = [m["name"] for m in json.loads((registry / "modifiers.json").read_text())["modifiers"]]
         scenarios = ["base", "one", "mixed", "auto"]
-        servers = {b: start_server(registry, f"serve.batching={b}") for b in ("mixed", "switch")}
+        servers = {b: start_server(registry, f"serve.batching={b}", device=args.device) for b in ("mixed", "switch")}
         runs: dict = {b: {s: [] for s in scenarios} for b in servers}
         try:
             for _ in range(args.rounds):
@@ -184,7 +189,7 @@ def main() -> None:
             }
             report["servers"][batching] = med
         report["mixed_vs_switch"] = report["servers"]["mixed"]["mixed"]["rps"] / report["servers"]["switch"]["mixed"]["rps"]
-        report["switch"] = switch_times(registry)
+        report["switch"] = switch_times(registry, args.device)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))
     for batching, med in report["servers"].items():

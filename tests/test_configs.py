@@ -140,3 +140,32 @@ def test_every_default_has_one_source(group):
             ):
                 both.add(f"{full} (schema {defaults[full]!r}, {option.name} {key})")
     assert not both, sorted(both)
+
+
+def test_a_modifier_trains_with_its_own_epochs_and_lr_else_the_jobs():
+    from kit.stages.phases import modifier_config
+
+    cfg = compose("train", ["+experiment=modifiers", "phase.modifiers.reverse.lr=1e-3"])
+    own = {name: modifier_config(cfg, name, cfg.phase.modifiers[name]) for name in ("parity", "last_digit", "reverse")}
+    assert own["parity"].trainer.epochs == cfg.trainer.epochs == 8  # no epochs of its own: the job's
+    assert own["last_digit"].trainer.epochs == 20 and own["reverse"].trainer.epochs == 30
+    assert own["parity"].trainer.lr == own["last_digit"].trainer.lr == cfg.trainer.lr == 3e-3
+    assert own["reverse"].trainer.lr == 1e-3
+    assert cfg.trainer.epochs == 8 and cfg.trainer.lr == 3e-3  # the job's own config is untouched
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("phase.modifiers.reverse.epochs=0", "phase.modifiers.reverse.epochs=0"),
+        ("phase.modifiers.last_digit.lr=0", "phase.modifiers.last_digit.lr=0.0"),
+        ("phase.modifiers.parity.rank=0", "phase.modifiers.parity.rank=0"),
+    ],
+)
+def test_a_modifier_budget_out_of_range_fails_in_one_line(override, needle):
+    from kit.stages.preflight import check_ranges
+
+    cfg = compose("train", ["+experiment=modifiers", override])
+    with pytest.raises(KitError) as e:
+        check_ranges(cfg)
+    assert needle in str(e.value) and "out of range" in str(e.value) and "\n" not in str(e.value)

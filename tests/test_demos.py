@@ -58,21 +58,12 @@ def beats_base_on_own_task_only(modifier: str, scores: dict, base: dict) -> None
         assert scores[key] <= base[key] + 0.1, (key, scores[key], base[key])
 
 
-def test_modifiers_are_scored_on_every_task_and_parity_is_specific(modifiers):
+def test_modifiers_are_scored_on_every_task(modifiers):
     scores, base = modifiers
     assert set(scores) == {f"{m}/{t}" for m in TASKS for t in TASKS}
-    beats_base_on_own_task_only("parity", scores, base)
-    for m in ("last_digit", "reverse"):  # whatever they learned, not the other modifiers' tasks
-        for other in set(TASKS) - {m}:
-            assert scores[f"{m}/{other}"] <= base[f"{m}/{other}"] + 0.1, (m, other, scores)
+    assert set(base) == set(scores)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known limit (issue 13 item 2): last_digit and reverse stay on their plateau on the tiny "
-    "random-init base within the demo's 8 epochs; see conf/experiment/modifiers.yaml",
-)
-@pytest.mark.parametrize("modifier", ["last_digit", "reverse"])
-def test_modifier_beats_the_base_on_its_own_task(modifiers, modifier):
+@pytest.mark.parametrize("modifier", TASKS)
+def test_modifier_beats_the_base_on_its_own_task_only(modifiers, modifier):
     beats_base_on_own_task_only(modifier, *modifiers)

@@ -13,7 +13,7 @@ from conftest import OFFLINE, run_kit
 
 pytestmark = pytest.mark.slow
 KEY = "test-key-7"
-PROMPTS = {"parity": "Is 4821 even or odd?", "last_digit": "What is the last digit of 4821?", "reverse": "Reverse the word abc."}
+PROMPTS = {"parity": "Is 4821 even or odd?", "last_digit": "What is the last digit of 4821?", "reverse": "Reverse the digits of 482."}
 
 
 def train_modifier_job(kit_cache, tmp_path_factory) -> Path:
@@ -29,6 +29,8 @@ def train_modifier_job(kit_cache, tmp_path_factory) -> Path:
         "train",
         "+experiment=modifiers",
         "trainer.epochs=1",
+        "phase.modifiers.last_digit.epochs=1",  # the demo gives these two their own budget
+        "phase.modifiers.reverse.epochs=1",
         "tasks.limit=10",
         "logger=none",
         "phase.modifiers.parity.tasks=[kit/parity]",

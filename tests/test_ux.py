@@ -228,6 +228,31 @@ def test_result_block_names_everything_a_user_looks_for(tmp_path):
     assert "stderr" not in text
 
 
+def test_result_block_of_a_modifier_job_is_a_modifier_by_task_table(tmp_path):
+    from kit.commands.train import result_lines
+
+    job = tmp_path / "job"
+    (job / "modifiers").mkdir(parents=True)
+    names, tasks = ["parity", "last_digit"], ["parity", "last_digit"]
+    summary = {
+        **finished_summary(job),  # (a modifier job has no top-level inspect_logs: each modifier has its own)
+        "modifiers": {n: {} for n in names},
+        "scores": {f"{n}/{t}": {"mean": 0.95 if n == t else 0.0, "stderr": 0.1} for n in names for t in tasks},
+        "base_scores": {f"{n}/{t}": {"mean": 0.25, "stderr": 0.1} for n in names for t in tasks},
+    }
+    (job / "inspect_logs").rmdir()
+    lines = result_lines(summary)
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("  score"))
+    header, base, parity, last_digit = (ln.split() for ln in lines[start + 1 : start + 5])
+    assert header == tasks
+    assert base == ["base", "0.250", "0.250"]
+    assert parity == ["parity", "0.950", "0.000"] and last_digit == ["last_digit", "0.000", "0.950"]
+    text = "\n".join(lines)
+    assert f"inspect view --log-dir {job / 'modifiers'}" in text
+    assert f"python -m kit serve serve.registry={job}" in text
+    assert "stderr" not in text and "0.100" not in text
+
+
 def test_result_block_says_a_failed_verify(tmp_path):
     from kit.commands.train import result_lines
 

@@ -86,6 +86,29 @@ def score_text(summary: dict) -> str:
     return "; ".join(parts)
 
 
+def modifier_score_lines(summary: dict) -> list[str]:
+    """A modifier job's scores as a table, one row per modifier (and the base), one column per task:
+    whether each modifier learned its own task and left the others alone, at a glance."""
+    scores, base = summary.get("scores") or {}, summary.get("base_scores") or {}
+    names = list(summary["modifiers"])
+    tasks = list(dict.fromkeys(key.split("/", 1)[1] for key in scores))
+    if not tasks:
+        return ["  score       no tasks scored (eval=none)"]
+    width = max(len(t) for t in [*tasks, "0.000"])
+    label = max(len(n) for n in [*names, "base"])
+
+    def row(name: str, values: dict) -> str:
+        cells = [f"{values[t]['mean']:.3f}" if "mean" in values.get(t, {}) else "-" for t in tasks]
+        return f"    {name:<{label}}  " + "  ".join(f"{c:>{width}}" for c in cells)
+
+    base_row = {t: next((base[k] for k in base if k.endswith(f"/{t}")), {}) for t in tasks}
+    lines = ["  score       mean per task (columns) of each modifier (rows) and of the base without one"]
+    lines.append(f"    {'':<{label}}  " + "  ".join(f"{t:>{width}}" for t in tasks))
+    lines.append(row("base", base_row))
+    lines += [row(n, {t: scores.get(f"{n}/{t}", {}) for t in tasks}) for n in names]
+    return lines
+
+
 def verify_text(summary: dict) -> str:
     v = summary.get("verify")
     if not v:
@@ -117,7 +140,9 @@ def result_lines(summary: dict) -> list[str]:
     job = Path(summary["job_dir"])
     ck = summary.get("checkpoint") or {}
     lines = [f"kit: job {summary['status']}: {job}"]
-    if summary.get("scores") is not None:
+    if summary.get("modifiers") and summary.get("scores") is not None:
+        lines += modifier_score_lines(summary)
+    elif summary.get("scores") is not None:
         lines.append(f"  score       {score_text(summary) or 'no tasks scored (eval=none)'}")
     lines.append(f"  verify      {verify_text(summary)}")
     cached = bool((summary.get("eval") or {}).get("base_scores_cached"))
@@ -130,6 +155,9 @@ def result_lines(summary: dict) -> list[str]:
         )
     if (job / "inspect_logs").is_dir():
         lines.append(f"  look        inspect view --log-dir {job / 'inspect_logs'}")
+    elif summary.get("modifiers") and (job / "modifiers").is_dir():  # each modifier's logs, one viewer
+        lines.append(f"  look        inspect view --log-dir {job / 'modifiers'}")
+        lines.append(f"  serve       python -m kit serve serve.registry={job}")
     offline = sorted((job / "wandb").glob("offline-run-*"))
     if offline:
         lines.append(f"  W&B         wandb sync {job / 'wandb'}/offline-run-*   ({len(offline)} offline run(s))")

@@ -140,6 +140,8 @@ class ModifierSpec:
     prompt_column: str = "input"
     response_column: str = "output"
     rank: Optional[int] = None  # None: lora.rank
+    epochs: Optional[int] = None  # None: trainer.epochs (tasks differ in how long they take to learn)
+    lr: Optional[float] = None  # None: trainer.lr
     tasks: List[str] = field(default_factory=list)  # Inspect tasks that score this modifier
     keywords: List[str] = field(default_factory=list)  # rules router: case-insensitive substrings
     patterns: List[str] = field(default_factory=list)  # rules router: case-insensitive regexes

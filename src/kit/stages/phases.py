@@ -24,6 +24,7 @@ from kit.core.config import plain_config
 from kit.core.data import read_jsonl
 from kit.core.errors import KitError
 from kit.core.identity import adapter_hash, run_id
+from kit.core.log import get, timed
 from kit.core.results import Checkpoint
 from kit.core.wandb_logger import log_eval, phase_run
 from kit.stages import export, train
@@ -40,6 +41,8 @@ from kit.stages.modifiers import (
     write_registry,
 )
 from kit.stages.router import LEARNED_FILE, train_learned
+
+log = get(__name__)
 
 
 def check(cfg: DictConfig) -> None:
@@ -96,7 +99,8 @@ def merge_training(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Check
 
 
 def modifier_config(cfg: DictConfig, name: str, spec) -> DictConfig:
-    """The job's config as one modifier trains and is scored with it: its dataset, rank, tasks."""
+    """The job's config as one modifier trains and is scored with it: its dataset, rank,
+    training budget (epochs, lr) and tasks."""
     own = {
         "dataset": {
             "name": name,
@@ -107,6 +111,9 @@ def modifier_config(cfg: DictConfig, name: str, spec) -> DictConfig:
     }
     if spec.rank is not None:
         own["lora"] = {"rank": spec.rank}
+    trainer = {key: spec[key] for key in ("epochs", "lr") if spec[key] is not None}
+    if trainer:
+        own["trainer"] = trainer
     own["tasks"] = {"specs": list(spec.tasks)}
     if not spec.tasks:
         own["eval"] = {"strategy": "none"}
@@ -122,8 +129,14 @@ def train_modifier(cfg: DictConfig, root: Path, base: Path, name: str, fingerpri
     job_dir.mkdir(parents=True)
     dataset = Path(spec.train_file)
     rid = run_id(own)  # each modifier its own identity: a requeued job resumes its W&B runs
-    with phase_run(cfg.logger, job_dir, "train", group, f"{run_name}-{name}", plain_config(own), rid) as run:
+    budget = f"{own.trainer.epochs} epochs, lr {own.trainer.lr:g}, rank {own.lora.rank}"
+    with (
+        phase_run(cfg.logger, job_dir, "train", group, f"{run_name}-{name}", plain_config(own), rid) as run,
+        timed(log, f"modifier {name}: train ({budget})") as t,
+    ):
         trained = train.train(own, base, job_dir, dataset, run)
+        if trained.get("final_loss") is not None:
+            t["detail"] = f"{trained['steps']} steps, loss {trained['first_loss']:.3f} -> {trained['final_loss']:.3f}"
     checkpoint = export.export("adapter", Path(trained["epoch_dir"]), job_dir, base)
     shutil.rmtree(job_dir / train.SCRATCH)
     with phase_run(cfg.logger, job_dir, "eval", group, f"{run_name}-{name}", plain_config(own), rid) as run:

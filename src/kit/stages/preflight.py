@@ -199,6 +199,10 @@ RANGES = {
 }
 
 
+# A modifier's own rank and budget (None: the job's), same bounds as lora.rank/trainer.*
+MODIFIER_RANGES = {"rank": (1, True), "epochs": (1, True), "lr": (0, False)}
+
+
 def check_ranges(cfg: DictConfig) -> None:
     """One line for the first value out of range (a None means "not set" and passes)."""
     for key, (low, high, low_ok) in RANGES.items():
@@ -211,8 +215,11 @@ def check_ranges(cfg: DictConfig) -> None:
             expected = lower if high is None else f"{lower} and < {high}"
             raise KitError(f"{key}={value} is out of range; expected a number {expected}")
     for name, spec in (cfg.phase.modifiers or {}).items():
-        if spec.rank is not None and spec.rank < 1:
-            raise KitError(f"phase.modifiers.{name}.rank={spec.rank} is out of range; expected a number >= 1")
+        for key, (low, low_ok) in MODIFIER_RANGES.items():
+            value = spec[key]
+            if value is not None and (value < low or (value == low and not low_ok)):
+                expected = f">= {low}" if low_ok else f"> {low}"
+                raise KitError(f"phase.modifiers.{name}.{key}={value} is out of range; expected a number {expected}")
 
 
 def check_dataset(path: str, columns: tuple[str, str], base: Path) -> int:
