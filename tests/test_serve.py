@@ -13,7 +13,11 @@ from conftest import OFFLINE, run_kit
 
 pytestmark = pytest.mark.slow
 KEY = "test-key-7"
-PROMPTS = {"parity": "Is 4821 even or odd?", "last_digit": "What is the last digit of 4821?", "reverse": "Reverse the digits of 482."}
+PROMPTS = {
+    "parity": "Is 4821 even or odd?",
+    "last_digit": "What is the last digit of 4821?",
+    "reverse": "Reverse the digits of 482.",
+}
 
 
 def train_modifier_job(kit_cache, tmp_path_factory) -> Path:
