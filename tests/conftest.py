@@ -65,6 +65,18 @@ def rank_sweep(kit_cache, tmp_path_factory) -> Path:
     return sweep
 
 
+@pytest.fixture(scope="session")
+def full_job(kit_cache, tmp_path_factory) -> Path:
+    """A ``checkpointer=full`` job (one epoch, no eval, verify after training on), trained once per
+    session; tests evaluate or re-verify a copy (``copy_job``)."""
+    work = tmp_path_factory.mktemp("full_job")
+    job = work / "job"
+    args = ["train", "checkpointer=full", "trainer.epochs=1", "eval=none", "logger=none", f"hydra.run.dir={job}"]
+    proc = run_kit(args, kit_cache, work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return job
+
+
 def copy_job(job: Path, dest: Path) -> Path:
     """A copy of a finished job dir to evaluate or damage without touching the original."""
     import shutil

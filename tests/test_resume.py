@@ -48,6 +48,7 @@ def test_basic_sweep_reports_a_failed_job_and_resume_reruns_only_it(kit_cache, t
         "tasks.limit=10",
         "eval.base_scores=false",
         "logger=none",
+        "verify.after_train=false",
     ]
     proc = run_kit(args, kit_cache, tmp_path)
     assert proc.returncode == 1

@@ -240,7 +240,15 @@ def test_lazy_store_evicts_and_never_reloads_the_base(modifier_job, monkeypatch)
 def test_serve_refuses_modifiers_of_another_base_and_bad_config(modifier_job, kit_cache, tmp_path):
     other = tmp_path / "other"
     proc = run_kit(
-        ["train", "phase.merge=true", "trainer.epochs=1", "tasks.limit=5", "logger=none", f"hydra.run.dir={other}"],
+        [
+            "train",
+            "phase.merge=true",
+            "trainer.epochs=1",
+            "eval=none",
+            "logger=none",
+            "verify.after_train=false",
+            f"hydra.run.dir={other}",
+        ],
         kit_cache,
         tmp_path,
     )

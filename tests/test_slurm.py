@@ -15,7 +15,15 @@ from conftest import OFFLINE, run_kit
 pytestmark = pytest.mark.slow
 
 # Small and quick: the point is the launcher, not the learning.
-QUICK = ["trainer.epochs=1", "trainer.max_steps_per_epoch=10", "tasks.limit=10", "logger=none", "hydra/launcher=local_slurm"]
+# No verify after training: no test here asserts on it (tests/test_verify.py does).
+QUICK = [
+    "trainer.epochs=1",
+    "trainer.max_steps_per_epoch=10",
+    "tasks.limit=10",
+    "logger=none",
+    "verify.after_train=false",
+    "hydra/launcher=local_slurm",
+]
 
 
 def sweep_args(sweep_dir) -> list[str]:

@@ -152,7 +152,16 @@ def test_requeued_job_restarts_under_its_run_identity(slurm_cluster, kit_cache, 
 
 def test_preemption_signal_requeues_and_status_says_preempted(slurm_cluster, kit_cache, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = submit(sweep, "8", kit_cache, tmp_path, "logger=none", "trainer.max_steps_per_epoch=null", "trainer.epochs=3")
+    proc = submit(
+        sweep,
+        "8",
+        kit_cache,
+        tmp_path,
+        "logger=none",
+        "verify.after_train=false",
+        "trainer.max_steps_per_epoch=null",
+        "trainer.epochs=3",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     job, entry = sweep / "0", json.loads((sweep / "manifest.json").read_text())["jobs"]["0"]
     wait_for(lambda: (job / "metrics.jsonl").exists(), 600, "the job to start training")

@@ -12,7 +12,15 @@ pytestmark = pytest.mark.slow
 def test_two_point_rank_sweep(kit_cache, tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_kit(
-        ["train", "+experiment=rank_sweep", "-m", "lora.rank=4,16", f"hydra.sweep.dir={sweep}", "trainer.epochs=2"],
+        [
+            "train",
+            "+experiment=rank_sweep",
+            "-m",
+            "lora.rank=4,16",
+            f"hydra.sweep.dir={sweep}",
+            "trainer.epochs=2",
+            "tasks.limit=10",
+        ],
         kit_cache,
         tmp_path,
     )

@@ -43,14 +43,8 @@ def test_verify_after_training_passes_on_the_tiny_default(trained_job):
     assert md.startswith("# kit verify: PASSED") and "| torchtune | 0.6.1 |" in md
 
 
-def test_verify_full_checkpointer(kit_cache, tmp_path):
-    job = tmp_path / "job"
-    proc = run_kit(
-        ["train", "checkpointer=full", "trainer.epochs=1", "eval=none", "logger=none", f"hydra.run.dir={job}"],
-        kit_cache,
-        tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_verify_full_checkpointer(full_job, kit_cache, tmp_path):
+    job = copy_job(full_job, tmp_path / "job")  # conftest.full_job: checkpointer=full, eval=none, verified after training
     rep = report(job)
     assert [c["name"] for c in rep["checks"]] == [c for c in CHECKS if c != "inspect"]  # eval=none: no Inspect run
     proc = run_kit(["verify", str(job)], kit_cache, tmp_path)  # the CLI, every check
