@@ -121,6 +121,10 @@ def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=Non
         seed=int(eval_cfg.seed),
         max_connections=max_connections(eval_cfg),
         fail_on_error=True,
+        # Inspect 0.3.285 starts a control-channel HTTP server (uvicorn) per eval by default; uvicorn
+        # captures SIGINT while it serves, and a Ctrl-C during the eval was seen to be swallowed (the
+        # eval ran on to a "done" job). kit uses no control channel: off, so Ctrl-C stops the eval.
+        ctl_server=False,
     )
     return {
         "scores": scores_from_logs(logs, task_specs, log_dir, started),
