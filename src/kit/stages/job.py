@@ -141,8 +141,7 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
     config, rid = plain_config(cfg), run_id(cfg)
     with phase_run(cfg.logger, job_dir, "train", group, run_name, config, rid) as run, timed(log, "train") as t:
         trained = train.train(cfg, base, job_dir, Path(cfg.dataset.train_file), run)
-        if trained.get("final_loss") is not None:
-            t["detail"] = f"{trained['steps']} steps, loss {trained['first_loss']:.3f} -> {trained['final_loss']:.3f}"
+        t["detail"] = train.loss_line(trained)
     with timed(log, "export") as t:
         checkpoint = export.export(str(cfg.checkpointer.kind.value), Path(trained["epoch_dir"]), job_dir, base)
         keep_torchtune_adapter(Path(trained["epoch_dir"]), job_dir)  # the training model, for verify

@@ -135,8 +135,7 @@ def train_modifier(cfg: DictConfig, root: Path, base: Path, name: str, fingerpri
         timed(log, f"modifier {name}: train ({budget})") as t,
     ):
         trained = train.train(own, base, job_dir, dataset, run)
-        if trained.get("final_loss") is not None:
-            t["detail"] = f"{trained['steps']} steps, loss {trained['first_loss']:.3f} -> {trained['final_loss']:.3f}"
+        t["detail"] = train.loss_line(trained)
     checkpoint = export.export("adapter", Path(trained["epoch_dir"]), job_dir, base)
     shutil.rmtree(job_dir / train.SCRATCH)
     with phase_run(cfg.logger, job_dir, "eval", group, f"{run_name}-{name}", plain_config(own), rid) as run:

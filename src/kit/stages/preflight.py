@@ -199,27 +199,30 @@ RANGES = {
 }
 
 
-# A modifier's own rank and budget (None: the job's), same bounds as lora.rank/trainer.*
-MODIFIER_RANGES = {"rank": (1, True), "epochs": (1, True), "lr": (0, False)}
+# A modifier's own rank and budget (None: the job's) have the bounds of the keys they stand in for
+MODIFIER_RANGES = {"rank": RANGES["lora.rank"], "epochs": RANGES["trainer.epochs"], "lr": RANGES["trainer.lr"]}
+
+
+def range_error(key: str, value, low, high, low_ok: bool) -> KitError | None:
+    """The one-line error for ``key=value`` outside (low, high), else None (None: "not set", passes)."""
+    if value is None:
+        return None
+    too_low = value < low or (value == low and not low_ok)
+    if not too_low and (high is None or value < high):
+        return None
+    lower = f">= {low}" if low_ok else f"> {low}"
+    expected = lower if high is None else f"{lower} and < {high}"
+    return KitError(f"{key}={value} is out of range; expected a number {expected}")
 
 
 def check_ranges(cfg: DictConfig) -> None:
     """One line for the first value out of range (a None means "not set" and passes)."""
-    for key, (low, high, low_ok) in RANGES.items():
-        value = OmegaConf.select(cfg, key)
-        if value is None:
-            continue
-        too_low = value < low or (value == low and not low_ok)
-        if too_low or (high is not None and value >= high):
-            lower = f">= {low}" if low_ok else f"> {low}"
-            expected = lower if high is None else f"{lower} and < {high}"
-            raise KitError(f"{key}={value} is out of range; expected a number {expected}")
+    checks = [(key, OmegaConf.select(cfg, key), bounds) for key, bounds in RANGES.items()]
     for name, spec in (cfg.phase.modifiers or {}).items():
-        for key, (low, low_ok) in MODIFIER_RANGES.items():
-            value = spec[key]
-            if value is not None and (value < low or (value == low and not low_ok)):
-                expected = f">= {low}" if low_ok else f"> {low}"
-                raise KitError(f"phase.modifiers.{name}.{key}={value} is out of range; expected a number {expected}")
+        checks += [(f"phase.modifiers.{name}.{key}", spec[key], bounds) for key, bounds in MODIFIER_RANGES.items()]
+    for key, value, bounds in checks:
+        if (error := range_error(key, value, *bounds)) is not None:
+            raise error
 
 
 def check_dataset(path: str, columns: tuple[str, str], base: Path) -> int:

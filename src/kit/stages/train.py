@@ -405,6 +405,13 @@ def train(cfg: DictConfig, base: Path, job_dir: Path, dataset_file: Path, run=No
     }
 
 
+def loss_line(trained: dict) -> str | None:
+    """``248 steps, loss 6.204 -> 0.023`` for a training's progress line (None: no losses logged)."""
+    if trained.get("final_loss") is None:
+        return None
+    return f"{trained['steps']} steps, loss {trained['first_loss']:.3f} -> {trained['final_loss']:.3f}"
+
+
 def read_losses(job_dir: Path) -> list[float]:
     path = job_dir / "metrics.jsonl"
     if not path.exists():
