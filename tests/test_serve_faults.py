@@ -84,6 +84,11 @@ def raw(url, data: bytes, wait: float = 30) -> bytes:
     return out
 
 
+def streams_text(line: str) -> bool:
+    """A server-sent completion chunk that carries generated text (not the empty first chunk)."""
+    return '"text": "' in line and '"text": ""' not in line
+
+
 def wait_until(check, seconds: float = 60, poll: float = 0.2) -> bool:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -128,7 +133,7 @@ def test_client_that_leaves_cancels_its_generation(url):
     assert wait_until(lambda: not health(url)["busy"])
 
     with httpx.stream("POST", f"{url}/completions", json={**LONG, "stream": True}, headers=AUTH, timeout=60) as r:
-        next(line for line in r.iter_lines() if '"text": "' in line and '"text": ""' not in line)
+        next(line for line in r.iter_lines() if streams_text(line))
     assert wait_until(lambda: health(url)["cancelled"] == before + 2)
     assert wait_until(lambda: not health(url)["busy"])
     assert chat(client(url), "base", "still up?").choices
@@ -419,7 +424,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(modifier_job, kit_cache):
         usage = None
         with httpx.stream("POST", f"{url}/completions", json=body, headers=AUTH, timeout=120) as r:
             for line in r.iter_lines():
-                if '"text": "' in line and '"text": ""' not in line:
+                if streams_text(line):
                     started[i].set()
                 if line.startswith("data: {") and '"usage": {' in line:
                     usage = json.loads(line.removeprefix("data: "))["usage"]
