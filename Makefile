@@ -23,5 +23,5 @@ format:
 	$(PY) -m ruff check --fix src tests bench
 	$(PY) -m ruff format src tests bench
 
-wheel-check:  ## build the wheel, install it in a fresh venv, run the default job from another dir (as CI does)
+wheel-check:  ## build the wheel, install it alone in a fresh venv over .venv's dependencies, run the default job from another dir (as CI does)
 	.ci/wheel_check
