@@ -97,9 +97,9 @@ def setup_merge(base: Path, adapters: list[Path], device: str, dtype: str) -> tu
     """merge: merge_and_unload + save + reload, per adapter; keeps the last merged model."""
     import shutil
 
-    from kit.core.loader import load_model
-    from kit.stages.eval.merge import merge_to_folder
-    from kit.stages.export import folder_bytes
+    from kit.core.model.loader import load_model
+    from kit.lora.merge import merge_to_folder
+    from kit.train.export import folder_bytes
 
     setups, temp, model = [], 0, None
     for adapter in adapters:
@@ -189,8 +189,8 @@ def bench_vllm(base: Path, adapters: list[Path], batch: int, new_tokens: int) ->
 
 
 def measure(base: Path, adapters: list[Path], args, device: str, dtype: str) -> dict:
-    from kit.core.loader import load_model
-    from kit.stages.resident import ResidentBase
+    from kit.core.model.loader import load_model
+    from kit.lora.resident import ResidentBase
 
     bare = load_model(base, dtype=dtype, device=device)
     short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[dtype]

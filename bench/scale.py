@@ -5,7 +5,7 @@ as a ratio to the bare base, on a random-weight base of a real model's shape.
         [--strategies merge,merge_in_memory,direct,vllm] [--batches 1,32] [--new-tokens 8] [--rounds 2]
 
 Nothing is downloaded: the base is built from the shape's config with kit's own
-512-token tokenizer (``kit.core.tiny.build_tokenizer``), directly on the device in
+512-token tokenizer (``kit.core.model.tiny.build_tokenizer``), directly on the device in
 the device's dtype (bf16 on CUDA, fp32 on CPU), then saved once as safetensors so
 every strategy loads it as it would a real base. The N adapters are all-linear
 LoRA (q, k, v, o, gate, up, down), ranks 16 and 64 in turn, with non-zero A and B.
@@ -96,7 +96,7 @@ def build_base(shape: str, out: Path, device: str, dtype: str) -> int:
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    from kit.core.tiny import build_tokenizer
+    from kit.core.model.tiny import build_tokenizer
 
     out.mkdir(parents=True)
     ids = build_tokenizer(out, 512)
@@ -219,8 +219,8 @@ class Phases:
 def resident_phases(cuda: bool) -> Phases:
     import peft.tuners.tuners_utils as tuners
 
-    from kit.core import snapshot
-    from kit.stages import resident
+    from kit.core.model import snapshot
+    from kit.lora import resident
 
     p = Phases(cuda)
     p.wrap(resident, "read_adapter", "read")
@@ -304,7 +304,7 @@ def median_phases(per_switch: list[dict]) -> dict:
 
 def bench_resident(base: Path, adapters: list[Path], merged: bool, device: str, dtype: str) -> tuple[dict, object]:
     """merge_in_memory (merged=True) or direct: 2 x N switches, one adapter attached at a time."""
-    from kit.stages.resident import ResidentBase
+    from kit.lora.resident import ResidentBase
 
     start = time.perf_counter()
     resident = ResidentBase(base, device, dtype, max_adapters=1)
@@ -347,9 +347,9 @@ def bench_resident(base: Path, adapters: list[Path], merged: bool, device: str, 
 
 def bench_merge(base: Path, adapters: list[Path], device: str, dtype: str) -> tuple[dict, object]:
     """merge to disk: merge_to_folder + reload, per adapter; keeps the last merged model."""
-    from kit.core.loader import load_model
-    from kit.stages.eval.merge import merge_to_folder
-    from kit.stages.export import folder_bytes
+    from kit.core.model.loader import load_model
+    from kit.lora.merge import merge_to_folder
+    from kit.train.export import folder_bytes
 
     per, totals, temp, model = [], [], 0, None
     for adapter in adapters:
@@ -375,8 +375,8 @@ def bench_merge(base: Path, adapters: list[Path], device: str, dtype: str) -> tu
 def run(args) -> dict:
     import torch
 
-    from kit.core.loader import load_model, load_tokenizer
-    from kit.stages.export import folder_bytes
+    from kit.core.model.loader import load_model, load_tokenizer
+    from kit.train.export import folder_bytes
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = "bfloat16" if device.startswith("cuda") else "float32"

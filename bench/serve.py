@@ -126,8 +126,8 @@ def switch_times(registry: Path, device: str = "cpu", repeats: int = 50) -> dict
     """In process: set_adapter between two attached modifiers, and a lazy attach from disk."""
     import torch
 
-    from kit.stages.modifiers import read_registry
-    from kit.stages.resident import ResidentBase
+    from kit.lora.resident import ResidentBase
+    from kit.runtime.registry import read_registry
 
     reg = read_registry(registry)
     dtype = "fp32" if device == "cpu" else "bf16"  # what kit serve uses on each

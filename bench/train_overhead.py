@@ -3,7 +3,7 @@
 Runs the default job (``python -m kit train logger=none``) and then the very same
 training through ``tune run lora_finetune_single_device``, replaying the
 ``torchtune.yaml`` that the kit job wrote (only its output folders changed; the
-metric logger stays ``kit.core.metric_logger.JobMetricLogger`` so both sides time
+metric logger stays ``kit.train.metric_logger.JobMetricLogger`` so both sides time
 steps identically). Reports the default job's total wall time (start-up, training,
 export, eval) and each side's median step time: the median of consecutive
 ``time`` differences in ``metrics.jsonl``, the first 5 steps left out as warm-up.

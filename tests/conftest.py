@@ -30,7 +30,7 @@ def kit_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_base(kit_cache) -> Path:
-    from kit.core.tiny import tiny_model_dir
+    from kit.core.model.tiny import tiny_model_dir
 
     return tiny_model_dir()
 

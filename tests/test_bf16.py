@@ -24,7 +24,8 @@ STEPS = 4
 
 
 def recipe_for(tiny_base: Path, job: Path, adapter_dtype: str, extra: list[str] = ()):
-    from kit.stages import train
+    from kit.train.recipe_config import torchtune_config
+    from kit.train.recipes import single_device_recipe
 
     cfg = compose(
         "train",
@@ -40,8 +41,8 @@ def recipe_for(tiny_base: Path, job: Path, adapter_dtype: str, extra: list[str] 
         ],
     )
     OmegaConf.resolve(cfg)
-    tt_cfg = train.torchtune_config(cfg, tiny_base, job, Path(cfg.dataset.train_file))
-    return train.single_device_recipe(tt_cfg)
+    tt_cfg = torchtune_config(cfg, tiny_base, job, Path(cfg.dataset.train_file))
+    return single_device_recipe(tt_cfg)
 
 
 def changed_fraction_per_step(recipe) -> list[float]:
@@ -92,13 +93,15 @@ def test_fp32_adapter_exports_and_merges(tiny_base, tmp_path):
     """The fp32 adapter of a bf16 run goes through the export and PEFT like any other."""
     from safetensors.torch import load_file
 
-    from kit.stages import export, train
+    from kit.train.export import export
+    from kit.train.recipe_config import SCRATCH
+    from kit.train.run import last_epoch_dir
 
     recipe = recipe_for(tiny_base, tmp_path, "fp32")
     recipe.train()
     recipe.cleanup()
-    epoch_dir = train.last_epoch_dir(tmp_path / train.SCRATCH)
-    checkpoint = export.export("adapter", epoch_dir, tmp_path, tiny_base)
+    epoch_dir = last_epoch_dir(tmp_path / SCRATCH)
+    checkpoint = export("adapter", epoch_dir, tmp_path, tiny_base)
     weights = load_file(checkpoint.path / "adapter_model.safetensors")
     assert weights and {w.dtype for w in weights.values()} == {torch.float32}
 

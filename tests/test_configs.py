@@ -4,7 +4,8 @@ import pytest
 
 from kit.core.config import compose, conf_dir
 from kit.core.errors import KitError
-from kit.stages.preflight import check_overrides, expand
+from kit.core.overrides import expand
+from kit.sweep.preflight import check_overrides
 
 GROUPS = ["model", "checkpointer", "eval", "phase", "serve", "router", "dataset", "tasks", "logger", "trainer", "lora", "debug"]
 
@@ -143,7 +144,7 @@ def test_every_default_has_one_source(group):
 
 
 def test_a_modifier_trains_with_its_own_epochs_and_lr_else_the_jobs():
-    from kit.stages.phases import modifier_config
+    from kit.job.phases import modifier_config
 
     cfg = compose("train", ["+experiment=modifiers", "phase.modifiers.reverse.lr=1e-3"])
     own = {name: modifier_config(cfg, name, cfg.phase.modifiers[name]) for name in ("parity", "last_digit", "reverse")}
@@ -163,7 +164,7 @@ def test_a_modifier_trains_with_its_own_epochs_and_lr_else_the_jobs():
     ],
 )
 def test_a_modifier_budget_out_of_range_fails_in_one_line(override, needle):
-    from kit.stages.preflight import check_ranges
+    from kit.job.preflight import check_ranges
 
     cfg = compose("train", ["+experiment=modifiers", override])
     with pytest.raises(KitError) as e:

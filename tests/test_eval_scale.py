@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from kit.core.errors import KitError
-from kit.core.snapshot import Snapshot, checksums
-from kit.stages.eval.session import EvalSession, current
-from kit.stages.resident import ResidentBase
+from kit.core.model.snapshot import Snapshot, checksums
+from kit.eval.session import EvalSession, current
+from kit.lora.resident import ResidentBase
 
 PROMPT = "Is 12 even or odd?"
 
@@ -22,7 +22,7 @@ def make_adapter(base: Path, out: Path, rank: int, seed: int) -> Path:
     """A real PEFT adapter of the tiny base with non-zero B (merging changes the weights)."""
     from peft import LoraConfig, get_peft_model
 
-    from kit.core.loader import load_model
+    from kit.core.model.loader import load_model
 
     model = get_peft_model(load_model(base), LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear"))
     torch.manual_seed(seed)
@@ -52,7 +52,7 @@ def fresh_logits(base, adapter):
     """The adapter on a base of its own, loaded by PEFT: what a refill must reproduce."""
     from peft import PeftModel
 
-    from kit.core.loader import load_model, load_tokenizer
+    from kit.core.model.loader import load_model, load_tokenizer
 
     model = PeftModel.from_pretrained(load_model(base), adapter, is_trainable=False)
     with torch.inference_mode():
@@ -107,7 +107,7 @@ def test_restore_check_catches_a_one_ulp_difference(tiny_base, adapters, monkeyp
 
     def off_by_one_ulp(self, model):
         original(self, model)
-        from kit.core.snapshot import get_param
+        from kit.core.model.snapshot import get_param
 
         with torch.no_grad():
             flat = get_param(model, self.names[-1]).view(-1)
@@ -129,7 +129,7 @@ def test_checksums_are_order_free_and_see_one_ulp():
 
 
 def test_snapshot_says_where_it_lives(tiny_base):
-    from kit.core.loader import load_model
+    from kit.core.model.loader import load_model
 
     model = load_model(tiny_base)
     snap = Snapshot.take(model, ["model.layers.0.self_attn.q_proj"])
@@ -154,7 +154,7 @@ def test_peft_provider_batches_by_its_own_batch_size(tiny_base, adapters, tmp_pa
     from inspect_ai import eval as inspect_eval
     from inspect_ai.model import GenerateConfig, get_model
 
-    from kit.stages.providers.peft_api import AdapterView
+    from kit.eval.providers.peft_api import AdapterView
 
     rows = []
     original = AdapterView.generate
@@ -196,13 +196,13 @@ def eval_cfg(**over):
 
 
 def ctx_for(adapter: Path, **over):
-    from kit.stages.eval.context import EvalContext
+    from kit.eval.context import EvalContext
 
     return EvalContext("adapter", adapter, adapter, [], adapter, eval_cfg(**over), adapter)
 
 
 def test_auto_picks_by_hardware_and_adapter(adapters, tmp_path, monkeypatch):
-    from kit.stages.eval import auto
+    from kit.eval.strategies import auto
 
     assert auto.choose(ctx_for(adapters[0], device="cpu"))[0] == "direct"
     assert auto.resolve(ctx_for(adapters[0], strategy="merge")) == ("merge", "set by eval=merge")
@@ -221,7 +221,7 @@ def test_auto_picks_by_hardware_and_adapter(adapters, tmp_path, monkeypatch):
 
 def test_preflight_refuses_lora_vllm_cannot_serve_before_training():
     from kit.core.config import compose
-    from kit.stages.preflight import check_inputs
+    from kit.job.preflight import check_inputs
 
     with pytest.raises(KitError, match=r"vLLM refuses LoRA on 'lm_head'.*lora.apply_to_output=false"):
         check_inputs(compose("train", ["eval=vllm", "logger=none"]))

@@ -36,7 +36,7 @@ def completions(log_files: list[str]) -> dict:
 @pytest.fixture(scope="module")
 def strategy_runs(trained_job, tmp_path_factory):
     from kit.core.jobdir import checkpoint_of, job_config, read_summary
-    from kit.stages.evaluate import evaluate
+    from kit.eval.evaluate import evaluate
 
     job = copy_job(trained_job, tmp_path_factory.mktemp("strategies") / "job")
     summary = read_summary(job)
@@ -86,7 +86,7 @@ def test_no_temporary_disk_except_merge(strategy_runs):
 
 def test_merge_in_memory_restores_the_base_bit_exactly(trained_job):
     from kit.core.jobdir import read_summary
-    from kit.stages.resident import ResidentBase
+    from kit.lora.resident import ResidentBase
 
     summary = read_summary(trained_job)
     resident = ResidentBase(Path(summary["base_model"]), "cpu", "fp32")
@@ -105,7 +105,7 @@ def test_peft_provider_loads_the_base_once_for_tasks_and_adapters(trained_job, r
     from inspect_ai.model import get_model
 
     from kit.core.jobdir import read_summary
-    from kit.stages.eval.session import EvalSession
+    from kit.eval.session import EvalSession
 
     base = read_summary(trained_job)["base_model"]
     adapters = [trained_job / "adapter", rank_sweep / "0" / "adapter", rank_sweep / "1" / "adapter"]
@@ -172,7 +172,7 @@ def test_memory_flat_over_100_adapter_switches(trained_job, rank_sweep):
     import torch
 
     from kit.core.jobdir import read_summary
-    from kit.stages.resident import ResidentBase
+    from kit.lora.resident import ResidentBase
 
     resident = ResidentBase(Path(read_summary(trained_job)["base_model"]), "cpu", "fp32", max_adapters=2)
     before = resident.fingerprint()
@@ -199,7 +199,7 @@ def test_memory_flat_over_100_adapter_switches(trained_job, rank_sweep):
 def test_resident_base_survives_bad_adapters(trained_job, tmp_path):
     from kit.core.errors import KitError
     from kit.core.jobdir import read_summary
-    from kit.stages.resident import ResidentBase
+    from kit.lora.resident import ResidentBase
 
     resident = ResidentBase(Path(read_summary(trained_job)["base_model"]), "cpu", "fp32")
     before = resident.fingerprint()
@@ -214,7 +214,7 @@ def test_resident_base_survives_bad_adapters(trained_job, tmp_path):
 
 def test_vllm_server_rank_rounds_up_to_what_vllm_accepts():
     from kit.core.errors import KitError
-    from kit.stages.eval.vllm import server_rank
+    from kit.eval.strategies.vllm import server_rank
 
     assert server_rank([4], None) == 8
     assert server_rank([8, 64], None) == 64
@@ -238,7 +238,7 @@ def _vllm_importable() -> bool:
 @pytest.mark.skipif(not _vllm_importable(), reason="real vLLM needs a CUDA machine with vllm installed")
 def test_real_vllm_matches_direct(trained_job, tmp_path):
     from kit.core.jobdir import checkpoint_of, job_config, read_summary
-    from kit.stages.evaluate import evaluate
+    from kit.eval.evaluate import evaluate
 
     job = copy_job(trained_job, tmp_path / "job")
     summary = read_summary(job)

@@ -9,18 +9,18 @@ import torch
 from omegaconf import OmegaConf
 
 from kit.core.config import compose, register_resolvers
-from kit.core.loader import load_model
+from kit.core.model.loader import load_model
 
 
 @pytest.fixture(scope="module")
 def full_run(tiny_base, tmp_path_factory):
-    from kit.stages import train
+    from kit.train.run import train
 
     register_resolvers()
     job = tmp_path_factory.mktemp("full_run")
     cfg = compose("train", ["checkpointer=full", "trainer.epochs=1", "trainer.max_steps_per_epoch=8"])
     OmegaConf.resolve(cfg)
-    result = train.train(cfg, tiny_base, job, Path(cfg.dataset.train_file))
+    result = train(cfg, tiny_base, job, Path(cfg.dataset.train_file))
     return job, Path(result["epoch_dir"])
 
 
@@ -32,7 +32,7 @@ def logits(model, ids):
 def test_peft_adapter_matches_torchtune_full_export(full_run, tiny_base):
     from peft import PeftModel
 
-    from kit.stages.export import export_adapter, export_full
+    from kit.train.export import export_adapter, export_full
 
     job, epoch_dir = full_run
     full = load_model(export_full(epoch_dir, job))

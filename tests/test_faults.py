@@ -89,7 +89,7 @@ def assert_one_line_error(proc, *needles):
 )
 def test_dataset_rows_checked_with_file_line_and_column(tmp_path, tiny_base, line, needles):
     from kit.core.errors import KitError
-    from kit.stages.preflight import check_dataset
+    from kit.job.preflight import check_dataset
 
     data = tmp_path / "data.jsonl"
     good = b'{"question": "Is 2 even?", "answer": "even"}\n'
@@ -168,8 +168,8 @@ def base_score_cache(cache: Path, limit: int) -> Path:
     from omegaconf import OmegaConf
 
     from kit.core.config import compose
-    from kit.core.tiny import tiny_model_dir
-    from kit.stages.base_scores import cache_key
+    from kit.core.model.tiny import tiny_model_dir
+    from kit.eval.base_scores import cache_key
 
     cfg = compose("train", [f"tasks.limit={limit}"])
     OmegaConf.resolve(cfg)
@@ -455,7 +455,7 @@ def test_set_aside_drops_merged_temp_models_and_marks_running_interrupted(tmp_pa
 
 def test_syntax_error_in_a_task_file_is_named(tmp_path):
     from kit.core.errors import KitError
-    from kit.stages.inspect_runner import load_task_specs
+    from kit.eval.inspect_runner import load_task_specs
 
     task = tmp_path / "my_task.py"
     task.write_text("from inspect_ai import task\n\n@task\ndef mine(:\n    pass\n")

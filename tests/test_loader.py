@@ -1,4 +1,4 @@
-"""kit.core.loader: the Auto class from config.json, load arguments passed through,
+"""kit.core.model.loader: the Auto class from config.json, load arguments passed through,
 safetensors only, no remote code, nothing fetched, clear one-line errors."""
 
 import json
@@ -9,7 +9,7 @@ import torch
 
 from kit.core.config import compose
 from kit.core.errors import KitError
-from kit.core.loader import load_model, load_model_from_config, load_tokenizer, loader_for
+from kit.core.model.loader import load_model, load_model_from_config, load_tokenizer, loader_for
 
 
 def save_tiny(model_cls, config, folder):

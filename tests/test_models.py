@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from kit.core.errors import KitError
-from kit.core.models import FAMILIES, family_of, weight_files
-from kit.stages.train import torchrun_command
+from kit.core.model.families import FAMILIES, family_of, weight_files
+from kit.train.torchrun import torchrun_command
 
 LORA = dict(lora_attn_modules=["q_proj", "v_proj"], apply_lora_to_mlp=True, lora_rank=2, lora_alpha=4)
 SMALL = dict(
@@ -71,7 +71,7 @@ def test_torchrun_command_runs_the_distributed_recipe(tmp_path):
     cmd = torchrun_command(tmp_path / "torchtune.yaml", 4)
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--nproc_per_node=4" in cmd and cmd[-2:] == ["--config", str(tmp_path / "torchtune.yaml")]
-    assert cmd[-4:-2] == ["-m", "kit.stages.train"]  # each child: kit.stages.train.distributed_main -> torchtune's recipe
-    from kit.stages.train import recipe_file
+    assert cmd[-4:-2] == ["-m", "kit.train.torchrun"]  # each child: kit.train.torchrun.distributed_main -> torchtune's recipe
+    from kit.train.recipes import recipe_file
 
     assert recipe_file("lora_finetune_distributed").is_file()

@@ -1,11 +1,11 @@
-"""Paired tests (kit.core.paired) on constructed per-sample scores, p-values checked by hand."""
+"""Paired tests (kit.core.significance) on constructed per-sample scores, p-values checked by hand."""
 
 import math
 
 import pytest
 
-from kit.core.paired import compare, format_p, mcnemar_exact, paired_bootstrap
-from kit.stages.paired import row_tests
+from kit.core.significance import compare, format_p, mcnemar_exact, paired_bootstrap
+from kit.sweep.paired import row_tests
 
 
 def test_mcnemar_exact_small_cases_by_hand():

@@ -9,8 +9,8 @@ from conftest import copy_job, run_kit
 
 from kit.commands.status import job_state
 from kit.core.config import compose
-from kit.core.identity import adapter_hash, run_id
-from kit.stages.modifiers import FORMAT, base_fingerprint
+from kit.core.identity import adapter_hash, base_fingerprint, run_id
+from kit.runtime.registry import FORMAT
 
 
 def test_run_id_is_the_resolved_config_without_runtime_keys_or_secrets():

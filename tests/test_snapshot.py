@@ -1,12 +1,12 @@
-"""kit.core.snapshot: bit-exact restore of the modules an adapter touches, in memory and
+"""kit.core.model.snapshot: bit-exact restore of the modules an adapter touches, in memory and
 chunked on disk, also into a PEFT-wrapped model after an in-memory merge."""
 
 import pytest
 import torch
 
 from kit.core.errors import KitError
-from kit.core.loader import load_model
-from kit.core.snapshot import Snapshot, adapter_target_modules, fingerprint, param_names
+from kit.core.model.loader import load_model
+from kit.core.model.snapshot import Snapshot, adapter_target_modules, fingerprint, param_names
 
 LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]}
 

@@ -3,7 +3,7 @@
 
 import torch
 
-from kit.stages.verify.tolerance import Tolerance, compare_logits
+from kit.verify.tolerance import Tolerance, compare_logits
 
 FP32 = Tolerance("fp32", logit_ulps=512, logit_abs_floor=1e-5, margin_ulps=4)
 

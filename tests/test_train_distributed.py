@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kit.stages.preflight import compose
+from kit.core.config import compose
 
 pytestmark = pytest.mark.slow
 
@@ -16,12 +16,12 @@ STEPS = 4
 
 
 def run(tiny_base: Path, job: Path, overrides: list[str]) -> dict:
-    from kit.stages import train
+    from kit.train.run import read_losses, train
 
     cfg = compose("train", ["trainer.epochs=1", f"trainer.max_steps_per_epoch={STEPS}", "logger=none", *overrides])
     OmegaConf.resolve(cfg)
-    result = train.train(cfg, tiny_base, job, Path(cfg.dataset.train_file))
-    return {**result, "losses": train.read_losses(job)}
+    result = train(cfg, tiny_base, job, Path(cfg.dataset.train_file))
+    return {**result, "losses": read_losses(job)}
 
 
 @pytest.fixture(scope="module")

@@ -59,8 +59,8 @@ def test_kit_lines_show_once_under_hydra(hydra_like_root, tmp_path):
         assert len(ours) == 1
         stream = io.StringIO()
         ours[0].setStream(stream)
-        kit_log.get("kit.stages.job").info("train done in %.1f s", 1.25)
-        kit_log.get("kit.stages.job").warning("verify FAILED")
+        kit_log.get("kit.job.pipeline").info("train done in %.1f s", 1.25)
+        kit_log.get("kit.job.pipeline").warning("verify FAILED")
     finally:
         root.removeHandler(job_log)
         job_log.close()
@@ -124,7 +124,7 @@ def test_known_warnings_ignored_by_message_and_module_only():
 
 
 def test_importing_the_stack_prints_no_known_noise(kit_cache):
-    code = "import kit.core.metric_logger, kit.stages.job"  # torchtune, torchao, inspect_ai, peft
+    code = "import kit.train.metric_logger, kit.job.pipeline"  # torchtune, torchao, inspect_ai, peft
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env={**os.environ, "KIT_CACHE": str(kit_cache)}
     )
@@ -135,7 +135,7 @@ def test_importing_the_stack_prints_no_known_noise(kit_cache):
 def test_greedy_eval_passes_no_temperature(tiny_base, tmp_path, capfd):
     from omegaconf import OmegaConf
 
-    from kit.stages.inspect_runner import hf_model, run_inspect
+    from kit.eval.inspect_runner import hf_model, run_inspect
 
     eval_cfg = OmegaConf.create(
         {"device": "cpu", "dtype": "fp32", "batch_size": 4, "max_tokens": 4, "temperature": 0.0, "seed": 0}
@@ -161,7 +161,7 @@ def tiny_adapters(base: Path, root: Path, n: int) -> list[Path]:
 
 
 def test_detaching_the_active_adapter_does_not_warn(tiny_base, tmp_path):
-    from kit.stages.resident import ResidentBase
+    from kit.lora.resident import ResidentBase
 
     first, second = tiny_adapters(tiny_base, tmp_path, 2)
     resident = ResidentBase(tiny_base, "cpu", "fp32", max_adapters=1)
@@ -176,7 +176,7 @@ def test_detaching_the_active_adapter_does_not_warn(tiny_base, tmp_path):
 def test_epoch_bars_close_the_previous_bar():
     from tqdm import tqdm
 
-    from kit.stages.train import EpochBars
+    from kit.train.recipes import EpochBars
 
     stream = io.StringIO()
     bars = EpochBars(tqdm)
@@ -273,7 +273,7 @@ def test_verify_overall_line():
 
 
 def test_hydra_flags_with_values_are_not_overrides():
-    from kit.stages.preflight import split_args
+    from kit.core.overrides import split_args
 
     assert split_args(["--cfg", "job", "lora.rank=4"]) == (["lora.rank=4"], False)
     assert split_args(["-c", "all", "--package", "lora", "-m", "lora.rank=4,8"]) == (["lora.rank=4,8"], True)
@@ -282,7 +282,7 @@ def test_hydra_flags_with_values_are_not_overrides():
 
 
 def test_cfg_job_composes_and_touches_no_dir(tmp_path, kit_cache):
-    from kit.stages.preflight import check_overrides
+    from kit.sweep.preflight import check_overrides
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "summary.json").write_text(json.dumps({"status": "failed"}))  # an unfinished attempt
@@ -292,7 +292,7 @@ def test_cfg_job_composes_and_touches_no_dir(tmp_path, kit_cache):
 
 @pytest.mark.parametrize("override", ["+lora.rnk=8", "++lora.rnk=8", "+trainer.epoch=2", "+eval.vllm.max_lora=3"])
 def test_added_key_the_schema_does_not_know_is_refused(override, kit_cache):
-    from kit.stages.preflight import check_overrides
+    from kit.sweep.preflight import check_overrides
 
     key = override.lstrip("+").partition("=")[0]
     with pytest.raises(KitError, match=f"unknown key '{key}'") as e:
@@ -302,7 +302,7 @@ def test_added_key_the_schema_does_not_know_is_refused(override, kit_cache):
 
 def test_added_keys_that_are_fine_pass():
     from kit.core.config import compose
-    from kit.stages.preflight import check_added_keys
+    from kit.sweep.preflight import check_added_keys
 
     for overrides in (["+experiment=rank_sweep"], ["++lora.rank=4"]):
         check_added_keys(compose("train", overrides), overrides)
@@ -317,7 +317,7 @@ def fake_sinfo(bin_dir: Path, rc: int) -> None:
 
 @pytest.mark.parametrize("path_kind", ["no_slurm", "no_controller"])
 def test_slurm_launcher_without_a_cluster_fails_up_front(path_kind, tmp_path, monkeypatch, kit_cache):
-    from kit.stages.preflight import check_overrides
+    from kit.sweep.preflight import check_overrides
 
     bin_dir = tmp_path / "bin"
     if path_kind == "no_controller":
@@ -331,7 +331,7 @@ def test_slurm_launcher_without_a_cluster_fails_up_front(path_kind, tmp_path, mo
 
 
 def test_slurm_launcher_with_an_answering_cluster_passes(tmp_path, monkeypatch, kit_cache):
-    from kit.stages.preflight import check_overrides
+    from kit.sweep.preflight import check_overrides
 
     fake_sinfo(tmp_path / "bin", 0)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
@@ -347,7 +347,7 @@ def test_slurm_launcher_with_an_answering_cluster_passes(tmp_path, monkeypatch, 
 def test_model_path_that_does_not_exist(tmp_path):
     from omegaconf import OmegaConf
 
-    from kit.core.base_model import resolve_base
+    from kit.core.model.resolve import resolve_base
 
     with pytest.raises(KitError, match="does not exist"):
         resolve_base(OmegaConf.create({"path": str(tmp_path / "nowhere"), "name": "x"}))
@@ -379,7 +379,7 @@ def test_plugins_lists_every_launcher_config():
 
 def test_merged_job_estimates_the_adapter(tiny_base):
     from kit.core.config import compose
-    from kit.stages.storage import other_checkpointer
+    from kit.train.storage import other_checkpointer
 
     cfg = compose("train", ["phase.merge=true"])
     assert other_checkpointer(cfg, tiny_base, "fp32")["kind"] == "full"  # what an adapter job keeps
@@ -408,12 +408,12 @@ def finished_run(folder: Path) -> dict:
 
 
 def test_train_runs_plot_loss_on_one_step_axis(tmp_path):
-    from kit.core.metric_logger import JobMetricLogger
     from kit.core.wandb_logger import phase_run
+    from kit.train.metric_logger import JobMetricLogger
 
     with phase_run(logger_cfg(), tmp_path, "train", "sweep-x", "job0", {}) as run:
         metrics = JobMetricLogger(str(tmp_path))
-        metrics.attach(run)  # as kit.stages.train does once torchtune has built the logger
+        metrics.attach(run)  # as kit.train.training does once torchtune has built the logger
         for step, loss in enumerate([2.0, 1.0, 1.5], 1):
             metrics.log_dict({"loss": loss}, step)
         metrics.close()
@@ -425,7 +425,8 @@ def test_train_runs_plot_loss_on_one_step_axis(tmp_path):
 
 
 def test_sweep_run_charts_score_and_storage_against_the_swept_value(tmp_path):
-    from kit.stages.sweep import build, log_to_wandb
+    from kit.sweep.rows import build
+    from kit.sweep.wandb_run import log_to_wandb
 
     for n, (rank, score) in enumerate([(8, 1.0), (16, 0.5)]):
         job = tmp_path / str(n)

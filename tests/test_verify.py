@@ -165,12 +165,13 @@ def llama_job(base: Path, job: Path, kind: str, cfg) -> dict:
     from torchtune.modules.peft import get_adapter_state_dict, get_lora_module_names, get_merged_lora_ckpt
     from torchtune.training import FullModelHFCheckpointer
 
-    from kit.core.models import _call, family_of
-    from kit.stages import export, train
-    from kit.stages.verify.reference import keep_torchtune_adapter
+    from kit.core.model.families import _call, family_of
+    from kit.train.export import export
+    from kit.train.recipe_config import model_section
+    from kit.verify.reference import keep_torchtune_adapter
 
     family = family_of(base)
-    section = train.model_section(cfg, family, base)
+    section = model_section(cfg, family, base)
     assert section["_component_"] == "torchtune.models.llama3.lora_llama3"
     args = dict(section)
     model = _call(args.pop("_component_"), **args)
@@ -201,7 +202,7 @@ def llama_job(base: Path, job: Path, kind: str, cfg) -> dict:
         ckpt["model"] = get_merged_lora_ckpt(state, rank=section["lora_rank"], alpha=section["lora_alpha"])
     checkpointer.save_checkpoint(ckpt, epoch=0, adapter_only=kind == "adapter")
     epoch_dir = job / "torchtune_out" / "epoch_0"
-    checkpoint = export.export(kind, epoch_dir, job, base)
+    checkpoint = export(kind, epoch_dir, job, base)
     keep_torchtune_adapter(epoch_dir, job)
     OmegaConf.save(OmegaConf.create({"model": section}), job / "torchtune.yaml")
     shutil.rmtree(job / "torchtune_out")
@@ -213,7 +214,7 @@ def test_verify_passes_on_a_tiny_llama3(tiny_base, tmp_path, kind):
     from omegaconf import OmegaConf
 
     from kit.core.config import compose
-    from kit.stages.verify import verify_checkpoint
+    from kit.verify import verify_checkpoint
 
     base = tiny_llama_base(tiny_base, tmp_path / "llama")
     cfg = compose("train", [f"model.path={base}", "logger=none", f"checkpointer={kind}", "verify.limit=4"])

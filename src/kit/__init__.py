@@ -19,15 +19,15 @@ quiet_known_noise()
 _API = {
     "KitError": "kit.core.errors",
     "compose": "kit.core.config",  # a kit config from overrides, as `python -m kit train` composes it
-    "load_model": "kit.core.loader",
-    "load_tokenizer": "kit.core.loader",
-    "fingerprint": "kit.core.snapshot",
+    "load_model": "kit.core.model.loader",
+    "load_tokenizer": "kit.core.model.loader",
+    "fingerprint": "kit.core.model.snapshot",
     "read_summary": "kit.core.jobdir",
     "find_jobs": "kit.core.jobdir",
-    "run_job": "kit.stages.job",  # train -> export -> evaluate -> verify for one composed config
-    "evaluate": "kit.stages.evaluate",
-    "verify_checkpoint": "kit.stages.verify",
-    "STRATEGIES": "kit.stages.eval",
+    "run_job": "kit.job.pipeline",  # train -> export -> evaluate -> verify for one composed config
+    "evaluate": "kit.eval.evaluate",
+    "verify_checkpoint": "kit.verify",
+    "STRATEGIES": "kit.eval.strategies",
 }
 __all__ = sorted(_API)
 

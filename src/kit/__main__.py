@@ -13,7 +13,7 @@ import sys
 from kit.core.errors import KitError
 from kit.core.jobdir import skip_message
 from kit.core.log import quiet_warnings, setup
-from kit.stages.preflight import check_overrides
+from kit.sweep.preflight import check_overrides
 
 COMMANDS = {"train": "kit.commands.train:train_main"}  # Hydra apps: overrides composed and checked first
 PLAIN_COMMANDS = {  # main(args) -> exit status

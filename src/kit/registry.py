@@ -1,7 +1,7 @@
 """Inspect AI entry point: importing this registers kit's tasks (``kit/parity``, ...)
 and model providers (``peft/<adapter>``)."""
 
-from kit.stages import (
-    inspect_tasks,  # noqa: F401
+from kit.eval import (
     providers,  # noqa: F401
+    tasks,  # noqa: F401
 )

@@ -4,7 +4,7 @@ Hydra instantiates launchers only from classes defined under the ``hydra_plugins
 package, so they are named here; what they do is in kit/launcher.py.
 """
 
-from kit.stages import launcher
+from kit.sweep import launchers as launcher
 
 
 class BasicLauncher(launcher.BasicLauncher):

@@ -11,12 +11,12 @@ import json
 import sys
 from pathlib import Path
 
-from kit.core.base_model import resolve_base
 from kit.core.cli_parser import OneLineParser
 from kit.core.config import compose, one_line
 from kit.core.errors import KitError
-from kit.core.loader import LOADERS, loader_for, model_folder
-from kit.core.models import family_of
+from kit.core.model.families import family_of
+from kit.core.model.loader import LOADERS, loader_for, model_folder
+from kit.core.model.resolve import resolve_base
 
 LORA_LAYER_TYPES = ("Linear", "Conv1D")  # module classes PEFT LoRA wraps in these models
 

@@ -30,9 +30,9 @@ from kit.core.jobdir import (
     write_summary,
 )
 from kit.core.wandb_logger import log_scores, phase_run
-from kit.stages.eval.session import EvalSession
-from kit.stages.evaluate import eval_entry, evaluate
-from kit.stages.inspect_runner import load_task_specs
+from kit.eval.evaluate import eval_entry, evaluate
+from kit.eval.inspect_runner import load_task_specs
+from kit.eval.session import EvalSession
 
 USAGE = (
     "usage: python -m kit eval <job dir | sweep dir> [eval=<strategy>] [tasks.specs=[...]] [key=value ...]\n"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kit.core.config import compose, one_line
 from kit.core.errors import KitError
-from kit.stages.inspect_runner import load_task_specs, run_inspect
+from kit.eval.inspect_runner import load_task_specs, run_inspect
 
 
 def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from kit.core.cli_parser import OneLineParser
 from kit.core.config import conf_dir
-from kit.stages.eval import STRATEGIES
+from kit.eval.strategies import STRATEGIES
 
 Check = Callable[[], "str | None"]  # None when met, else what is missing
 
@@ -68,7 +68,7 @@ PLUGINS: dict[str, dict[str, tuple[str, tuple[Check, ...]]]] = {
     },
 }
 
-# eval strategies come from kit.stages.eval.STRATEGIES; what each one needs beyond its module
+# eval strategies come from kit.eval.strategies.STRATEGIES; what each one needs beyond its module
 EVAL_NEEDS: dict[str, tuple[str, tuple[Check, ...]]] = {
     "auto": ("the fastest of the others for this machine and checkpoint (recorded in summary.json)", (INSPECT, PEFT)),
     "merge": ("merge_and_unload into a temporary folder, Inspect hf provider", (INSPECT, PEFT)),
@@ -79,7 +79,7 @@ EVAL_NEEDS: dict[str, tuple[str, tuple[Check, ...]]] = {
 }
 
 
-# what each of kit's launcher classes needs (kit.stages.launcher)
+# what each of kit's launcher classes needs (kit.sweep.launchers)
 LAUNCHER_NEEDS: dict[str, tuple[Check, ...]] = {
     "BasicLauncher": (),
     "LocalLauncher": SUBMITIT,

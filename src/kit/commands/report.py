@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kit.core.cli_parser import OneLineParser
 from kit.core.errors import KitError
-from kit.stages.sweep import write
+from kit.sweep.report import write
 
 
 def main(argv: list[str]) -> int:

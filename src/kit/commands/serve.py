@@ -13,10 +13,10 @@ from pathlib import Path
 
 from kit.core.config import compose, one_line
 from kit.core.errors import KitError
-from kit.core.identity import changed_adapter
-from kit.stages.modifiers import base_fingerprint, check_same_base, read_registry
-from kit.stages.serve.app import ServeApp
-from kit.stages.serve.http import bind, make_api, make_server, url_of
+from kit.core.identity import base_fingerprint, changed_adapter
+from kit.runtime.registry import check_same_base, read_registry
+from kit.runtime.serve.app import ServeApp
+from kit.runtime.serve.http import bind, make_api, make_server, url_of
 
 USAGE = (
     "usage: python -m kit serve serve.registry=<phase=modifier job dir> [serve.port=8000] "

@@ -1,7 +1,7 @@
 """``python -m kit status <sweep_dir> [--rerun-failed]`` and ``python -m kit collect <sweep_dir>``.
 
 A sweep submitted with ``launcher.detach=true`` runs on the cluster without its submitter.
-Its manifest (``<sweep>/manifest.json``, kit.stages.launcher) names every job; ``status``
+Its manifest (``<sweep>/manifest.json``, kit.sweep.launchers) names every job; ``status``
 joins it with each job's ``summary.json`` and what SLURM says now into one table;
 ``--rerun-failed`` submits the sweep command again, which skips the done jobs and the ones
 SLURM still holds and resubmits the failed and lost ones. ``collect`` builds the sweep
@@ -20,8 +20,10 @@ from omegaconf import OmegaConf
 
 from kit.core.cli_parser import OneLineParser
 from kit.core.jobdir import read_manifest, read_summary
-from kit.stages.launcher import WHY, slurm_details
-from kit.stages.sweep import log_to_wandb, write
+from kit.sweep.launchers import WHY
+from kit.sweep.report import write
+from kit.sweep.slurm import slurm_details
+from kit.sweep.wandb_run import log_to_wandb
 
 WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESIZING"}
 RUNNING = {"RUNNING", "COMPLETING"}

@@ -16,9 +16,10 @@ from kit.core.errors import KitError
 from kit.core.jobdir import point_overrides
 from kit.core.log import get as get_logger
 from kit.core.log import quiet_warnings, setup
-from kit.stages.eval.session import EvalSession
-from kit.stages.job import run_job
-from kit.stages.sweep import human_bytes, sweep_group
+from kit.eval.session import EvalSession
+from kit.job.pipeline import run_job
+from kit.sweep.report import human_bytes
+from kit.sweep.rows import sweep_group
 
 register_resolvers()
 log = get_logger(__name__)

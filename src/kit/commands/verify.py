@@ -21,9 +21,9 @@ from kit.core.jobdir import (
     peer_adapters,
     read_summary,
 )
-from kit.stages.eval.session import EvalSession
-from kit.stages.verify import check_names
-from kit.stages.verify.run import verify_job
+from kit.eval.session import EvalSession
+from kit.verify import check_names
+from kit.verify.run import verify_job
 
 USAGE = "usage: python -m kit verify <job dir | sweep dir> [verify.checks=[...]] [verify.dtype=fp32] [key=value ...]"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -22,3 +23,7 @@ def build_atomically(target: Path, build: Callable[[Path], None], prefix: str) -
             pass
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("KIT_CACHE", Path.home() / ".cache" / "kit"))

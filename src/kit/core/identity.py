@@ -18,6 +18,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from kit.core.errors import KitError
+from kit.core.model.snapshot import hash_tensors
+
 RUN_ID_CHARS = 16  # 64 bits: unique across any realistic number of runs, short enough to read
 SECRET = re.compile(r"(api_?key|token|secret|password|credential)", re.IGNORECASE)
 # Keys that say where or how a job ran, not what it computes.
@@ -78,3 +81,36 @@ def changed_adapter(what: str, folder: Path, recorded: str | None) -> str | None
         f"{what}: adapter {str(folder)!r} changed since it was recorded (content hash {now[:12]}, "
         f"recorded {recorded[:12]}); expected the adapter as trained (retrain or re-export it)"
     )
+
+
+LINEAGE = "kit_lineage.json"
+
+
+def base_fingerprint(folder: Path) -> str:
+    """sha256 over every tensor stored in the base's safetensors files, in name order."""
+    from safetensors import safe_open
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise KitError(f"no *.safetensors weights in {str(folder)!r}; expected a model folder")
+
+    def tensors():
+        for path in files:
+            with safe_open(str(path), framework="pt") as f:
+                for name in sorted(f.keys()):
+                    yield name, f.get_tensor(name)
+
+    return hash_tensors(tensors())
+
+
+def read_lineage(folder: Path) -> dict | None:
+    path = Path(folder) / LINEAGE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

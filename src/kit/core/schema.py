@@ -23,14 +23,14 @@ class Dtype(StrEnum):
 
 
 class Loader(StrEnum):
-    auto = "auto"  # from config.json (kit.core.loader)
+    auto = "auto"  # from config.json (kit.core.model.loader)
     causal_lm = "causal_lm"
     seq2seq_lm = "seq2seq_lm"
     masked_lm = "masked_lm"
 
 
-class Strategy(StrEnum):  # kit.stages.eval.STRATEGIES
-    auto = "auto"  # the fastest correct one for the hardware and the sweep (kit.stages.eval.auto)
+class Strategy(StrEnum):  # kit.eval.strategies.STRATEGIES
+    auto = "auto"  # the fastest correct one for the hardware and the sweep (kit.eval.strategies.auto)
     merge = "merge"
     merge_in_memory = "merge_in_memory"
     direct = "direct"
@@ -38,13 +38,13 @@ class Strategy(StrEnum):  # kit.stages.eval.STRATEGIES
     none = "none"
 
 
-class Phase(StrEnum):  # kit.stages.phases
+class Phase(StrEnum):  # kit.job.phases
     training = "training"
     modifier = "modifier"
     runtime = "runtime"
 
 
-class Check(StrEnum):  # kit.stages.verify.CHECKS
+class Check(StrEnum):  # kit.verify.CHECKS
     logits = "logits"
     generation = "generation"
     inspect = "inspect"
@@ -78,7 +78,7 @@ class ModelConfig:
     name: str = MISSING
     path: Optional[str] = MISSING  # a local HF folder; wins over hf_id
     hf_id: Optional[str] = MISSING  # looked up in the local HF cache only, unless network allowed
-    gguf_file: Optional[str] = MISSING  # a .gguf file in model.path: converted once to a cached HF folder (kit/core/gguf.py)
+    gguf_file: Optional[str] = MISSING  # a .gguf file in model.path: converted once to a cached HF folder (kit.core.model.gguf)
     allow_network: bool = False  # or KIT_ALLOW_NETWORK=1
     allow_pickle: bool = False  # load *.bin pickles (refused by default)
     trust_remote_code: bool = False
@@ -100,7 +100,7 @@ class CheckpointerConfig:
 
 class VllmServer(str, Enum):
     vllm = "vllm"  # the real `vllm serve` (needs a GPU build of vLLM)
-    standin = "standin"  # kit.stages.vllm_standin: same HTTP endpoints, PEFT on CPU (tests only)
+    standin = "standin"  # kit.eval.vllm_standin: same HTTP endpoints, PEFT on CPU (tests only)
 
 
 @dataclass
@@ -261,7 +261,7 @@ class TrainerConfig:
     compile: bool = MISSING
     activation_checkpointing: bool = MISSING
     nproc_per_node: int = MISSING
-    adapter_dtype: AdapterDtype = MISSING  # LoRA weights + AdamW state (kit.stages.train)
+    adapter_dtype: AdapterDtype = MISSING  # LoRA weights + AdamW state (kit.train.training)
 
 
 @dataclass

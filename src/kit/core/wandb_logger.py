@@ -80,7 +80,7 @@ def log_eval(run, summary: dict) -> None:
         return
     flat = flat_scores(summary)
     for key, value in summary["storage"].items():
-        if isinstance(value, dict):  # the other checkpointer's estimate (kit.stages.storage)
+        if isinstance(value, dict):  # the other checkpointer's estimate (kit.train.storage)
             flat[f"storage/estimate/{value['kind']}_checkpoint_bytes"] = value["checkpoint_bytes"]
         elif value is not None:
             flat[f"storage/{key}"] = value

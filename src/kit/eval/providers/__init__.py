@@ -1,0 +1,15 @@
+"""Inspect AI model providers kit registers (entry point ``inspect_ai = kit.stages.registry``).
+
+Each provider is a factory that imports its heavy class lazily, as Inspect's own
+providers do, so importing kit's registry costs nothing.
+"""
+
+from inspect_ai.model import modelapi
+
+from kit.eval.providers.peft_api import PeftAPI
+
+
+@modelapi(name="peft")
+def peft():
+
+    return PeftAPI

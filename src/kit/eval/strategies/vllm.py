@@ -1,0 +1,205 @@
+"""``eval=vllm``: Inspect's vLLM provider with native LoRA, ``vllm/<base>:<adapter>``.
+
+kit starts one ``vllm serve`` per base (with ``--enable-lora``, ``--max-lora-rank``
+rounded up from the largest adapter rank of the eval, and the server options of
+``eval.vllm``), bound to 127.0.0.1, and points Inspect at it; Inspect loads each
+adapter through ``/v1/load_lora_adapter`` and routes requests by adapter name.
+Every adapter of a sweep is served by the same server (kept in the command's
+``EvalSession``, stopped when it closes); a later adapter with a larger rank
+restarts it with the larger limit.
+
+``eval.vllm.server=standin`` runs ``kit.eval.vllm_standin`` instead: the same command
+line and HTTP endpoints, computed with PEFT on the CPU. It exists because vLLM
+needs a GPU build; it tests what kit sends and parses, not vLLM itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kit.core.device import dtype_info, resolve_device, resolve_dtype
+from kit.core.errors import KitError
+from kit.eval.context import EvalContext
+from kit.eval.inspect_runner import max_connections, run_inspect
+from kit.eval.session import EvalSession, session_scope
+from kit.eval.vllm_lora import refusal, unservable_modules
+from kit.lora.resident import read_adapter
+
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values `vllm serve --max-lora-rank` accepts
+
+
+@dataclass
+class Server:
+    served: str
+    max_lora_rank: int | None
+    url: str
+    api_key: str
+    process: subprocess.Popen
+    command: list[str]
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def lora_rank(adapter: Path) -> int | None:
+    """The adapter's rank, or None when its config is unreadable (that adapter fails on its own turn)."""
+    try:
+        return int(json.loads((adapter / "adapter_config.json").read_text())["r"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def server_rank(ranks: list[int], configured: int | None) -> int:
+    need = max(ranks + [configured or 0])
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= need:
+            return allowed
+    raise KitError(f"LoRA rank {need} is above vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")
+
+
+def server_command(cfg, served: str, port: int, api_key: str, max_lora_rank: int | None, dtype: str) -> list[str]:
+    v = cfg.vllm
+    program = ["vllm"] if real_vllm(cfg) else [sys.executable, "-m", "kit.eval.vllm_standin"]
+    cmd = [
+        *program,
+        "serve",
+        served,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--api-key",
+        api_key,
+        "--dtype",
+        dtype_info(dtype).torch_name,
+        "--seed",
+        str(cfg.seed),
+        "--gpu-memory-utilization",
+        str(v.gpu_memory_utilization),
+        "--tensor-parallel-size",
+        str(v.tensor_parallel_size),
+    ]
+    if max_lora_rank:
+        cmd += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(v.max_loras)]
+    if v.max_model_len:
+        cmd += ["--max-model-len", str(v.max_model_len)]
+    return cmd + [str(a) for a in v.extra_args]
+
+
+def real_vllm(cfg) -> bool:
+    """eval.vllm.server: the real `vllm serve`, or kit's CPU stand-in."""
+    return str(getattr(cfg.vllm.server, "value", cfg.vllm.server)) == "vllm"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cfg, served: str, max_lora_rank: int | None, log_dir: Path) -> Server:
+
+    if real_vllm(cfg):
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise KitError("eval=vllm needs vLLM (pip install vllm, on a CUDA machine); it is not installed here")
+    port, api_key = free_port(), secrets.token_hex(16)
+    dtype = resolve_dtype(cfg.dtype, resolve_device(cfg.device))
+    cmd = server_command(cfg, served, port, api_key, max_lora_rank, dtype)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"vllm-server-{port}.log"
+    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    with open(log, "w") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    server = Server(served, max_lora_rank, f"http://127.0.0.1:{port}", api_key, process, cmd, log)
+    wait_healthy(server, int(cfg.vllm.startup_timeout))
+    return server
+
+
+def wait_healthy(server: Server, timeout: int) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            tail = server.log.read_text().strip().splitlines()[-1:] or ["no output"]
+            raise KitError(f"vLLM server exited with status {server.process.returncode} ({tail[0]}); log: {server.log}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    server.stop()
+    raise KitError(f"vLLM server not healthy after {timeout} s (eval.vllm.startup_timeout); log: {server.log}")
+
+
+def server_for(session: EvalSession, ctx: EvalContext, served: str, adapters: list[Path]) -> Server:
+    """The session's server for this base, (re)started when it cannot take these adapters."""
+    cfg = ctx.eval_cfg
+    ranks = [r for r in map(lora_rank, adapters) if r is not None]
+    rank = server_rank(ranks, cfg.vllm.max_lora_rank) if adapters else None
+    server = session.servers.get(served)
+    if server and server.process.poll() is None and (rank or 0) <= (server.max_lora_rank or 0):
+        return server
+    if server:
+        session.servers.pop(served)
+        server.stop()
+    session.servers[served] = start(cfg, served, rank, ctx.log_dir)
+    return session.servers[served]
+
+
+def evaluate(ctx: EvalContext) -> dict:
+    with session_scope() as session:
+        return evaluate_in(session, ctx)
+
+
+def evaluate_in(session: EvalSession, ctx: EvalContext) -> dict:
+    from inspect_ai.model import GenerateConfig, get_model
+
+    full = ctx.checkpoint_kind == "full"
+    if not full:
+        config, _ = read_adapter(ctx.checkpoint_path)  # a broken folder fails here in one line, not inside Inspect
+        bad = unservable_modules(config.get("target_modules"))
+        if bad and real_vllm(ctx.eval_cfg):  # vLLM would refuse it at load; the stand-in computes with PEFT
+            raise KitError(refusal(bad[0]))
+    served = str(ctx.checkpoint_path if full else ctx.base)
+    adapters = [] if full else list(dict.fromkeys([*ctx.peers, ctx.checkpoint_path]))
+    start_s = time.perf_counter()
+    server = server_for(session, ctx, served, adapters)
+    name = f"vllm/{served}" if full else f"vllm/{served}:{ctx.checkpoint_path}"
+    model = get_model(
+        name,
+        memoize=False,
+        base_url=f"{server.url}/v1",
+        api_key=server.api_key,
+        config=GenerateConfig(max_connections=max_connections(ctx.eval_cfg)),
+    )
+    setup = time.perf_counter() - start_s
+    try:
+        result = run_inspect(model, ctx.tasks, ctx.log_dir, ctx.eval_cfg, ctx.limit, server=True)
+    finally:
+        model.api.close()  # Inspect forgets the server (kit owns it); the next model re-resolves
+    command = ["***" if a == server.api_key else a for a in server.command]  # no secrets in summaries
+    return {
+        **result,
+        "temp_peak_bytes": 0,
+        "setup_seconds": setup,
+        "server": {"command": command, "max_lora_rank": server.max_lora_rank, "log": str(server.log)},
+    }

@@ -1,0 +1,37 @@
+"""Merge an adapter into its base and save the standalone model (PEFT merge_and_unload)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kit.core.device import resolve_device, resolve_dtype
+from kit.core.model.loader import load_model, load_tokenizer
+from kit.lora.probes import changed_by, logits, probe_ids
+from kit.lora.resident import check_fits, read_adapter
+
+
+def merge_to_folder(
+    base: Path, adapter: Path, out: Path, device: str = "cpu", dtype: str = "fp32", trust_remote_code: bool = False
+) -> float:
+    """Merge ``adapter`` into ``base`` on ``device`` in ``dtype`` and save the merged model to
+    ``out`` in that dtype (``auto``: cuda / bf16 when there is a GPU); the defaults are
+    ``phase.merge``'s standalone fp32 model, eval passes its own. Returns the largest logit
+    change the adapter makes on the probes (a KitError when it changes nothing, before or
+    after the merge)."""
+    from peft import PeftModel
+
+    _, shapes = read_adapter(adapter)  # one-line errors naming the bad file, before any work
+    device = resolve_device(device)
+    model = load_model(base, dtype=resolve_dtype(dtype, device), device=device, trust_remote_code=trust_remote_code)
+    check_fits(shapes, model, adapter / "adapter_model.safetensors")
+    tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
+    ids, device = probe_ids(tokenizer), next(model.parameters()).device
+    before = logits(model, ids, device)
+    model = PeftModel.from_pretrained(model, adapter)
+    change = changed_by(adapter, before, logits(model, ids, device), "merge")
+    model = model.merge_and_unload()
+    changed_by(adapter, before, logits(model, ids, device), "merge (merged weights)")
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    del model
+    return change

@@ -1,0 +1,103 @@
+"""Every sweep point composed and checked before Hydra runs any job."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from kit.core.config import compose, conf_dir, one_line
+from kit.core.errors import KitError
+from kit.core.jobdir import is_done, set_aside
+from kit.core.locks import hold
+from kit.core.log import get as get_logger
+from kit.core.overrides import expand, fixed_overrides, show_only, split_args
+from kit.job.preflight import check_inputs
+
+log = get_logger(__name__)
+
+SLURM_LAUNCHERS = ("SlurmLauncher",)  # launcher classes that submit with sbatch
+
+SLURM_TIMEOUT_S = 30
+
+
+def check_overrides(config_name: str, args: list[str]) -> Path | None:
+    """Compose (and check the inputs of) every sweep point; raise KitError if any is bad.
+
+    Returns the run dir when a single run targets a job dir that already finished:
+    Hydra would rewrite its ``.hydra/`` files, so the caller must not start Hydra.
+    A single run into a dir with an unfinished attempt moves that attempt to
+    ``<dir>/attempts/<n>/`` first (sweeps do this in kit.sweep.launchers).
+    """
+    overrides, multirun = split_args(args)
+    plain = [o for o in overrides if not o.startswith("hydra")]
+    printing = show_only(args)
+    try:
+        first = compose(config_name, fixed_overrides(overrides), hydra_cfg=True)
+        if multirun and not printing:
+            check_launcher(first.hydra.launcher)
+        if not multirun and not printing:
+            run_dir = Path(first.hydra.run.dir)
+            if is_done(run_dir):
+                return run_dir
+        sweep = dict(first.hydra.sweeper.params or {}) if multirun else {}
+        points = expand(plain, sweep) if multirun else [plain]
+        for point in points:
+            cfg = compose(config_name, point)
+            check_added_keys(cfg, point)
+            OmegaConf.resolve(cfg)
+            check_inputs(cfg)  # model folder, dataset file, tasks: before any job dir exists
+    except KitError:
+        raise
+    except Exception as e:  # Hydra / OmegaConf composition errors
+        raise KitError(one_line(e)) from None
+    # One writer per dir: taken here, before Hydra writes into it, when the dir exists already
+    # (a fresh timestamped dir is locked by the job / the launcher as soon as it exists).
+    target = Path(str(first.hydra.sweep.dir if multirun else first.hydra.run.dir))
+    if target.is_dir() and not printing:
+        hold(target, "sweep dir" if multirun else "job dir")
+    moved = None if multirun or printing else set_aside(run_dir)
+    if moved:
+        log.info("unfinished attempt in %s moved to %s; running it again", run_dir, moved)
+    return None
+
+
+def check_launcher(launcher_cfg) -> None:
+    """A SLURM launcher needs a SLURM cluster that answers here: say so before Hydra makes the sweep dir."""
+    name = str(launcher_cfg.get("_target_", "")).rpartition(".")[2]
+    if name not in SLURM_LAUNCHERS:
+        return
+    other = "expected a SLURM cluster here, or hydra/launcher=basic|submitit_local"
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        raise KitError(f"hydra/launcher uses SLURM ({name}) but 'sbatch'/'sinfo' are not on PATH; {other}")
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=SLURM_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise KitError(f"hydra/launcher uses SLURM ({name}) but 'sinfo' got no answer in {SLURM_TIMEOUT_S} s; {other}") from None
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise KitError(f"hydra/launcher uses SLURM ({name}) but the cluster does not answer (sinfo: {why}); {other}")
+
+
+def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """``+a.b=v`` / ``++a.b=v`` add keys past the structured schema (Hydra opens it for them);
+    refuse a key the schema of its parent does not know (a typo such as ``+lora.rnk=8``)."""
+    for line in overrides:
+        if not line.startswith("+"):
+            continue
+        key = line.lstrip("+").partition("=")[0]
+        parent_key, _, leaf = key.rpartition(".")
+        if "@" in key or (conf_dir() / key.replace(".", "/")).is_dir():  # a config group (+experiment=...)
+            continue
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        schema = OmegaConf.get_type(parent) if isinstance(parent, DictConfig) else None
+        if schema is None or not dataclasses.is_dataclass(schema):
+            continue  # a free-form mapping (e.g. phase.modifiers): any key is fine
+        known = [f.name for f in dataclasses.fields(schema)]
+        if leaf not in known:
+            raise KitError(
+                f"unknown key {key!r} in {line!r}: {parent_key or 'the config'} has no key {leaf!r}; expected one of {known}"
+            )
