@@ -144,7 +144,7 @@ def test_every_default_has_one_source(group):
 
 
 def test_a_modifier_trains_with_its_own_epochs_and_lr_else_the_jobs():
-    from kit.job.phases import modifier_config
+    from kit.job.phases.modifiers import modifier_config
 
     cfg = compose("train", ["+experiment=modifiers", "phase.modifiers.reverse.lr=1e-3"])
     own = {name: modifier_config(cfg, name, cfg.phase.modifiers[name]) for name in ("parity", "last_digit", "reverse")}

@@ -166,9 +166,8 @@ def test_plugins_sees_a_missing_executable(capsys, monkeypatch):
 
 
 def test_vllm_strategy_needs_vllm_and_cuda():
-    from kit.commands.plugins import EVAL_NEEDS
+    from kit.eval.strategies import STRATEGIES
 
-    _, needs = EVAL_NEEDS["vllm"]
-    missing = [m for m in (check() for check in needs) if m]
+    missing = STRATEGIES["vllm"].missing()
     assert ("vllm not installed" in missing) == (importlib.util.find_spec("vllm") is None)
     assert ("no CUDA device" in missing) == (not torch.cuda.is_available())

@@ -89,7 +89,7 @@ def assert_one_line_error(proc, *needles):
 )
 def test_dataset_rows_checked_with_file_line_and_column(tmp_path, tiny_base, line, needles):
     from kit.core.errors import KitError
-    from kit.job.preflight import check_dataset
+    from kit.job.phases.train import check_dataset
 
     data = tmp_path / "data.jsonl"
     good = b'{"question": "Is 2 even?", "answer": "even"}\n'

@@ -7,8 +7,10 @@ import pytest
 from hydra.utils import instantiate
 
 from kit.core.config import compose, conf_dir
+from kit.sweep.launchers import LAUNCHERS as REGISTRY
 
-LAUNCHERS = sorted(p.stem for p in (conf_dir() / "hydra" / "launcher").glob("*.yaml"))
+PROFILES = sorted(p.stem for p in (conf_dir() / "hydra" / "launcher").glob("*.yaml"))  # shipped profiles
+LAUNCHERS = sorted(REGISTRY) + PROFILES
 KIT_CLASSES = {"BasicLauncher", "LocalLauncher", "SlurmLauncher"}
 
 
@@ -22,33 +24,40 @@ def test_every_launcher_is_kits_and_composes_without_warnings(launcher, recwarn,
     assert [str(w.message) for w in recwarn if not issubclass(w.category, ResourceWarning)] == []
 
 
-def test_kit_silences_exactly_hydras_launcher_schema_warning():
-    """Hydra warns on every compose that kit's launcher yamls extend its launcher schemas of the same
-    name (deprecated, but merged as intended); kit drops that one message and nothing else."""
+def test_launchers_compose_the_hydra_way_without_any_warning(tmp_path):
+    """kit's launchers are ConfigStore dataclasses extending the submitit plugin's (no yaml of the same
+    name, so no deprecated schema matching) and nothing is silenced: raw Hydra, every warning on."""
     import warnings
 
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-
     from kit.core.config import register_resolvers
-    from kit.core.log import quiet_warnings
 
     register_resolvers()
-
-    def compose_raw():
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            hydra_compose("train", overrides=["hydra/launcher=submitit_slurm"], return_hydra_config=True)
-
+    # by name: Hydra's plugin scan re-runs the plugin's config module, so its classes are made anew
+    assert "SlurmQueueConf" in [c.__name__ for c in REGISTRY["submitit_slurm"].conf.__mro__]
+    assert "LocalQueueConf" in [c.__name__ for c in REGISTRY["submitit_local"].conf.__mro__]
+    assert not {f"{name}.yaml" for name in REGISTRY} & {p.name for p in (conf_dir() / "hydra" / "launcher").glob("*.yaml")}
     with warnings.catch_warnings(record=True) as raw:
         warnings.simplefilter("always")
-        compose_raw()
-    assert any("ConfigStore schema" in str(w.message) for w in raw)  # Hydra does warn
-    with warnings.catch_warnings(record=True) as quiet:
-        warnings.simplefilter("always")
-        with quiet_warnings():
-            compose_raw()
-            warnings.warn("an unrelated warning", UserWarning, stacklevel=1)
-    assert [str(w.message) for w in quiet] == ["an unrelated warning"]
+        for launcher in LAUNCHERS:
+            with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+                cfg = hydra_compose(
+                    "train", overrides=[f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True
+                )
+            assert cfg.hydra.launcher._target_.startswith("hydra_plugins.kit_launcher.launchers."), launcher
+    assert [str(w.message) for w in raw if not issubclass(w.category, ResourceWarning)] == []
+
+
+def test_a_site_profile_in_the_users_config_folder_is_found(tmp_path, monkeypatch):
+    """Site profiles live in $KIT_CONFIG_DIR (on Hydra's search path), not in the installed package."""
+    profile = tmp_path / "conf" / "hydra" / "launcher" / "mysite.yaml"
+    profile.parent.mkdir(parents=True)
+    profile.write_text("defaults:\n  - submitit_slurm\n  - _self_\npartition: a100\naccount: lab42\n")
+    monkeypatch.setenv("KIT_CONFIG_DIR", str(tmp_path / "conf"))
+    cfg = compose("train", ["hydra/launcher=mysite", f"hydra.sweep.dir={tmp_path}"], hydra_cfg=True)
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.kit_launcher.launchers.SlurmLauncher"
+    assert (cfg.hydra.launcher.partition, cfg.hydra.launcher.account, cfg.hydra.launcher.timeout_min) == ("a100", "lab42", 240)
 
 
 def test_default_launcher_is_kits_basic():

@@ -372,9 +372,11 @@ def test_plugins_lists_every_launcher_config():
     from kit.commands.plugins import status
     from kit.core.config import conf_dir
 
+    from kit.sweep.launchers import LAUNCHERS
+
     listed = {r["name"] for r in status() if r["group"] == "launcher"}
-    assert listed == {p.stem for p in (conf_dir() / "hydra" / "launcher").glob("*.yaml")}
-    assert {"local_slurm", "slurm_site_example"} <= listed
+    assert listed == set(LAUNCHERS) | {p.stem for p in (conf_dir() / "hydra" / "launcher").glob("*.yaml")}
+    assert {"basic", "submitit_local", "submitit_slurm", "local_slurm", "slurm_site_example"} <= listed
 
 
 def test_merged_job_estimates_the_adapter(tiny_base):

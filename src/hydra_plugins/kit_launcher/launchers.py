@@ -1,19 +1,21 @@
 """kit's launchers as Hydra plugins (config group ``hydra/launcher``).
 
-Hydra instantiates launchers only from classes defined under the ``hydra_plugins``
-package, so they are named here; what they do is in kit/launcher.py.
+Hydra instantiates launcher classes from the ``hydra_plugins`` namespace, so they are named here;
+what they do is in kit.sweep.launchers. Their configs are stored by kit's search-path plugin
+(``searchpath.py``), which Hydra calls after its plugin scan.
 """
 
-from kit.sweep import launchers as launcher
+from kit.sweep.launchers import basic, local, slurm
 
 
-class BasicLauncher(launcher.BasicLauncher):
+class BasicLauncher(basic.BasicLauncher):
     pass
 
 
-class LocalLauncher(launcher.LocalLauncher):
+class LocalLauncher(local.LocalLauncher):
     pass
 
 
-class SlurmLauncher(launcher.SlurmLauncher):
+class SlurmLauncher(slurm.SlurmLauncher):
     pass
+

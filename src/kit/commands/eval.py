@@ -21,16 +21,19 @@ from kit.commands.eval_server import main as eval_server
 from kit.core.cli_parser import target_and_overrides
 from kit.core.config import plain_config
 from kit.core.errors import Interrupted, KitError
+from kit.core.identity import RunIdentity
 from kit.core.jobdir import (
+    JobDir,
     checkpoint_of,
     find_jobs,
     job_config,
     peer_adapters,
     read_summary,
-    write_summary,
 )
-from kit.core.wandb_logger import log_scores, phase_run
-from kit.eval.evaluate import eval_entry, evaluate
+from kit.core.locks import locked
+from kit.core.record import record
+from kit.core.wandb_logger import log_scores
+from kit.eval.evaluate import EvalRequest, eval_entry, evaluate
 from kit.eval.inspect_runner import load_task_specs
 from kit.eval.session import EvalSession
 
@@ -41,19 +44,31 @@ USAGE = (
 
 
 def evaluate_job(job_dir: Path, cfg, summary: dict, peers: list[Path]) -> dict:
-
+    """Evaluate one job's checkpoint; its ``evals`` entry is appended to summary.json (under its lock)."""
     checkpoint = checkpoint_of(job_dir, summary)
     base = Path(summary["base_model"])
-    name = f"{summary.get('run_name', job_dir.name)}-{cfg.eval.strategy}"
-    with phase_run(
-        cfg.logger, job_dir, "eval", summary.get("group", job_dir.name), name, plain_config(cfg), run_id=summary.get("run_id")
-    ) as run:
-        evaluated = evaluate(cfg, job_dir, base, checkpoint, peers)
-        entry = eval_entry(cfg, evaluated, "kit eval")
-        log_scores(run, entry)
-    fresh = read_summary(job_dir)  # re-read: append to what is on disk now
-    fresh.setdefault("evals", []).append(entry)
-    write_summary(job_dir, fresh)
+    request = EvalRequest.of(cfg)
+    # each kit eval its own W&B run (the k-th evaluation of this job): a failed one never marks the
+    # job's own eval run failed, and a rerun of the same one resumes it
+    k = len(summary.get("evals") or [])
+    rid = f"{summary['run_id']}-kiteval{k}" if summary.get("run_id") else None
+    identity = RunIdentity(
+        summary.get("group", job_dir.name), f"{summary.get('run_name', job_dir.name)}-{cfg.eval.strategy}", rid
+    )
+    job = JobDir(job_dir)
+    with record(
+        "kit eval",
+        job=job,
+        logger=cfg.logger,
+        job_type="eval",
+        identity=identity,
+        config=plain_config(cfg),
+        announce=False,
+    ) as rec:
+        evaluated = evaluate(request, job_dir, base, checkpoint, peers)
+        entry = eval_entry(request, evaluated, "kit eval")
+        log_scores(rec.run, entry)
+        rec.change = lambda s: s.evals.append(entry)
     return entry
 
 
@@ -75,7 +90,8 @@ def evaluate_all(target: Path, overrides: list[str]) -> int:
     for job_dir, summary, cfg in plans:
         start = time.perf_counter()
         try:
-            entry = evaluate_job(job_dir, cfg, summary, peers)
+            with locked(job_dir, "job dir"):  # one writer per job dir: refuses while kit train/verify/eval holds it
+                entry = evaluate_job(job_dir, cfg, summary, peers)
         except KitError as e:
             print(f"kit: error: {job_dir.name}: {e}", file=sys.stderr)
             failed.append(job_dir.name)

@@ -12,10 +12,14 @@ import json
 import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from kit.core.cli_parser import OneLineParser
 from kit.core.config import conf_dir
+from kit.core.folders import user_config_dir
 from kit.eval.strategies import STRATEGIES
+from kit.job.phases import PHASES
+from kit.sweep.launchers import LAUNCHERS
 
 Check = Callable[[], "str | None"]  # None when met, else what is missing
 
@@ -42,7 +46,6 @@ def cuda() -> str | None:
 
 
 INSPECT, PEFT, TORCHTUNE = module("inspect_ai"), module("peft"), module("torchtune")
-SUBMITIT = (module("submitit"), module("hydra_plugins.hydra_submitit_launcher"))
 
 # group -> name -> (what it is, requirements)
 PLUGINS: dict[str, dict[str, tuple[str, tuple[Check, ...]]]] = {
@@ -68,44 +71,31 @@ PLUGINS: dict[str, dict[str, tuple[str, tuple[Check, ...]]]] = {
     },
 }
 
-# eval strategies come from kit.eval.strategies.STRATEGIES; what each one needs beyond its module
-EVAL_NEEDS: dict[str, tuple[str, tuple[Check, ...]]] = {
-    "auto": ("the fastest of the others for this machine and checkpoint (recorded in summary.json)", (INSPECT, PEFT)),
-    "merge": ("merge_and_unload into a temporary folder, Inspect hf provider", (INSPECT, PEFT)),
-    "merge_in_memory": ("merge into the resident base, restore it after", (INSPECT, PEFT)),
-    "direct": ("unmerged PEFT through the peft/ provider", (INSPECT, PEFT)),
-    "vllm": ("vLLM server with native LoRA (vllm.server=standin: CPU stand-in, tests only)", (INSPECT, module("vllm"), cuda)),
-    "none": ("no evaluation", ()),
-}
+
+def launchers() -> dict[str, tuple[str, tuple[Check, ...]]]:
+    """kit's launchers (kit.sweep.launchers) and the profiles shipped beside them or in the user's config
+    folder ($KIT_CONFIG_DIR, default ~/.config/kit), each with what its launcher needs."""
+    out = {name: (e.what, (lambda e=e: ", ".join(e.missing()) or None,)) for name, e in LAUNCHERS.items()}
+    folders = [conf_dir() / "hydra" / "launcher", user_config_dir() / "hydra" / "launcher"]
+    for path in sorted(p for folder in folders for p in folder.glob("*.yaml")):
+        out[path.stem] = (first_comment(path) or f"a profile of {extended_launcher(path)}", (profile_check(path),))
+    return out
 
 
-# what each of kit's launcher classes needs (kit.sweep.launchers)
-LAUNCHER_NEEDS: dict[str, tuple[Check, ...]] = {
-    "BasicLauncher": (),
-    "LocalLauncher": SUBMITIT,
-    "SlurmLauncher": (*SUBMITIT, executable("sbatch")),
-}
-LAUNCHER_WHAT = {
-    "basic": "Hydra's own, jobs one after another in this process",
-    "submitit_local": "submitit processes on this machine",
-    "submitit_slurm": "submitit jobs on SLURM",
-    "local_slurm": "submitit jobs on the single-node test cluster (launchers/local_slurm)",
-    "slurm_site_example": "submitit jobs on SLURM: a site profile to copy and edit",
-}
+def profile_check(path: Path) -> Check:
+    base = extended_launcher(path)
+    entry = LAUNCHERS.get(base)
+    if entry is None:
+        return lambda: f"extends {base!r}, which is not one of kit's launchers {sorted(LAUNCHERS)}"
+    return lambda: ", ".join(entry.missing()) or None
 
 
-def launcher_class(name: str, seen: tuple[str, ...] = ()) -> str | None:
-    """The launcher class a conf/hydra/launcher/<name>.yaml names, itself or through its defaults."""
+def extended_launcher(path: Path) -> str | None:
+    """The launcher option a profile yaml extends (its first defaults entry)."""
     from omegaconf import OmegaConf
 
-    path = conf_dir() / "hydra" / "launcher" / f"{name}.yaml"
-    if name in seen or not path.is_file():
-        return None
-    cfg = OmegaConf.load(path)
-    if "_target_" in cfg:
-        return str(cfg._target_).rpartition(".")[2]
-    parents = [d for d in cfg.get("defaults", []) if isinstance(d, str) and d != "_self_"]
-    return next((c for c in (launcher_class(p, (*seen, name)) for p in parents) if c), None)
+    defaults = OmegaConf.load(path).get("defaults", [])
+    return next((d for d in defaults if isinstance(d, str) and d != "_self_"), None)
 
 
 def first_comment(path) -> str:
@@ -113,30 +103,21 @@ def first_comment(path) -> str:
     return line.lstrip("# ").strip()
 
 
-def launchers() -> dict[str, tuple[str, tuple[Check, ...]]]:
-    """Every launcher config kit ships (and any a user added there), with what its class needs."""
-    out = {}
-    for path in sorted((conf_dir() / "hydra" / "launcher").glob("*.yaml")):
-        cls = launcher_class(path.stem)
-        what = LAUNCHER_WHAT.get(path.stem) or first_comment(path) or f"{cls} launcher"
-        out[path.stem] = (what, LAUNCHER_NEEDS.get(cls, ()))
-    return out
-
-
 def eval_strategies() -> dict[str, tuple[str, tuple[Check, ...]]]:
+    """The registry of kit.eval.strategies: what each strategy is and what it lacks here."""
+    return {name: (s.what, (lambda s=s: ", ".join(s.missing()) or None,)) for name, s in STRATEGIES.items()}
 
-    out = {}
-    for name, target in STRATEGIES.items():
-        what, needs = EVAL_NEEDS.get(name, (target, ()))
-        out[name] = (what, (module(target.split(":")[0]), *needs))
-    return out
+
+def phases() -> dict[str, tuple[str, tuple[Check, ...]]]:
+    """The phases a job's ``phase.pipeline`` can list (kit.job.phases)."""
+    return {name: (phase.what, ()) for name, phase in PHASES.items()}
 
 
 def status() -> list[dict]:
     """One row per plugin: group, name, what, ready, missing."""
-    groups = {**PLUGINS, "eval": eval_strategies(), "launcher": launchers()}
+    groups = {**PLUGINS, "eval": eval_strategies(), "launcher": launchers(), "phase": phases()}
     rows = []
-    for group in ("checkpointer", "eval", "launcher", "logger", "loader"):
+    for group in ("checkpointer", "eval", "phase", "launcher", "logger", "loader"):
         for name, (what, needs) in groups[group].items():
             missing = [m for m in (check() for check in needs) if m]
             rows.append({"group": group, "name": name, "what": what, "ready": not missing, "missing": missing})

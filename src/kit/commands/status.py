@@ -19,10 +19,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from kit.core.cli_parser import OneLineParser
-from kit.core.jobdir import read_manifest, read_summary
-from kit.sweep.launchers import WHY
+from kit.core.jobdir import read_summary
+from kit.core.sweepdir import read_manifest
+from kit.sweep.launchers import LAUNCHERS
 from kit.sweep.report import write
-from kit.sweep.slurm import slurm_details
+from kit.sweep.slurm_client import WHY, slurm_details
 from kit.sweep.wandb_run import log_to_wandb
 
 WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESIZING"}
@@ -68,10 +69,16 @@ def last_log_line(entry: dict) -> str:
     return ""
 
 
+def tracked_by(manifest: dict) -> str:
+    """How this sweep's jobs are followed: the launcher's registry entry says (kit.sweep.launchers)."""
+    entry = LAUNCHERS.get(manifest.get("launcher") or f"submitit_{manifest.get('executor')}")
+    return entry.tracks if entry is not None else "summaries"
+
+
 def rows(sweep_dir: Path) -> tuple[dict, list[dict]]:
     manifest = read_manifest(sweep_dir)
     entries = sorted(manifest["jobs"].values(), key=lambda e: e["num"])
-    on_slurm = manifest["executor"] == "slurm"
+    on_slurm = tracked_by(manifest) == "slurm"
     details = slurm_details([e["slurm_id"] for e in entries if e.get("slurm_id")]) if on_slurm else {}
     # the point column shows what differs between jobs
     common = set.intersection(*(set(e["overrides"]) for e in entries)) if len(entries) > 1 else set()

@@ -13,9 +13,11 @@ from omegaconf import DictConfig
 
 from kit.core.config import conf_dir, redact_overrides, redact_yaml_files, register_resolvers
 from kit.core.errors import KitError
+from kit.core.identity import RunIdentity
 from kit.core.jobdir import point_overrides
 from kit.core.log import get as get_logger
 from kit.core.log import quiet_warnings, setup
+from kit.core.summary import Status
 from kit.eval.session import EvalSession
 from kit.job.pipeline import run_job
 from kit.sweep.report import human_bytes
@@ -57,17 +59,21 @@ def train_main(cfg: DictConfig) -> dict:
         # quiet_warnings: also on a submitit worker, where kit.__main__ does not run;
         # EvalSession: the job's resident base / vLLM server (eval and verify share them), closed after
         with quiet_warnings(), EvalSession():
-            summary = run_job(cfg, job_dir, group, name, overrides)
+            # checked: `python -m kit train` checked every point before Hydra started (kit.sweep.preflight)
+            summary = run_job(cfg, job_dir, RunIdentity(group, name), overrides, checked=True).to_json()
     except KitError as e:
         print(f"kit: error: {e}", file=sys.stderr)
         if multirun:
             return {"status": "failed", "job_dir": str(job_dir), "error": str(e)}
         raise SystemExit(2) from None
     if multirun:
-        log.info("job %s done: %s", job_dir, score_text(summary) or summary["status"])
+        log.info("job %s %s: %s", job_dir, summary["status"], score_text(summary) or summary.get("error") or "")
     else:
         print("\n".join(result_lines(summary)))
-    return {"status": summary["status"], "job_dir": str(job_dir)}
+        if summary["status"] != Status.DONE:  # unverified: the scores are shown, but they are not a result
+            print(f"kit: error: job {job_dir} ended {summary['status']}: {summary.get('error')}", file=sys.stderr)
+            raise SystemExit(1)
+    return {"status": summary["status"], "job_dir": str(job_dir), "error": summary.get("error")}
 
 
 # ---------------------------------------------------------------- the result a user reads last

@@ -9,20 +9,30 @@ every check of every job passed, 1 when any failed, 2 for bad input.
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
+from kit.core import threads
 from kit.core.cli_parser import target_and_overrides
-from kit.core.errors import KitError
+from kit.core.config import plain_config
+from kit.core.errors import CheckpointChanged, KitError
+from kit.core.identity import RunIdentity
 from kit.core.jobdir import (
+    JobDir,
     checkpoint_of,
     find_jobs,
     job_config,
     peer_adapters,
     read_summary,
 )
+from kit.core.locks import locked
+from kit.core.record import record
+from kit.core.summary import Status, Summary
 from kit.eval.session import EvalSession
 from kit.verify import check_names
+from kit.verify.report import summary_entry, write_report
 from kit.verify.run import verify_job
 
 USAGE = "usage: python -m kit verify <job dir | sweep dir> [verify.checks=[...]] [verify.dtype=fp32] [key=value ...]"
@@ -45,6 +55,7 @@ def overall_line(jobs: int, failed: list[str], errors: list[str]) -> str:
 
 
 def run(target: Path, overrides: list[str]) -> int:
+    threads.apply(threads.choose(os.environ))  # the thread choice of kit train: verify alone is as fast
     with EvalSession():  # this command's resident base: loaded once for every job, freed at the end
         return verify_all(target, overrides)
 
@@ -60,9 +71,8 @@ def verify_all(target: Path, overrides: list[str]) -> int:
     failed, errors = [], []
     for job_dir, summary, cfg in plans:
         try:
-            report = verify_job(
-                cfg, job_dir, summary, checkpoint_of(job_dir, summary), peers, f"{summary.get('run_name', job_dir.name)}"
-            )
+            with locked(job_dir, "job dir"):  # one writer per job dir
+                report = verify_one(job_dir, summary, cfg, peers)
         except KitError as e:
             print(f"kit: error: {job_dir.name}: {e}", file=sys.stderr)
             errors.append(job_dir.name)
@@ -76,6 +86,58 @@ def verify_all(target: Path, overrides: list[str]) -> int:
     if errors:
         return 2
     return 1 if failed else 0
+
+
+def verify_one(job_dir: Path, summary: dict, cfg, peers: list[Path]) -> dict:
+    """Verify one job and record the verdict in its summary: verify decides whether the job is done
+    (``verify.required``): a pass makes an unverified job done, a failure makes a done job unverified.
+    A checkpoint that changed since it was recorded is a failed verify, not a skipped one."""
+    job = JobDir(job_dir)
+    identity = RunIdentity(summary.get("group", job_dir.name), summary.get("run_name", job_dir.name), summary.get("run_id"))
+    with record(
+        "kit verify", job=job, logger=cfg.logger, job_type="verify", identity=identity, config=plain_config(cfg), announce=False
+    ) as rec:
+        try:
+            report = verify_job(cfg, job_dir, Path(summary["base_model"]), checkpoint_of(job_dir, summary), peers, rec.run)
+        except CheckpointChanged as e:
+            report = changed_report(job_dir, summary, str(e))
+        rec.update["verify"] = summary_entry(report)
+        rec.change = lambda s: decide(s, report["passed"], bool(cfg.verify.required))
+    return report
+
+
+def decide(summary: Summary, passed: bool, required: bool) -> None:
+    if passed and summary.status == Status.UNVERIFIED:
+        summary.status, summary.error = Status.DONE, None
+    elif not passed and required and summary.status == Status.DONE:
+        summary.status = Status.UNVERIFIED
+        summary.error = f"kit verify failed {summary.verify.get('failed')} (see {summary.verify.get('markdown')})"
+
+
+def changed_report(job_dir: Path, summary: dict, why: str) -> dict:
+    """The report of a verify that found the checkpoint changed: one failed check, the reason, no figures."""
+    check = {
+        "name": "checkpoint_identity",
+        "passed": False,
+        "figures": {},
+        "tolerance": {"content hash": "as recorded"},
+        "detail": why,
+        "seconds": 0.0,
+    }
+    report = {
+        "passed": False,
+        "job_dir": str(job_dir),
+        "checkpoint": summary.get("checkpoint"),
+        "base_model": summary.get("base_model"),
+        "device": "-",
+        "dtype": "-",
+        "checks": [check],
+        "verified_configuration": {"versions": {}, "python": "", "hardware": {}},
+        "seconds": 0.0,
+        "when": time.time(),
+    }
+    write_report(job_dir, report)
+    return report
 
 
 def main(args: list[str]) -> int:

@@ -43,7 +43,7 @@ def compose(config_name: str, overrides: list[str], hydra_cfg: bool = False):
     from hydra import initialize_config_dir
 
     register_resolvers()
-    # quiet_warnings: Hydra's deprecation warning for kit's launcher yamls (kit.core.log), here only
+    # quiet_warnings: the stack's known-harmless warnings (kit.core.log), while composing only
     with quiet_warnings(), initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose(config_name, overrides=overrides, return_hydra_config=hydra_cfg)
 

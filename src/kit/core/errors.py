@@ -20,3 +20,8 @@ def disk_full(e: OSError) -> KitError | None:
         return None
     where = e.filename or "a file"
     return KitError(f"disk full writing {where} ({e.strerror}); free space there and run the same command again")
+
+
+class CheckpointChanged(KitError):
+    """A job's checkpoint is not the one it recorded (its content hash differs): never scored or
+    served under the identity of the adapter it was trained as; ``kit verify`` records it as failed."""

@@ -27,3 +27,8 @@ def build_atomically(target: Path, build: Callable[[Path], None], prefix: str) -
 
 def cache_root() -> Path:
     return Path(os.environ.get("KIT_CACHE", Path.home() / ".cache" / "kit"))
+
+
+def user_config_dir() -> Path:
+    """The user's own kit configs (site launcher profiles, experiments): ``$KIT_CONFIG_DIR``, default ``~/.config/kit``."""
+    return Path(os.environ.get("KIT_CONFIG_DIR") or Path.home() / ".config" / "kit").expanduser()

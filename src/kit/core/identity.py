@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -114,3 +115,16 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """How one job shows up in W&B: its sweep's group, its run name, its run id (``run_id``)."""
+
+    group: str
+    name: str
+    run_id: str | None = None
+
+    def named(self, suffix: str) -> RunIdentity:
+        """The same run's identity for a part of it (one modifier of a modifier job)."""
+        return RunIdentity(self.group, f"{self.name}-{suffix}", self.run_id)

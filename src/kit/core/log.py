@@ -45,9 +45,6 @@ NOISY_WARNINGS = (
     # torch then warns on every bf16 training step (seen on an H100) that it cannot fuse it
     (r"Mismatch dtype between input and weight", UserWarning, r"torch\.nn\.functional"),
 )
-# kit's conf/hydra/launcher/*.yaml extend the launcher schemas of the same name on purpose;
-# Hydra 1.3 merges them as intended and warns on every compose that this is deprecated.
-HYDRA_LAUNCHER_SCHEMA = r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema"
 
 
 class _Format(logging.Formatter):
@@ -151,7 +148,6 @@ def quiet_warnings():
     with warnings.catch_warnings():
         for message, category, module in NOISY_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=category, module=module)
-        warnings.filterwarnings("ignore", message=HYDRA_LAUNCHER_SCHEMA, category=UserWarning)
         yield
 
 

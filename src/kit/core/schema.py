@@ -29,7 +29,7 @@ class Loader(StrEnum):
     masked_lm = "masked_lm"
 
 
-class Strategy(StrEnum):  # kit.eval.strategies.STRATEGIES
+class Strategy(StrEnum):  # kit.eval.strategies.STRATEGIES (the registry)
     auto = "auto"  # the fastest correct one for the hardware and the sweep (kit.eval.strategies.auto)
     merge = "merge"
     merge_in_memory = "merge_in_memory"
@@ -38,13 +38,13 @@ class Strategy(StrEnum):  # kit.eval.strategies.STRATEGIES
     none = "none"
 
 
-class Phase(StrEnum):  # kit.job.phases
+class Phase(StrEnum):  # the options of conf/phase/ (a LoRA's life); each lists its kit.job.phases
     training = "training"
     modifier = "modifier"
     runtime = "runtime"
 
 
-class Check(StrEnum):  # kit.verify.CHECKS
+class Check(StrEnum):  # kit.verify.CHECKS (the registry)
     logits = "logits"
     generation = "generation"
     inspect = "inspect"
@@ -155,8 +155,9 @@ class SampleConfig:
 
 
 @dataclass
-class VerifyConfig:  # conf/verify/default.yaml explains each key; kit/verify/
+class VerifyConfig:  # conf/verify/default.yaml explains each key; kit.verify
     after_train: bool = MISSING
+    required: bool = MISSING  # a failed verify ends the job unverified (not done), exit status 1
     checks: List[Check] = MISSING
     probes: int = MISSING
     max_new_tokens: int = MISSING
@@ -175,7 +176,8 @@ class VerifyConfig:  # conf/verify/default.yaml explains each key; kit/verify/
 
 @dataclass
 class PhaseConfig:
-    name: Phase = MISSING  # training | modifier | runtime (kit/phases.py; runtime: python -m kit serve)
+    name: Phase = MISSING  # training | modifier | runtime (runtime: python -m kit serve)
+    pipeline: List[str] = MISSING  # the job's phases in order, by name (kit.job.phases: train, export, ...)
     merge: bool = False  # training: merge the adapter into the base -> <job>/merged, a standalone model
     modifiers: Dict[str, ModifierSpec] = field(default_factory=dict)  # modifier: name -> spec
 

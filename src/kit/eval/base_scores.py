@@ -20,8 +20,6 @@ from kit.core.folders import cache_root
 from kit.eval.strategies.direct import evaluate_with_peft
 from kit.eval.strategies.merge import evaluate_folder
 
-RESIDENT_STRATEGIES = ("direct", "merge_in_memory")
-
 
 def resolved_dtype(eval_cfg) -> str:
 
@@ -43,7 +41,9 @@ def cache_key(base: Path, tasks: list[str], eval_cfg, limit) -> str:
 def score_base(ctx) -> dict:
     from dataclasses import replace
 
-    if (ctx.strategy or ctx.eval_cfg.strategy) in RESIDENT_STRATEGIES:
+    from kit.eval.strategies import get_strategy  # the registry imports the strategies, which import this
+
+    if get_strategy(ctx.strategy or ctx.eval_cfg.strategy).resident:
         return evaluate_with_peft(replace(ctx, checkpoint_kind="adapter", checkpoint_path=Path("base")), merge=False)
     return evaluate_folder(replace(ctx, checkpoint_kind="full", checkpoint_path=ctx.base), ctx.base, "kit-base")
 

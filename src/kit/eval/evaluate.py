@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -31,23 +32,44 @@ def score_line(scores: dict) -> str:
     )
 
 
-def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint, peers: list[Path] = ()) -> EvalResult:
+@dataclass(frozen=True)
+class EvalRequest:
+    """What an evaluation needs of a job's config: the ``eval`` node, the tasks, the model's trust flag."""
+
+    eval_cfg: Any  # the ``eval`` config node (kit.core.schema.EvalConfig)
+    tasks: list[str]
+    limit: int | None = None
+    trust_remote_code: bool = False
+
+    @classmethod
+    def of(cls, cfg: DictConfig | EvalRequest) -> EvalRequest:
+        if isinstance(cfg, EvalRequest):
+            return cfg
+        return cls(cfg.eval, list(cfg.tasks.specs), cfg.tasks.limit, bool(cfg.model.trust_remote_code))
+
+
+def evaluate(
+    request: EvalRequest | DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint, peers: list[Path] = ()
+) -> EvalResult:
+    """Evaluate ``checkpoint`` (and score ``base`` on the same samples); logs under ``<job>/inspect_logs``."""
+    request = EvalRequest.of(request)
     threads.apply(threads.choose(os.environ))  # `kit eval` starts here without training first
-    log_dir = job_dir / "inspect_logs"
-    specs = list(cfg.tasks.specs)
+    log_dir = Path(job_dir) / "inspect_logs"
+    specs = request.tasks
+    eval_cfg = request.eval_cfg
     ctx = EvalContext(
         checkpoint_kind=checkpoint.kind,
         checkpoint_path=checkpoint.path,
         base=base,
         tasks=specs,
         log_dir=log_dir,
-        eval_cfg=cfg.eval,
-        tmp_root=Path(cfg.eval.tmp_dir) if cfg.eval.tmp_dir else job_dir,
-        trust_remote_code=cfg.model.trust_remote_code,
-        limit=cfg.tasks.limit,
+        eval_cfg=eval_cfg,
+        tmp_root=Path(eval_cfg.tmp_dir) if eval_cfg.tmp_dir else Path(job_dir),
+        trust_remote_code=request.trust_remote_code,
+        limit=request.limit,
         peers=list(peers),
     )
-    if checkpoint.kind == "adapter" and cfg.eval.strategy != "none":  # every strategy, every command
+    if checkpoint.kind == "adapter" and eval_cfg.strategy != "none":  # every strategy, every command
         check_adapter(checkpoint.path, job_dir, base)
     strategy, why = auto.resolve(ctx)
     ctx = replace(ctx, strategy=strategy)
@@ -64,13 +86,13 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint,
                 "expected a score per task (the job is not marked done)"
             )
         base_result, base_seconds = {"scores": {}}, None
-        if cfg.eval.base_scores and strategy != "none":
+        if eval_cfg.base_scores and strategy != "none":
             with timed(log, "base scores") as t:
                 base_result = base_scores(ctx)
                 t["detail"] = score_line(base_result["scores"]) + (" (cached)" if base_result.get("cached") else "")
             base_seconds = t["seconds"]
     info = {k: v for k, v in result.items() if k not in ("scores",)}
-    info["strategy"] = cfg.eval.strategy
+    info["strategy"] = str(eval_cfg.strategy)
     info["strategy_chosen"], info["why"] = strategy, why
     info["base_scores_cached"] = base_result.get("cached")
     info["base_scores_seconds"] = base_seconds
@@ -84,15 +106,16 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint,
     )
 
 
-def eval_entry(cfg: DictConfig, evaluated: EvalResult, command: str) -> dict:
+def eval_entry(request: EvalRequest | DictConfig, evaluated: EvalResult, command: str) -> dict:
     """One evaluation of a checkpoint, as ``summary.json`` keeps it in ``evals`` (appended, never replaced)."""
-    settings = {k: cfg.eval[k] for k in ("batch_size", "max_tokens", "temperature", "seed", "device", "dtype")}
+    request = EvalRequest.of(request)
+    settings = {k: request.eval_cfg[k] for k in ("batch_size", "max_tokens", "temperature", "seed", "device", "dtype")}
     return {
         "command": command,
         "when": time.time(),
-        "strategy": cfg.eval.strategy,
-        "tasks": list(cfg.tasks.specs),
-        "limit": cfg.tasks.limit,
+        "strategy": str(request.eval_cfg.strategy),
+        "tasks": list(request.tasks),
+        "limit": request.limit,
         "settings": settings,
         "scores": evaluated.scores,
         "base_scores": evaluated.base_scores,

@@ -1,23 +1,18 @@
-"""Compose the config for every sweep point before Hydra runs any job, and turn
-Hydra/OmegaConf errors into one line that names the bad value."""
+"""Every input of one job checked before any work: the config's values, the base, each phase's needs.
+
+Called for every sweep point before Hydra runs any job (kit.sweep.preflight), and by ``run_job``
+for a config composed through the API."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from kit.core.data import check_lengths, read_jsonl
 from kit.core.errors import KitError
 from kit.core.log import get as get_logger
-from kit.core.model.families import _call, check_lora_targets, family_of, read_config, weight_files
 from kit.core.model.resolve import resolve_base
-from kit.eval.inspect_runner import load_task_specs
-from kit.eval.strategies import get_strategy
-from kit.eval.strategies.vllm import real_vllm
-from kit.eval.vllm_lora import refusal, unservable_from_config
-from kit.job.phases import check as check_phase
+from kit.job.phases import pipeline
 
 log = get_logger(__name__)
 
@@ -75,59 +70,17 @@ def check_ranges(cfg: DictConfig) -> None:
             raise error
 
 
-def check_dataset(path: str, columns: tuple[str, str], base: Path) -> int:
-    """Types and UTF-8 of every row, then every row's length in tokens against the model's context,
-    tokenized as torchtune's instruct dataset does (once per file, base and columns per process)."""
-    read_jsonl(path, columns)
-    stat = Path(path).stat()
-    return longest_row(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, columns, str(base))
+def check_inputs(cfg: DictConfig) -> Path:
+    """Check every input of a job before any work (one clear error, nothing written); returns its base.
 
-
-@functools.lru_cache(maxsize=16)
-def longest_row(path: str, size: int, mtime_ns: int, columns: tuple[str, str], base: str) -> int:
-    from torchtune.data import InputOutputToMessages
-
-    section = dict(family_of(Path(base)).tokenizer_section(Path(base), None))
-    tokenizer = _call(section.pop("_component_"), **section)
-    to_messages = InputOutputToMessages(train_on_input=False, column_map={"input": columns[0], "output": columns[1]})
-    max_len = int(read_config(Path(base)).get("max_position_embeddings") or 0)
-
-    def count(row: dict) -> int:
-        return len(tokenizer.tokenize_messages(to_messages(row)["messages"])[0])
-
-    return check_lengths(path, columns, count, max_len) if max_len else 0
-
-
-def check_vllm_lora(cfg: DictConfig, base: Path) -> None:
-    """eval=vllm (the real server): refuse, before any training, a LoRA that vLLM will not
-    serve (kit's default trains the output projection). ``eval=auto`` needs no refusal:
-    it does not pick vLLM for such an adapter and records why."""
-    if cfg.eval.strategy != "vllm" or not real_vllm(cfg.eval) or cfg.phase.name != "training":
-        return
-    if str(getattr(cfg.checkpointer.kind, "value", cfg.checkpointer.kind)) == "full" or cfg.phase.merge:
-        return  # a merged model: vLLM serves it without LoRA
-    bad = unservable_from_config(cfg.lora)
-    if bad:
-        raise KitError(refusal(bad[0], family_of(base).name))
-
-
-def check_inputs(cfg: DictConfig) -> dict:
-    """Check every input before any work: one clear error, nothing written."""
-
+    The config's own values first (nothing missing, every number in range), then the base model,
+    then each phase of ``phase.pipeline`` checks what it needs (kit.job.phases)."""
     missing = OmegaConf.missing_keys(cfg)
     if missing:
         raise KitError(f"missing required config value(s) {sorted(missing)}; set them on the command line")
     check_ranges(cfg)
+    phases = pipeline(cfg)
     base = resolve_base(cfg.model)
-    family_of(base).tokenizer_section(base, None)  # supported family, tokenizer files present
-    check_lora_targets(cfg.lora, base)
-    weight_files(base, cfg.model.allow_pickle)
-    check_dataset(cfg.dataset.train_file, (cfg.dataset.prompt_column, cfg.dataset.response_column), base)
-    get_strategy(cfg.eval.strategy)
-    check_vllm_lora(cfg, base)
-    check_phase(cfg)
-    if cfg.eval.strategy != "none" and cfg.phase.name == "training":
-        if not cfg.tasks.specs:
-            raise KitError("tasks.specs is empty; expected at least one Inspect task (e.g. kit/parity)")
-        load_task_specs(list(cfg.tasks.specs))
-    return {"base": base}
+    for phase in phases:
+        phase.check(cfg, base)
+    return base

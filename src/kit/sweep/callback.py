@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from kit.sweep.launchers import FAILURES
+from kit.core.sweepdir import LAUNCH, read_launch
 from kit.sweep.report import FILES, write
 from kit.sweep.wandb_run import log_to_wandb
 
@@ -37,9 +37,10 @@ class SweepReport(Callback):
         if line:
             print(f"kit: error: {line}", file=sys.stderr)
             raise SystemExit(1)
-        if FAILURES:  # a failure was printed although every summary reads done: never exit 0 then
+        failed = sorted(n for n, o in read_launch(sweep_dir).items() if o.get("status") not in ("done", "submitted"))
+        if failed:  # the launcher saw a failure although every summary reads done: never exit 0 then
             print(
-                f"kit: error: job(s) {sorted(set(FAILURES))} failed during this sweep (see above); "
+                f"kit: error: job(s) {failed} failed during this sweep (see above; {sweep_dir / LAUNCH}); "
                 f"their summaries in {sweep_dir} read done",
                 file=sys.stderr,
             )

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from kit.core.config import compose, conf_dir, one_line
 from kit.core.errors import KitError
-from kit.core.jobdir import is_done, set_aside
+from kit.core.identity import run_id
+from kit.core.jobdir import JobDir
 from kit.core.locks import hold
 from kit.core.log import get as get_logger
 from kit.core.overrides import expand, fixed_overrides, show_only, split_args
+from kit.job.pipeline import refuse_other_config
 from kit.job.preflight import check_inputs
+from kit.sweep.launchers import entry_for
 
 log = get_logger(__name__)
-
-SLURM_LAUNCHERS = ("SlurmLauncher",)  # launcher classes that submit with sbatch
-
-SLURM_TIMEOUT_S = 30
 
 
 def check_overrides(config_name: str, args: list[str]) -> Path | None:
@@ -41,7 +38,9 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
             check_launcher(first.hydra.launcher)
         if not multirun and not printing:
             run_dir = Path(first.hydra.run.dir)
-            if is_done(run_dir):
+            done = JobDir(run_dir).read()
+            if done is not None and done.is_done:  # the same config is a skip; another one is refused
+                refuse_other_config(JobDir(run_dir), done, run_id(resolved(config_name, plain)))
                 return run_dir
         sweep = dict(first.hydra.sweeper.params or {}) if multirun else {}
         points = expand(plain, sweep) if multirun else [plain]
@@ -59,27 +58,23 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
     target = Path(str(first.hydra.sweep.dir if multirun else first.hydra.run.dir))
     if target.is_dir() and not printing:
         hold(target, "sweep dir" if multirun else "job dir")
-    moved = None if multirun or printing else set_aside(run_dir)
+    moved = None if multirun or printing else JobDir(run_dir).set_aside()
     if moved:
         log.info("unfinished attempt in %s moved to %s; running it again", run_dir, moved)
     return None
 
 
+def resolved(config_name: str, overrides: list[str]):
+    cfg = compose(config_name, overrides)
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
 def check_launcher(launcher_cfg) -> None:
-    """A SLURM launcher needs a SLURM cluster that answers here: say so before Hydra makes the sweep dir."""
-    name = str(launcher_cfg.get("_target_", "")).rpartition(".")[2]
-    if name not in SLURM_LAUNCHERS:
-        return
-    other = "expected a SLURM cluster here, or hydra/launcher=basic|submitit_local"
-    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
-        raise KitError(f"hydra/launcher uses SLURM ({name}) but 'sbatch'/'sinfo' are not on PATH; {other}")
-    try:
-        proc = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=SLURM_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise KitError(f"hydra/launcher uses SLURM ({name}) but 'sinfo' got no answer in {SLURM_TIMEOUT_S} s; {other}") from None
-    if proc.returncode != 0:
-        why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise KitError(f"hydra/launcher uses SLURM ({name}) but the cluster does not answer (sinfo: {why}); {other}")
+    """What the launcher needs here (a SLURM cluster that answers), before Hydra makes the sweep dir."""
+    entry = entry_for(launcher_cfg)
+    if entry is not None and entry.check is not None:
+        entry.check()
 
 
 def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:

@@ -16,10 +16,11 @@ import json
 from pathlib import Path
 
 from kit.core.significance import format_p
+from kit.core.sweepdir import REPORT
 from kit.sweep.plot import plot
 from kit.sweep.rows import build, headline_metrics
 
-FILES = ("sweep_summary.json", "sweep_summary.md", "sweep_summary.png")
+FILES = REPORT  # sweep_summary.{json,md,png} (kit.core.sweepdir)
 
 
 # ---------------------------------------------------------------- table

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from kit.core.errors import KitError
+from kit.core.jobdir import JobDir, as_job
 from kit.core.model.families import family_of, read_config
 from kit.core.results import Checkpoint
 
@@ -42,8 +43,8 @@ def fix_adapter_file(adapter_file: Path, base: Path) -> None:
     save_file(tensors, adapter_file, metadata={"format": "pt"})
 
 
-def export_adapter(epoch_dir: Path, job_dir: Path, base: Path) -> Path:
-    out = job_dir / "adapter"
+def export_adapter(epoch_dir: Path, job: JobDir | Path, base: Path) -> Path:
+    out = as_job(job).output("adapter")
     out.mkdir()
     for name in ADAPTER_FILES:
         src = epoch_dir / name
@@ -60,8 +61,8 @@ def export_adapter(epoch_dir: Path, job_dir: Path, base: Path) -> Path:
     return out
 
 
-def export_full(epoch_dir: Path, job_dir: Path) -> Path:
-    out = job_dir / "hf_model"
+def export_full(epoch_dir: Path, job: JobDir | Path) -> Path:
+    out = as_job(job).output("hf_model")
     out.mkdir()
     for src in epoch_dir.iterdir():
         if src.is_file() and src.name not in SKIP_IN_FULL:
@@ -71,6 +72,7 @@ def export_full(epoch_dir: Path, job_dir: Path) -> Path:
     return out
 
 
-def export(kind: str, epoch_dir: Path, job_dir: Path, base: Path) -> Checkpoint:
-    path = export_adapter(epoch_dir, job_dir, base) if kind == "adapter" else export_full(epoch_dir, job_dir)
+def export(kind: str, epoch_dir: Path, job_dir: JobDir | Path, base: Path) -> Checkpoint:
+    job = as_job(job_dir)
+    path = export_adapter(epoch_dir, job, base) if kind == "adapter" else export_full(epoch_dir, job)
     return Checkpoint(kind, path, folder_bytes(path))

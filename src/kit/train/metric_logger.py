@@ -10,11 +10,13 @@ from pathlib import Path
 
 from torchtune.training.metric_logging import MetricLoggerInterface
 
+from kit.train.recipe_config import METRICS
+
 
 class JobMetricLogger(MetricLoggerInterface):
     def __init__(self, log_dir: str, **_: object):
-        self._file = (Path(log_dir) / "metrics.jsonl").open("a", encoding="utf-8")
-        self.run = None  # the phase's W&B run, attached by kit.train.training
+        self._file = (Path(log_dir) / METRICS).open("a", encoding="utf-8")
+        self.run = None  # the phase's W&B run, attached by kit.train.recipes
 
     def attach(self, run) -> None:
         self.run = run

@@ -14,6 +14,8 @@ from kit.core.device import resolve_device, resolve_dtype
 from kit.core.model.families import Family, check_lora_targets, family_of, weight_files
 
 SCRATCH = "torchtune_out"  # torchtune's own output folder inside the job dir
+METRICS = "metrics.jsonl"  # <job>/metrics.jsonl: one JSON line per logged step (kit.train.metric_logger)
+TORCHTUNE_YAML = "torchtune.yaml"  # the recipe config: `tune run <recipe> --config <job>/torchtune.yaml` replays it
 # kit's own key in torchtune.yaml (torchtune ignores it): the LoRA weights' dtype, read by
 # kit's recipe runners here and in the torchrun children (``python -m kit.train.training``).
 ADAPTER_DTYPE = "kit_adapter_dtype"
@@ -115,6 +117,6 @@ def torchtune_config(cfg: DictConfig, base: Path, job_dir: Path, dataset_file: P
 
 
 def write_config(tt_cfg: dict, job_dir: Path) -> Path:
-    path = job_dir / "torchtune.yaml"
+    path = job_dir / TORCHTUNE_YAML
     OmegaConf.save(OmegaConf.create(tt_cfg), path)
     return path

@@ -12,16 +12,20 @@ from omegaconf import DictConfig
 
 from kit.core import threads
 from kit.core.errors import KitError
-from kit.train.recipe_config import ADAPTER_DTYPE, SCRATCH, torchtune_config, write_config
+from kit.core.jobdir import JobDir, as_job
+from kit.train.recipe_config import ADAPTER_DTYPE, METRICS, SCRATCH, TORCHTUNE_YAML, torchtune_config, write_config
 from kit.train.recipes import run_single_device
 from kit.train.torchrun import torchrun_command, torchrun_env
 
 
-def train(cfg: DictConfig, base: Path, job_dir: Path, dataset_file: Path, run=None) -> dict:
+def train(cfg: DictConfig, base: Path, job_dir: JobDir | Path, dataset_file: Path, run=None) -> dict:
     """Train and return {seconds, steps, final_loss, torchtune_config, epoch_dir, threads, ...};
     ``run``: the phase's W&B run (or None), which receives the loss curve."""
-    tt_cfg = torchtune_config(cfg, base, job_dir, dataset_file)
-    config_path = write_config(tt_cfg, job_dir)
+    job = as_job(job_dir)
+    for name in (SCRATCH, TORCHTUNE_YAML, METRICS):  # recorded before torchtune writes them (set_aside moves them)
+        job.output(name)
+    tt_cfg = torchtune_config(cfg, base, job.path, dataset_file)
+    config_path = write_config(tt_cfg, job.path)
     choice = threads.choose(os.environ)
     start = time.perf_counter()
     nproc = int(cfg.trainer.nproc_per_node)
@@ -33,14 +37,14 @@ def train(cfg: DictConfig, base: Path, job_dir: Path, dataset_file: Path, run=No
         threads.apply(choice)
         run_single_device(tt_cfg, run)
     seconds = time.perf_counter() - start
-    losses = read_losses(job_dir)
+    losses = read_losses(job.path)
     return {
         "seconds": seconds,
         "steps": len(losses),
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "torchtune_config": str(config_path),
-        "epoch_dir": str(last_epoch_dir(job_dir / SCRATCH)),
+        "epoch_dir": str(last_epoch_dir(job.path / SCRATCH)),
         "device": tt_cfg["device"],
         "dtype": tt_cfg["dtype"],
         "adapter_dtype": tt_cfg[ADAPTER_DTYPE],
@@ -56,7 +60,7 @@ def loss_line(trained: dict) -> str | None:
 
 
 def read_losses(job_dir: Path) -> list[float]:
-    path = job_dir / "metrics.jsonl"
+    path = job_dir / METRICS
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -18,6 +18,7 @@ tolerances and the verified configuration (versions, hardware).
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import tempfile
 import time
 import traceback
@@ -26,6 +27,7 @@ from pathlib import Path
 from kit.core.device import resolve_device, resolve_dtype
 from kit.core.errors import KitError
 from kit.core.results import Checkpoint
+from kit.verify.check import VerifyCheck
 from kit.verify.context import VerifyContext
 from kit.verify.reference import (
     TUNE_ADAPTER,
@@ -35,28 +37,39 @@ from kit.verify.reference import (
 from kit.verify.report import environment, write_report
 from kit.verify.tolerance import Tolerance
 
-CHECKS = {
-    "logits": "kit.verify.logits:check",
-    "generation": "kit.verify.generation:check",
-    "inspect": "kit.verify.scores:check",
-    "adapters": "kit.verify.adapters:check",
-    "adapter_folder": "kit.verify.adapter_folder:check",
-}
+
+def discover() -> dict[str, VerifyCheck]:
+    """The registry: every module of this package that defines ``CHECK``, by check name."""
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        check = getattr(importlib.import_module(f"{__name__}.{info.name}"), "CHECK", None)
+        if isinstance(check, VerifyCheck):
+            found[check.name] = check
+    return found
 
 
-def check_names(cfg) -> list[str]:
-    names = list(cfg.verify.checks)
+
+def check_names(cfg, inspect_ran: bool = True) -> list[str]:
+    """The checks ``verify.checks`` names, in order; a one-line KitError for an unknown name or for a
+    list that would check nothing (empty, or only Inspect checks of a job that runs no Inspect eval)."""
+    names = list(dict.fromkeys(str(n) for n in cfg.verify.checks))
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
-        raise KitError(f"verify.checks has unknown check(s) {unknown}; expected some of {list(CHECKS)}")
-    return names
+        raise KitError(f"verify.checks has unknown check(s) {unknown}; expected some of {sorted(CHECKS)}")
+    runnable = [n for n in names if inspect_ran or not CHECKS[n].needs_inspect]
+    if not runnable:
+        why = "is empty" if not names else f"holds only {names}, which need an Inspect eval and eval=none runs none"
+        raise KitError(
+            f"verify.checks {why}: a verify that checks nothing would read PASSED; expected some of "
+            f"{sorted(CHECKS)} (or verify.after_train=false to skip verify)"
+        )
+    return runnable
 
 
 def run_check(name: str, ctx) -> dict:
-    module, func = CHECKS[name].split(":")
     start = time.perf_counter()
     try:
-        result = getattr(importlib.import_module(module), func)(ctx)
+        result = CHECKS[name].run(ctx)
     except KitError as e:  # e.g. an adapter PEFT cannot load: that check fails, the others still run
         result = {"passed": False, "figures": {}, "tolerance": {}, "detail": str(e)}
     except Exception as e:
@@ -102,10 +115,11 @@ def make_context(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, peers, 
     )
 
 
-def verify_checkpoint(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, peers=()) -> dict:
-    """Run the configured checks on one job's checkpoint; write verify.json / verify.md; return the report."""
+def verify_checkpoint(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, peers=(), checks=None) -> dict:
+    """Run ``checks`` (default: the ones ``verify.checks`` names) on one job's checkpoint; write
+    verify.json / verify.md; return the report."""
 
-    names = check_names(cfg)
+    names = list(checks) if checks is not None else check_names(cfg)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kit-verify-") as tmp:
         ctx = make_context(cfg, job_dir, base, checkpoint, peers, Path(tmp))
@@ -127,3 +141,6 @@ def verify_checkpoint(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, pe
     }
     write_report(job_dir, report)
     return report
+
+
+CHECKS: dict[str, VerifyCheck] = discover()  # last: check modules import this package's functions

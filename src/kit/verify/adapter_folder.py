@@ -13,6 +13,7 @@ from __future__ import annotations
 from kit.core.errors import KitError
 from kit.core.model.snapshot import adapter_target_modules
 from kit.lora.resident import check_fits, read_adapter
+from kit.verify.check import VerifyCheck
 from kit.verify.context import VerifyContext
 from kit.verify.reference import tune_model
 from kit.verify.tolerance import compare_logits, limit_note
@@ -93,3 +94,6 @@ def training_model(ctx: VerifyContext, figures: dict) -> list[str]:
         f"PEFT(adapter) vs torchtune's training model: max|logit diff| {f['max_abs_diff']:.3g}{limit}, "
         f"top-1 agreement {f['top1_agreement']:.3f}"
     ]
+
+
+CHECK = VerifyCheck("adapter_folder", check, "the adapter fits the base, matches torchtune.yaml, reproduces the training model")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from kit.verify.check import VerifyCheck
 from kit.verify.context import VerifyContext
 
 
@@ -71,3 +72,6 @@ def check(ctx: VerifyContext) -> dict:
         if failed
         else f"{len(adapters)} adapter(s) x {len(marks)} rounds, merged and unmerged: base bit-identical, RSS +{growth:.1f} MiB",
     }
+
+
+CHECK = VerifyCheck("adapters", check, "many adapters on one resident base: bit-identical base, flat memory")

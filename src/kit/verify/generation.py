@@ -13,6 +13,7 @@ lands near a boundary, which no margin can judge).
 
 from __future__ import annotations
 
+from kit.verify.check import VerifyCheck
 from kit.verify.context import VerifyContext
 from kit.verify.logits import REFERENCE
 from kit.verify.tolerance import top2_margin
@@ -148,3 +149,6 @@ def compare_greedy(ctx: VerifyContext, refs: list[dict], gots: list[dict]) -> di
         mismatches += 1
         first_step = step if first_step is None else min(first_step, step)
     return {"mismatches": mismatches, "near_tie_divergences": near_ties, "first_step": first_step, "sequences": len(refs)}
+
+
+CHECK = VerifyCheck("generation", check, "greedy tokens at batch 1 and in one padded batch; seeded sampling")

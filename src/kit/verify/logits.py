@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kit.verify.check import VerifyCheck
 from kit.verify.context import VerifyContext
 from kit.verify.tolerance import compare_logits, limit_note
 
@@ -37,3 +38,6 @@ def why(name: str, f: dict, ctx: VerifyContext) -> str:
 def compare(ctx: VerifyContext, ref: list, name: str) -> dict:
 
     return compare_logits(ref, ctx.logits(name), ctx.tol)
+
+
+CHECK = VerifyCheck("logits", check, "probe-set logits: exported full model, PEFT merge_and_unload, in-memory merge, direct")

@@ -17,12 +17,13 @@ import json
 from pathlib import Path
 
 from kit.core.errors import KitError
+from kit.core.jobdir import JobDir, as_job
 from kit.core.model.families import _call, family_of, read_config, weight_files
 
 TUNE_ADAPTER = Path("verify") / "torchtune_adapter.safetensors"
 
 
-def keep_torchtune_adapter(epoch_dir: Path, job_dir: Path) -> Path:
+def keep_torchtune_adapter(epoch_dir: Path, job_dir: JobDir | Path) -> Path:
     """Copy torchtune's own-format adapter (``adapter_model.pt``) into the job as safetensors.
 
     The ``.pt`` was written by this job's recipe a moment ago, and
@@ -35,7 +36,7 @@ def keep_torchtune_adapter(epoch_dir: Path, job_dir: Path) -> Path:
     if not source.is_file():
         raise KitError(f"torchtune wrote no adapter_model.pt in {str(epoch_dir)!r}; expected its LoRA weights")
     state = torch.load(source, map_location="cpu", weights_only=True)
-    out = job_dir / TUNE_ADAPTER
+    out = as_job(job_dir).output(TUNE_ADAPTER.parts[0]) / TUNE_ADAPTER.name
     out.parent.mkdir(exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, out, metadata={"format": "pt"})
     return out

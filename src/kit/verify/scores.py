@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kit.eval.context import EvalContext
 from kit.eval.strategies import get_strategy
+from kit.verify.check import VerifyCheck
 from kit.verify.context import VerifyContext
 
 SECOND_TASK = "kit/parity_long"  # so that state carried across tasks in one run would show
@@ -99,3 +100,8 @@ def completions(log_files: list[str]) -> dict:
         for sample in log.samples:
             out[f"{log.eval.task}/{sample.id}"] = sample.output.completion
     return out
+
+
+CHECK = VerifyCheck(
+    "inspect", check, "Inspect scores and completions per strategy, two or more tasks in one run", needs_inspect=True
+)

@@ -1,29 +1,33 @@
-"""Eval strategies (config group ``eval``): a small registry with lazy imports.
+"""Eval strategies (config group ``eval``): one module each, found by this registry.
 
-Each strategy is a function ``evaluate(ctx) -> dict`` in its own module; the
-registry maps the ``eval.strategy`` name to ``module:function`` so a strategy's
-heavy imports load only when it is used. Every strategy evaluates a full
+Each module defines ``STRATEGY`` (a ``kit.eval.strategy.Strategy``) and keeps its heavy imports
+inside functions, so listing the strategies loads no model code. Every strategy evaluates a full
 checkpoint (``checkpointer=full``) as a plain ``hf`` model.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from kit.core.errors import KitError
-
-STRATEGIES = {
-    "auto": "kit.eval.strategies.auto:evaluate",  # the fastest of the others for this machine and eval (recorded)
-    "merge": "kit.eval.strategies.merge:evaluate",  # merge_and_unload -> temporary folder -> hf
-    "merge_in_memory": "kit.eval.strategies.merge_in_memory:evaluate",  # merge into the resident base, restore after
-    "direct": "kit.eval.strategies.direct:evaluate",  # unmerged PEFT through the peft/ provider
-    "vllm": "kit.eval.strategies.vllm:evaluate",  # Inspect's vLLM provider, native LoRA, one server per base
-    "none": "kit.eval.strategies.none:evaluate",
-}
+from kit.eval.strategy import Strategy
 
 
-def get_strategy(name: str):
+def get_strategy(name: str) -> Strategy:
+    name = str(getattr(name, "value", name))
     if name not in STRATEGIES:
         raise KitError(f"eval strategy {name!r} unknown; expected one of {sorted(STRATEGIES)}")
-    module, func = STRATEGIES[name].split(":")
-    return getattr(importlib.import_module(module), func)
+    return STRATEGIES[name]
+
+
+def discover() -> dict[str, Strategy]:
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        strategy = getattr(importlib.import_module(f"{__name__}.{info.name}"), "STRATEGY", None)
+        if isinstance(strategy, Strategy):
+            found[strategy.name] = strategy
+    return found
+
+
+STRATEGIES: dict[str, Strategy] = discover()

@@ -19,6 +19,7 @@ from dataclasses import replace
 from kit.core.device import resolve_device
 from kit.eval.context import EvalContext
 from kit.eval.strategies import get_strategy
+from kit.eval.strategy import Strategy
 from kit.eval.vllm_lora import unservable_modules, vllm_installed
 
 
@@ -61,3 +62,6 @@ def evaluate(ctx: EvalContext) -> dict:
     strategy, why = choose(ctx)
     result = get_strategy(strategy)(replace(ctx, strategy=strategy))
     return {**result, "strategy_chosen": strategy, "why": why}
+
+
+STRATEGY = Strategy("auto", evaluate, "the fastest of the others for this machine and checkpoint (recorded in summary.json)")

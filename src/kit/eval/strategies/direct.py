@@ -10,6 +10,7 @@ from kit.eval.context import EvalContext
 from kit.eval.inspect_runner import max_connections, run_inspect
 from kit.eval.session import session_scope
 from kit.eval.strategies.merge import evaluate_folder
+from kit.eval.strategy import Strategy
 from kit.lora.probes import probe_resident
 
 
@@ -64,3 +65,6 @@ def evaluate_with_peft(ctx: EvalContext, merge: bool) -> dict:
 
 def evaluate(ctx: EvalContext) -> dict:
     return evaluate_with_peft(ctx, merge=False)
+
+
+STRATEGY = Strategy("direct", evaluate, "unmerged PEFT through the peft/ provider", resident=True)

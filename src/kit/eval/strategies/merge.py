@@ -19,6 +19,7 @@ from pathlib import Path
 
 from kit.eval.context import EvalContext
 from kit.eval.inspect_runner import hf_model, run_inspect
+from kit.eval.strategy import Strategy
 from kit.lora.merge import merge_to_folder
 from kit.train.export import folder_bytes
 
@@ -45,3 +46,6 @@ def evaluate(ctx: EvalContext) -> dict:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {**result, "temp_peak_bytes": temp_bytes, "merge_seconds": merge_seconds, "adapter_logit_change": change}
+
+
+STRATEGY = Strategy("merge", evaluate, "merge_and_unload into a temporary folder, Inspect hf provider")

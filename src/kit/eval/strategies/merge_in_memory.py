@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from kit.eval.context import EvalContext
 from kit.eval.strategies.direct import evaluate_with_peft
+from kit.eval.strategy import Strategy
 
 
 def evaluate(ctx: EvalContext) -> dict:
     return evaluate_with_peft(ctx, merge=True)
+
+
+STRATEGY = Strategy("merge_in_memory", evaluate, "merge into the resident base, restore it after", resident=True)

@@ -27,10 +27,12 @@ from pathlib import Path
 
 from kit.core.device import dtype_info, resolve_device, resolve_dtype
 from kit.core.errors import KitError
+from kit.core.model.families import family_of
 from kit.eval.context import EvalContext
 from kit.eval.inspect_runner import max_connections, run_inspect
 from kit.eval.session import EvalSession, session_scope
-from kit.eval.vllm_lora import refusal, unservable_modules
+from kit.eval.strategy import Strategy
+from kit.eval.vllm_lora import refusal, unservable_from_config, unservable_modules
 from kit.lora.resident import read_adapter
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values `vllm serve --max-lora-rank` accepts
@@ -99,6 +101,18 @@ def server_command(cfg, served: str, port: int, api_key: str, max_lora_rank: int
     if v.max_model_len:
         cmd += ["--max-model-len", str(v.max_model_len)]
     return cmd + [str(a) for a in v.extra_args]
+
+
+def refusal_for(cfg, base: Path) -> str | None:
+    """eval=vllm (the real server): why vLLM will not serve the adapter this job trains, known before
+    training (kit's default trains the output projection); None when it will. ``eval=auto`` needs no
+    refusal: it does not pick vLLM for such an adapter and records why."""
+    if not real_vllm(cfg.eval):
+        return None
+    if str(getattr(cfg.checkpointer.kind, "value", cfg.checkpointer.kind)) == "full" or cfg.phase.get("merge"):
+        return None  # a merged model: vLLM serves it without LoRA
+    bad = unservable_from_config(cfg.lora)
+    return refusal(bad[0], family_of(base).name) if bad else None
 
 
 def real_vllm(cfg) -> bool:
@@ -203,3 +217,13 @@ def evaluate_in(session: EvalSession, ctx: EvalContext) -> dict:
         "setup_seconds": setup,
         "server": {"command": command, "max_lora_rank": server.max_lora_rank, "log": str(server.log)},
     }
+
+
+STRATEGY = Strategy(
+    "vllm",
+    evaluate,
+    "vLLM server with native LoRA (vllm.server=standin: CPU stand-in, tests only)",
+    needs=("inspect_ai", "vllm"),
+    needs_cuda=True,
+    refuse=refusal_for,
+)

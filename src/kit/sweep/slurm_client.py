@@ -1,8 +1,34 @@
-"""A small SLURM client: job states and details from sacct / scontrol (accounting may be off)."""
+"""A small SLURM client: job states and details from sacct / scontrol (accounting may be off), and the
+states a launcher or `kit status` reads from them."""
 
 from __future__ import annotations
 
 import subprocess
+
+POLL_S = 5.0  # how often job states are read; bounds how late a hard crash is seen
+RESULT_GRACE_S = 15.0  # a finished job's result file can show up late on a network file system
+RUNNING_STATES = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "REQUEUED",
+    "RESIZING",
+    "SUSPENDED",
+    "PREEMPTED",
+    "UNKNOWN",
+    "READY",
+}
+WHY = {  # SLURM end states that leave no result, and what the user can do about them
+    "CANCELLED": "cancelled (scancel, or killed by the cluster)",
+    "OUT_OF_MEMORY": "ran out of memory (raise hydra.launcher.mem_gb)",
+    "TIMEOUT": "hit its time limit (raise hydra.launcher.timeout_min)",
+    "NODE_FAIL": "lost its node",
+    "BOOT_FAIL": "its node failed to boot",
+    "DEADLINE": "missed its deadline",
+    "FAILED": "exited non-zero without a result",
+    "GONE": "is no longer known to SLURM",
+}
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:

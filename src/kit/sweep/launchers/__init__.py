@@ -1,0 +1,49 @@
+"""kit's launchers (config group ``hydra/launcher``): ``basic``, ``submitit_local``, ``submitit_slurm``.
+
+They are Hydra's own launchers with what a sweep needs (kit.sweep.launchers.common): resume, every
+failure returned rather than raised, no hang on hard crashes, a sweep manifest, requeue. The registry
+is every module here that defines ``LAUNCHER``; ``register_configs`` stores their dataclasses in
+Hydra's ConfigStore under the option names (replacing the submitit plugin's and Hydra's own nodes of
+the same names, so ``hydra/launcher=submitit_slurm`` means kit's). Site profiles extend them from a
+user config folder on Hydra's search path (``$KIT_CONFIG_DIR``, default ``~/.config/kit``:
+``hydra/launcher/<site>.yaml`` with ``defaults: [submitit_slurm, _self_]``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from kit.sweep.launcher import LauncherEntry
+
+
+def discover() -> dict[str, LauncherEntry]:
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        entry = getattr(importlib.import_module(f"{__name__}.{info.name}"), "LAUNCHER", None)
+        if isinstance(entry, LauncherEntry):
+            found[entry.name] = entry
+    return found
+
+
+LAUNCHERS: dict[str, LauncherEntry] = discover()
+
+
+def register_configs() -> None:
+    """kit's launcher dataclasses into Hydra's ConfigStore, each under its option name.
+
+    The nodes they replace are stored when Hydra's plugin scan imports their modules; importing those
+    modules first makes the order certain (a module runs once), so kit's always win."""
+    import hydra._internal.core_plugins.basic_launcher  # noqa: F401  (Hydra's basic node, stored first)
+    from hydra.core.config_store import ConfigStore
+
+    import hydra_plugins.hydra_submitit_launcher.config  # noqa: F401  (the plugin's nodes, stored first)
+
+    for entry in LAUNCHERS.values():
+        ConfigStore.instance().store(group="hydra/launcher", name=entry.name, node=entry.conf, provider="kit")
+
+
+def entry_for(launcher_cfg) -> LauncherEntry | None:
+    """The registry entry of a composed ``hydra.launcher`` (a site profile counts as what it extends)."""
+    target = str(launcher_cfg.get("_target_", ""))
+    return next((e for e in LAUNCHERS.values() if e.target == target), None)
