@@ -225,14 +225,14 @@ def resident_phases(cuda: bool) -> Phases:
     p = Phases(cuda)
     p.wrap(resident, "read_adapter", "read")
     p.wrap(resident, "check_fits", "read")
-    p.wrap(resident, "read_tensors", "read")  # issue 14: read straight onto the device for reused modules
+    p.wrap(resident, "read_tensors", "read")  # read straight onto the device for reused modules
     p.wrap(resident.ResidentBase, "_load", "attach")
-    p.wrap(resident.ResidentBase, "_refill", "attach")  # issue 14: copy into spare LoRA modules
-    p.wrap(resident.ResidentBase, "_stash", "attach")  # issue 14: evict into the spares
+    p.wrap(resident.ResidentBase, "_refill", "attach")  # copy into spare LoRA modules
+    p.wrap(resident.ResidentBase, "_stash", "attach")  # evict into the spares
     p.wrap(snapshot.Snapshot, "take", "snapshot")
     p.wrap(tuners.BaseTuner, "merge_adapter", "merge")
     p.wrap(snapshot.Snapshot, "restore", "restore")
-    p.wrap(resident, "fingerprint", "check")  # main before issue 14: sha256 on the CPU
+    p.wrap(resident, "fingerprint", "check")  # older kit: sha256 on the CPU
     p.wrap(snapshot.Snapshot, "verify", "check")  # after: an on-device checksum
     return p
 
@@ -357,9 +357,9 @@ def bench_merge(base: Path, adapters: list[Path], device: str, dtype: str) -> tu
         try:
             model = None
             start = time.perf_counter()
-            if "device" in inspect.signature(merge_to_folder).parameters:  # issue 14: on the device
+            if "device" in inspect.signature(merge_to_folder).parameters:  # merged on the device
                 merge_to_folder(base, adapter, tmp, device, dtype)
-            else:  # main before issue 14: fp32 on the CPU
+            else:  # older kit: fp32 on the CPU
                 merge_to_folder(base, adapter, tmp)
             merged = time.perf_counter()
             model = load_model(tmp, dtype=dtype, device=device)

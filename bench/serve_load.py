@@ -10,7 +10,7 @@ Against one real ``kit serve`` subprocess on 127.0.0.1 (defaults, mixed batching
   (cycling base / parity / last_digit / reverse, 8 new tokens forced with ``min_tokens``);
 - ``load+misbehaving``: the same clients while, all the time, misbehaving clients run beside them:
   a slow client (trickles its request one byte every 0.2 s), a huge prompt (a 400,000-character
-  message, issue 15 item 1, resent as soon as it is answered), a client that hangs up mid-generation
+  message, resent as soon as it is answered), a client that hangs up mid-generation
   (200 forced tokens, gone after 0.3 s), and 60 connections that open and stall;
 - ``load+huge``, ``load+hang_up``, ``load+slow,stall``: the same, one kind of misbehaviour at a time;
 - ``load+long``: the clients beside one in-limit long generation (200 forced tokens, resent), for

@@ -85,7 +85,7 @@ def tune_run(tmp: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=1, help="alternating kit/tune runs (default 1)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating kit and tune runs (default 1)")
     args = parser.parse_args()
 
     kits, tunes = [], []
@@ -116,7 +116,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 
-    print("| default job wall s | kit median step ms | tune median step ms | ratio kit/tune | overhead % |")
+    print("| default job wall s | kit median step ms | tune median step ms | ratio kit : tune | overhead % |")
     print("|---:|---:|---:|---:|---:|")
     print(f"| {wall:.1f} | {kit_ms:.2f} | {tune_ms:.2f} | {ratio:.3f} | {(ratio - 1) * 100:+.1f} |")
     print(f"\n(median of {args.repeats} run(s); target overhead < 5%; JSON: {RESULTS.relative_to(ROOT)})")

@@ -1,5 +1,5 @@
 """bf16 training keeps its LoRA updates: kit holds the LoRA weights (and so AdamW's
-state) in fp32 while the frozen base trains in bf16 (trainer.adapter_dtype, kit/train.py).
+state) in fp32 while the frozen base trains in bf16 (trainer.adapter_dtype, kit/train/recipes.py).
 
 torchtune 0.6.1's recipe builds everything in bf16: an AdamW step of size ~lr on a
 bf16 weight of magnitude w is lost when lr is below half a bf16 ulp (about w * 2**-9).

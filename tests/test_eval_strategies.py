@@ -1,5 +1,5 @@
 """Eval strategies on one trained adapter: merge, merge_in_memory, direct (peft/ provider)
-and vllm (through kit's CPU stand-in server; see kit/vllm_standin.py) must give the same
+and vllm (through kit's CPU stand-in server; see kit/eval/vllm_standin.py) must give the same
 scores and the same completions, for two tasks in one call, at batch size 1 and 32 (batch 1
 on the first LIMIT[1] samples of each task: one sequence at a time is the slow part)."""
 

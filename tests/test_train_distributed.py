@@ -1,5 +1,5 @@
 """trainer.nproc_per_node=2 on CPU: torchtune 0.6.1's lora_finetune_distributed under
-torchrun with gloo (kit/train.py: distributed_main) against the single-process
+torchrun with gloo (kit/train/recipes.py: distributed_main) against the single-process
 recipe on the same global batch (2 x 8 vs 1 x 16)."""
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""What a user sees (issue 13): progress lines once, a result at the end, a quiet console, one-line
+"""What a user sees: progress lines once, a result at the end, a quiet console, one-line
 errors for the config edges, and W&B runs whose workspace groups without clicking."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from wandb_records import records, run_info
 from kit.core import log as kit_log
 from kit.core.errors import KitError
 
-# Lines that reached the console on every run before issue 13; none may come back.
+# Lines the stack once printed on every run (kit.core.log drops them); none may come back.
 NOISE = (
     "Skipping import of cpp extensions",
     "Detected no triton",

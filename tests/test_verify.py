@@ -126,7 +126,7 @@ def test_bad_check_name_is_one_line(trained_job, tmp_path, capsys):
 # one. Instead: a tiny Llama 3 base (HF LlamaForCausalLM, the tiny default's tokenizer files),
 # torchtune's own LoRA model for it (the builder kit's torchtune.yaml names) with non-zero
 # adapter weights, saved by torchtune's FullModelHFCheckpointer exactly as the recipe saves an
-# epoch, then exported by kit (kit/export.py) and verified.
+# epoch, then exported by kit (kit/train/export.py) and verified.
 
 
 def tiny_llama_base(tiny_base: Path, out: Path) -> Path:

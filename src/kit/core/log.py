@@ -24,7 +24,7 @@ LEVEL_ENV = "KIT_LOG_LEVEL"
 
 # (logger name, message start): logging records dropped by quiet_known_noise()
 NOISY_LOGS = (
-    # torchao 0.15 has no C++ kernels for torch 2.13; kit uses none of them (pinned set, NOTES.md)
+    # torchao 0.15 has no C++ kernels for torch 2.13; kit uses none of them (the pinned set: constraints.in)
     ("torchao", "Skipping import of cpp extensions due to incompatible torch version"),
     ("torchao.kernel.intmm", "Warning: Detected no triton"),
     # the recipe's profiler is off unless asked for; torchtune says so as a WARNING on every run

@@ -82,7 +82,7 @@ class ModelConfig:
     allow_network: bool = False  # or KIT_ALLOW_NETWORK=1
     allow_pickle: bool = False  # load *.bin pickles (refused by default)
     trust_remote_code: bool = False
-    # load arguments (kit/loader.py)
+    # load arguments (kit/core/model/loader.py)
     loader: Loader = Loader.auto  # auto | causal_lm | seq2seq_lm | masked_lm (auto: from config.json)
     dtype: Dtype = Dtype.auto  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
     device_map: Optional[Any] = None  # passed to from_pretrained (e.g. auto)

@@ -1,4 +1,4 @@
-"""Checks every eval of an adapter runs first (issue 15 item 14): the adapter is what the job
+"""Checks every eval of an adapter runs first: the adapter is what the job
 trained, PEFT loads all of it, and it changes the model's output.
 
 ``check_adapter`` (before every strategy, from kit.eval.evaluate) is cheap and loads no

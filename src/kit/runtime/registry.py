@@ -1,7 +1,7 @@
 """The modifier registry (``modifiers.json``) and base identity.
 
 ``phase=modifier`` writes the registry next to the modifiers it trained; the
-server (``kit/serve``) reads it. A modifier is tied to the exact base it was
+server (``kit.runtime.serve``) reads it. A modifier is tied to the exact base it was
 trained on: ``base_fingerprint`` hashes every weight tensor of the base's
 safetensors files (name, dtype, shape, bytes), so a base with the same shapes
 but other weights (a merged model, another fine-tune) is told apart.

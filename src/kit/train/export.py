@@ -28,7 +28,7 @@ def folder_bytes(path: Path) -> int:
 
 
 def fix_adapter_file(adapter_file: Path, base: Path) -> None:
-    """Apply the family's fix to torchtune's PEFT adapter (kit/models.py: Family.fix_peft_adapter).
+    """Apply the family's fix to torchtune's PEFT adapter (kit/core/model/families.py: Family.fix_peft_adapter).
 
     ``tune_to_peft_adapter_weights`` permutes q_proj/k_proj lora_B rows for every
     model type, but only Llama-family base weights are stored permuted in HF

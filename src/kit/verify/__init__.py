@@ -17,8 +17,6 @@ tolerances and the verified configuration (versions, hardware).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import tempfile
 import time
 import traceback
@@ -26,6 +24,7 @@ from pathlib import Path
 
 from kit.core.device import resolve_device, resolve_dtype
 from kit.core.errors import KitError
+from kit.core.registry import discover
 from kit.core.results import Checkpoint
 from kit.verify.check import VerifyCheck
 from kit.verify.context import VerifyContext
@@ -36,17 +35,6 @@ from kit.verify.reference import (
 )
 from kit.verify.report import environment, write_report
 from kit.verify.tolerance import Tolerance
-
-
-def discover() -> dict[str, VerifyCheck]:
-    """The registry: every module of this package that defines ``CHECK``, by check name."""
-    found = {}
-    for info in pkgutil.iter_modules(__path__):
-        check = getattr(importlib.import_module(f"{__name__}.{info.name}"), "CHECK", None)
-        if isinstance(check, VerifyCheck):
-            found[check.name] = check
-    return found
-
 
 
 def check_names(cfg, inspect_ran: bool = True) -> list[str]:
@@ -143,4 +131,6 @@ def verify_checkpoint(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, pe
     return report
 
 
-CHECKS: dict[str, VerifyCheck] = discover()  # last: check modules import this package's functions
+CHECKS: dict[str, VerifyCheck] = discover(
+    __name__, __path__, "CHECK", VerifyCheck
+)  # last: check modules import this package's functions

@@ -7,7 +7,7 @@ the same decoder with plain rotary embeddings: ``1 / base**(2i/d)``, which is wh
 HF's ``default`` rope type computes. These builders take torchtune's Llama 3.2
 component builders (same layers, same parameter names, so torchtune's LLAMA3 weight
 conversion and LoRA code apply unchanged) and put plain RoPE into every attention
-layer. kit/models.py picks them from the folder's config.json; the names follow
+layer. kit/core/model/families.py picks them from the folder's config.json; the names follow
 torchtune's ``lora_<name>`` / ``<name>`` convention so ``Family.base_builder`` finds
 the plain one.
 """

@@ -7,10 +7,8 @@ checkpoint (``checkpointer=full``) as a plain ``hf`` model.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from kit.core.errors import KitError
+from kit.core.registry import discover
 from kit.eval.strategy import Strategy
 
 
@@ -21,13 +19,4 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
-def discover() -> dict[str, Strategy]:
-    found = {}
-    for info in pkgutil.iter_modules(__path__):
-        strategy = getattr(importlib.import_module(f"{__name__}.{info.name}"), "STRATEGY", None)
-        if isinstance(strategy, Strategy):
-            found[strategy.name] = strategy
-    return found
-
-
-STRATEGIES: dict[str, Strategy] = discover()
+STRATEGIES: dict[str, Strategy] = discover(__name__, __path__, "STRATEGY", Strategy)

@@ -7,25 +7,13 @@ its module, its ``conf/phase/<name>.yaml`` listing it, and that option's value i
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from omegaconf import DictConfig
 
 from kit.core.errors import KitError
+from kit.core.registry import discover
 from kit.job.phase import Phase
 
-
-def discover() -> dict[str, Phase]:
-    found = {}
-    for info in pkgutil.iter_modules(__path__):
-        phase = getattr(importlib.import_module(f"{__name__}.{info.name}"), "PHASE", None)
-        if isinstance(phase, Phase):
-            found[phase.name] = phase
-    return found
-
-
-PHASES: dict[str, Phase] = discover()
+PHASES: dict[str, Phase] = discover(__name__, __path__, "PHASE", Phase)
 
 
 def pipeline(cfg: DictConfig) -> list[Phase]:

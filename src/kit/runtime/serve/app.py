@@ -1,4 +1,4 @@
-"""What the server answers: models, completions, routing. HTTP lives in ``kit/serve/http.py``.
+"""What the server answers: models, completions, routing. HTTP lives in ``kit/runtime/serve/http.py``.
 
 A request names ``base``, a modifier from the registry, or ``auto`` (the router
 picks one, or the base). The response says which modifier answered

@@ -11,33 +11,17 @@ user config folder on Hydra's search path (``$KIT_CONFIG_DIR``, default ``~/.con
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from kit.core.registry import discover
 from kit.sweep.launcher import LauncherEntry
 
-
-def discover() -> dict[str, LauncherEntry]:
-    found = {}
-    for info in pkgutil.iter_modules(__path__):
-        entry = getattr(importlib.import_module(f"{__name__}.{info.name}"), "LAUNCHER", None)
-        if isinstance(entry, LauncherEntry):
-            found[entry.name] = entry
-    return found
-
-
-LAUNCHERS: dict[str, LauncherEntry] = discover()
+LAUNCHERS: dict[str, LauncherEntry] = discover(__name__, __path__, "LAUNCHER", LauncherEntry)
 
 
 def register_configs() -> None:
-    """kit's launcher dataclasses into Hydra's ConfigStore, each under its option name.
-
-    The nodes they replace are stored when Hydra's plugin scan imports their modules; importing those
-    modules first makes the order certain (a module runs once), so kit's always win."""
-    import hydra._internal.core_plugins.basic_launcher  # noqa: F401  (Hydra's basic node, stored first)
+    """kit's launcher dataclasses into Hydra's ConfigStore, each under its option name, replacing the
+    nodes Hydra and the submitit plugin store under those names (called by kit's search-path plugin,
+    hydra_plugins/kit_launcher/searchpath.py, after Hydra's plugin scan has stored theirs)."""
     from hydra.core.config_store import ConfigStore
-
-    import hydra_plugins.hydra_submitit_launcher.config  # noqa: F401  (the plugin's nodes, stored first)
 
     for entry in LAUNCHERS.values():
         ConfigStore.instance().store(group="hydra/launcher", name=entry.name, node=entry.conf, provider="kit")
