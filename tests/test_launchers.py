@@ -31,6 +31,7 @@ def test_launchers_compose_the_hydra_way_without_any_warning(tmp_path):
 
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+
     from kit.core.config import register_resolvers
 
     register_resolvers()

@@ -371,7 +371,6 @@ def test_report_exits_non_zero_when_no_job_is_done(tmp_path, capsys):
 def test_plugins_lists_every_launcher_config():
     from kit.commands.plugins import status
     from kit.core.config import conf_dir
-
     from kit.sweep.launchers import LAUNCHERS
 
     listed = {r["name"] for r in status() if r["group"] == "launcher"}

@@ -40,9 +40,7 @@ def stale_paths(lines: dict[str, str], tasks: set[str]) -> list[str]:
 
 
 def all_lines() -> dict[str, str]:
-    return {
-        f"{p.relative_to(ROOT)}:{n}": line for p in texts() for n, line in enumerate(p.read_text().splitlines(), 1)
-    }
+    return {f"{p.relative_to(ROOT)}:{n}": line for p in texts() for n, line in enumerate(p.read_text().splitlines(), 1)}
 
 
 def others() -> dict[str, str]:
