@@ -18,4 +18,3 @@ class LocalLauncher(local.LocalLauncher):
 
 class SlurmLauncher(slurm.SlurmLauncher):
     pass
-

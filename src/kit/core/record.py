@@ -72,7 +72,7 @@ def record(
         if job_type and logger is not None and job is not None and identity is not None
         else nullcontext(None)
     )
-    with opened as run, (timed(log, what) if announce else stopwatch()) as t:
+    with opened as run, timed(log, what) if announce else stopwatch() as t:
         rec = Recorder(run=run)
         yield rec
         t["detail"] = rec.detail
