@@ -28,17 +28,19 @@ from kit.sweep.wandb_run import log_to_wandb
 
 WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESIZING"}
 RUNNING = {"RUNNING", "COMPLETING"}
-NOT_DONE = ("failed", "lost")  # what --rerun-failed resubmits
+NOT_DONE = ("failed", "lost", "unverified")  # what --rerun-failed resubmits
 LOG_CHARS = 70
 # Logger prefixes (Hydra/torchtune "[time][name][LEVEL] - ", submitit "submitit INFO (time) - "): the message is what counts
 LOG_PREFIX = re.compile(r"^(\[[^\]]*\]){2,3} - |^submitit \w+ \([^)]*\) - ")
 
 
 def job_state(entry: dict, summary: dict | None, slurm: dict | None) -> tuple[str, str]:
-    """(state, why) of one job: done / pending / running / preempted / failed / lost."""
+    """(state, why) of one job: done / unverified / pending / running / preempted / failed / lost."""
     status = (summary or {}).get("status")
     if status == "done":
         return "done", ""
+    if status == "unverified":  # trained and scored, but verify failed: not a result
+        return "unverified", (summary or {}).get("error") or "verify failed"
     if not slurm:
         return "lost", "never submitted"
     state, restarts = slurm["state"], slurm.get("restarts", 0)

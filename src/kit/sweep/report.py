@@ -69,6 +69,7 @@ def table(summary: dict) -> str:
         "#",
         *keys,
         "status",
+        "verify",
         *metrics,
         *(f"base {m}" for m in metrics),
         *paired_heads(metrics),
@@ -88,6 +89,7 @@ def table(summary: dict) -> str:
                 str(r["job"]),
                 *(values.get(k, "-") for k in keys),
                 r["status"],
+                r.get("verify") or "-",
                 *(fmt((r.get("scores") or {}).get(m)) for m in metrics),
                 *(fmt((r.get("base_scores") or {}).get(m)) for m in metrics),
                 *(c for m in metrics for c in paired_cells(r, m)),
@@ -146,11 +148,20 @@ def paired_lines(summary: dict) -> list[str]:
     ]
 
 
+def verified_line(summary: dict) -> str:
+    """``Verified: 3 of 4 jobs (1 FAILED, 0 not run)``: verify decides whether a score is a result."""
+    t, rows = summary["totals"], summary["jobs"]
+    failed = sum(1 for r in rows if str(r.get("verify", "")).startswith("FAILED"))
+    not_run = sum(1 for r in rows if r.get("verify") in (None, "not run"))
+    return f"Verified: {t['verified']} of {t['jobs']} jobs ({failed} FAILED, {not_run} not run)."
+
+
 def markdown(summary: dict) -> str:
     failures = [
         f"- #{r['job']} {' '.join(r['overrides'])}: {r['status']}: {r['error']}" for r in summary["jobs"] if r["status"] != "done"
     ]
-    parts = [f"# Sweep {summary['group']}", "", table(summary), "", *paired_lines(summary), *storage_lines(summary)]
+    parts = [f"# Sweep {summary['group']}", "", table(summary), "", verified_line(summary), "", *paired_lines(summary)]
+    parts += storage_lines(summary)
     if failures:
         parts += ["", "Not done:", *failures]
     return "\n".join(parts) + "\n"

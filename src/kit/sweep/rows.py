@@ -72,12 +72,20 @@ def job_row(num: int, job_dir: Path, expected: list[str] | None) -> dict:
         other_how=estimate.get("how"),
         train_s=(s.get("timings") or {}).get("train_s"),
         eval_s=(s.get("timings") or {}).get("eval_s"),
+        verify=verify_cell(s.get("verify")),
         logs=(s.get("eval") or {}).get("logs") or [],
         base_logs=(s.get("eval") or {}).get("base_logs") or [],
     )
     if row["persistent_bytes"] is not None and row["other_checkpoint_bytes"] is not None:
         row["other_persistent_bytes"] = row["persistent_bytes"] - row["checkpoint_bytes"] + row["other_checkpoint_bytes"]
     return row
+
+
+def verify_cell(entry: dict | None) -> str:
+    """``passed`` / ``FAILED [checks]`` / ``not run``: what the job's verify said (verify decides)."""
+    if not entry:
+        return "not run"
+    return "passed" if entry.get("passed") else f"FAILED {entry.get('failed') or []}"
 
 
 def swept(rows: list[dict]) -> list[str]:
@@ -104,6 +112,7 @@ def totals(rows: list[dict]) -> dict:
         "jobs": len(rows),
         "done": len(done),
         "failed": len(rows) - len(done),
+        "verified": sum(1 for r in rows if r.get("verify") == "passed"),
         "persistent_bytes": sum(r["persistent_bytes"] or 0 for r in done),
         "other_persistent_bytes": sum(r.get("other_persistent_bytes") or 0 for r in done),
         "full_checkpoint_bytes": kind_bytes["full"],
