@@ -139,15 +139,16 @@ def test_requeued_job_restarts_under_its_run_identity(slurm_cluster, kit_cache, 
     assert steps == list(range(1, done["train"]["steps"] + 1))  # every step from the base, none resumed
     assert len(steps) > 100  # 3 full epochs (62 steps each on the parity set)
     assert "restarted (SLURM restart 1)" in open(entry["stdout"]).read()
-    # a later kit eval attaches to the same identity
+    # a later kit eval is a run of the same identity, its own W&B run (a failed one never marks the
+    # job's own eval run failed): <run id>-kiteval<k>, k its place among the job's evaluations
     proc = run_kit(["eval", str(job), "tasks.limit=5"], kit_cache, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ids = run_ids(job)
     print(json.dumps(ids, indent=1))
     rid = done["run_id"]
-    assert set(ids) == {f"{rid}-train", f"{rid}-eval", f"{rid}-verify"}, ids
+    assert set(ids) == {f"{rid}-train", f"{rid}-eval", f"{rid}-verify", f"{rid}-kiteval1-eval"}, ids
     assert any(p.startswith("attempts/1/") for p in ids[f"{rid}-train"])  # the requeued attempt: same id
-    assert len(ids[f"{rid}-eval"]) == 2  # the job's own eval and kit eval's, one run id
+    assert len(ids[f"{rid}-eval"]) == 1  # the job's own eval run, untouched by kit eval
 
 
 def test_preemption_signal_requeues_and_status_says_preempted(slurm_cluster, kit_cache, tmp_path):

@@ -102,9 +102,13 @@ def test_torchtune_config_replays_with_tune_run(default_job):
 
 
 def test_finished_job_is_never_touched_again(default_job, kit_cache):
+    """The same config again is a skip; another config into the finished dir is refused (it used to
+    print "already done" and exit 0, as if lora.rank=4 had been run). Neither touches a file."""
     before = {p: p.stat().st_mtime_ns for p in default_job.rglob("*") if p.is_file()}
-    proc = run_kit(["train", f"hydra.run.dir={default_job}", "lora.rank=4"], kit_cache, default_job.parent)
-    assert proc.returncode == 0
-    assert "already done" in proc.stdout
+    same = run_kit(["train", f"hydra.run.dir={default_job}"], kit_cache, default_job.parent)
+    assert same.returncode == 0 and "already done" in same.stdout
+    other = run_kit(["train", f"hydra.run.dir={default_job}", "lora.rank=4"], kit_cache, default_job.parent)
+    assert other.returncode == 2
+    assert "holds a finished run of another config" in other.stderr and other.stderr.count("kit: error:") == 1
     after = {p: p.stat().st_mtime_ns for p in default_job.rglob("*") if p.is_file()}
     assert after == before
