@@ -85,23 +85,23 @@ def run_phases(cfg: DictConfig, job: JobDir, base: Path, identity: RunIdentity, 
         summary.status = ctx.notes.get("status", Status.DONE)
     except KeyboardInterrupt as e:  # Ctrl-C, or an Inspect eval it cancelled: never a result
         summary.status, summary.error = Status.INTERRUPTED, f"interrupted{f': {e}' if str(e) else ' (Ctrl-C)'}"
-        finish(job, summary)
-        raise Interrupted(kept(job)) from None
+        write_final(job, summary)
+        raise Interrupted(interrupted_line(job)) from None
     except BaseException as e:
         full = disk_full_in(e, job.path)
         summary.status = Status.FAILED
         summary.error = str(full) if full else f"{type(e).__name__}: {e}"
         if not isinstance(e, KitError) and not full:
             summary.traceback = traceback.format_exc()
-        finish(job, summary)
+        write_final(job, summary)
         if full:
             raise full from None
         raise
-    finish(job, summary)
+    write_final(job, summary)
     return summary
 
 
-def finish(job: JobDir, summary: Summary) -> None:
+def write_final(job: JobDir, summary: Summary) -> None:
     """The final summary; on a full disk the failure is still reported (set_aside later marks
     a summary left at ``running`` as interrupted)."""
     summary.finished = time.time()
@@ -115,7 +115,7 @@ def finish(job: JobDir, summary: Summary) -> None:
         )
 
 
-def kept(job: JobDir) -> str:
+def interrupted_line(job: JobDir) -> str:
     """What an interrupted job leaves, and how to go on: the one line the CLI prints."""
     outputs = job.existing_outputs()
     what = f"{', '.join(outputs)} and summary.json" if outputs else "summary.json"

@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher as HydraBasicLauncher
 from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
 
-from kit.core.log import get as get_logger
+from kit.core.record import record
 from kit.sweep.launcher import LauncherEntry
 from kit.sweep.launchers.common import as_reported, open_sweep, plan, resume
-
-log = get_logger(__name__)
 
 
 @dataclass
@@ -32,17 +30,21 @@ class BasicLauncher(HydraBasicLauncher):
             if skipped:
                 results.append(skipped)
                 continue
-            log.info("job %d of %d (#%d %s) started: %s", k, len(points), point.num, " ".join(point.shown), point.job_dir)
-            ret = run_job(
-                hydra_context=self.hydra_context,
-                task_function=self.task_function,
-                config=point.config,
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-            )
-            results.append(as_reported(point, ret))
+            with record(f"job {k} of {len(points)} (#{point.num} {' '.join(point.shown)}) in {point.job_dir}") as rec:
+                ret = as_reported(point, self.run_point(point))
+                rec.detail = (ret.return_value or {}).get("status")
+            results.append(ret)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)  # the front's logging again
         return results
+
+    def run_point(self, point) -> JobReturn:
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
+            config=point.config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
 
 
 LAUNCHER = LauncherEntry("basic", BasicConf, "Hydra's own, jobs one after another in this process")

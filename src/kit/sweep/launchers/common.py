@@ -131,12 +131,12 @@ def as_reported(point: Point, ret: JobReturn) -> JobReturn:
     """A job that raised becomes a failed JobReturn, so the sweep goes on to its summary; one that
     returned is recorded with the status it returned."""
     if ret.status != JobStatus.COMPLETED:
-        return failed(point, one_line(ret._return_value))
+        return failed(point, error_line(ret._return_value))
     value = ret._return_value if isinstance(ret._return_value, dict) else {"status": "done"}
     record_outcome(point, value)  # a job that failed on bad input said so itself (kit.commands.train)
     return ret
 
 
-def one_line(e: BaseException) -> str:
+def error_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return f"{type(e).__name__}: {lines[0] if lines else ''}"

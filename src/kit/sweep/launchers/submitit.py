@@ -20,7 +20,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from kit.core.errors import KitError
 from kit.core.jobdir import JobDir, point_overrides, skip_message
 from kit.core.sweepdir import read_manifest, write_manifest
-from kit.sweep.launchers.common import Point, as_reported, failed, one_line, open_sweep, plan, resume, returned
+from kit.sweep.launchers.common import Point, as_reported, error_line, failed, open_sweep, plan, resume, returned
 from kit.sweep.slurm_client import POLL_S, RESULT_GRACE_S, RUNNING_STATES, WHY
 
 
@@ -177,7 +177,7 @@ class SubmititLauncher(BaseSubmititLauncher):
         try:
             return as_reported(point, job.results()[0])
         except Exception as e:  # the job raised outside Hydra's run_job (e.g. unpickling)
-            return failed(point, f"{one_line(e)}; log: {job.paths.stderr}")
+            return failed(point, f"{error_line(e)}; log: {job.paths.stderr}")
 
 
 def submit_command() -> list[str]:
