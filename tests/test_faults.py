@@ -309,30 +309,46 @@ def test_second_sweep_into_a_live_sweep_dir_refuses(kit_cache, tmp_path):
 # ---------------------------------------------------------------- 8: secrets never written
 
 
+@pytest.mark.parametrize(
+    "override",
+    ["serve.api_key=sk-kit-5ecr3t", "+logger.wandb_api_key=sk-kit-5ecr3t", "+hydra.job.env_set.HF_TOKEN=sk-kit-5ecr3t"],
+)
+def test_a_secret_on_the_command_line_is_refused_unechoed(override, capsys, tmp_path):
+    """argv is readable by every user (/proc/<pid>/cmdline) and is copied into Hydra's files, submitit's
+    pickles, the sweep manifest and W&B: a secret-named key with a value is refused before anything."""
+    from kit.__main__ import main
+
+    sweep = tmp_path / "sweep"
+    assert main(["train", "-m", "lora.rank=4", override, f"hydra.sweep.dir={sweep}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "on the command line" in err[0] and "sk-kit-5ecr3t" not in err[0]
+    assert not sweep.exists()
+
+
 @pytest.mark.slow
-def test_secret_given_to_train_is_written_nowhere(kit_cache, tmp_path):
+def test_secrets_from_the_environment_are_written_nowhere_by_a_submitit_sweep(kit_cache, tmp_path, monkeypatch):
+    """A 2-point submitit_local sweep with W&B offline, the keys in the environment where they belong:
+    no file of the sweep dir holds one (manifest, .submitit pickles and logs, .hydra, summaries, .wandb)."""
     secret = "sk-kit-test-5ecr3t-7781"
+    for var in ("WANDB_API_KEY", "HF_TOKEN", "KIT_API_KEY"):
+        monkeypatch.setenv(var, secret)
     sweep = tmp_path / "sweep"
     args = [
         "train",
         "-m",
-        f"serve.api_key={secret}",
-        "lora.rank=4",
-        "trainer.epochs=1",
-        "trainer.max_steps_per_epoch=1",
+        "lora.rank=4,8",
+        "debug=default",
+        "logger=wandb",
         "eval=none",
-        "verify.after_train=false",
+        "hydra/launcher=submitit_local",
         f"hydra.sweep.dir={sweep}",
     ]
-    proc = run_kit(args, kit_cache, tmp_path)  # logger=wandb (offline): its run files are checked too
+    proc = run_kit(args, kit_cache, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert list(sweep.rglob("*.wandb")) and (sweep / "0" / ".hydra" / "config.yaml").is_file()
-    leaks = [str(p) for p in sweep.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
-    assert not leaks
-    assert "serve.api_key=REDACTED" in read_summary(sweep / "0")["overrides"]
+    assert list(sweep.rglob("*.wandb")) and list(sweep.rglob("*.pkl")) and (sweep / "manifest.json").is_file()
+    leaks = [str(p.relative_to(sweep)) for p in sweep.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaks == []
     assert secret not in proc.stdout + proc.stderr
-    proc = run_kit(args, kit_cache, tmp_path)  # resume matches the redacted point
-    assert proc.returncode == 0 and "already done" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
 # ---------------------------------------------------------------- 14: every eval checks the adapter first

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from kit.core.config import refuse_secret_overrides
 from kit.core.errors import KitError
 from kit.core.jobdir import skip_message
 from kit.core.log import quiet_warnings, setup
@@ -54,6 +55,11 @@ def dispatch(argv: list[str]) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    try:  # every command: a secret never reaches Hydra, submitit, a manifest or a log
+        refuse_secret_overrides(rest)
+    except KitError as e:
+        print(f"kit: error: {e}", file=sys.stderr)
+        return 2
     if command in PLAIN_COMMANDS:
         return run_plain(PLAIN_COMMANDS[command], rest)
     if command not in COMMANDS:

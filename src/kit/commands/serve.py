@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from kit.core.config import compose, one_line
+from kit.core.config import compose, one_line, refuse_secret_overrides, refuse_secret_values
 from kit.core.errors import KitError
 from kit.core.identity import base_fingerprint, changed_adapter
 from kit.runtime.registry import check_same_base, read_registry
@@ -30,24 +30,21 @@ def config(args: list[str]):
 
     if any(not a.count("=") for a in args):
         raise KitError(f"unexpected argument(s) {[a for a in args if '=' not in a]}; {USAGE}")
+    refuse_secret_overrides(args)
     try:
         cfg = compose("train", ["phase=runtime", *args])
         OmegaConf.resolve(cfg)
     except Exception as e:
         raise KitError(one_line(e)) from None
+    refuse_secret_values(cfg)
     if not cfg.serve.registry:
         raise KitError("serve.registry is unset; expected a phase=modifier job dir (python -m kit train +experiment=modifiers)")
     return cfg
 
 
 def api_key_of(cfg) -> str | None:
-    """The key from ``serve.api_key_file``, ``$KIT_API_KEY`` or (warned: visible in argv) ``serve.api_key``."""
-    if cfg.serve.api_key:
-        print(
-            "kit: warning: serve.api_key on the command line is visible to every user of this machine "
-            "(/proc/<pid>/cmdline, ps); prefer $KIT_API_KEY or serve.api_key_file=<file>",
-            file=sys.stderr,
-        )
+    """The key from ``serve.api_key_file`` or ``$KIT_API_KEY``; never the command line (refused there:
+    kit.core.config.refuse_secret_overrides)."""
     if cfg.serve.api_key_file:
         path = Path(cfg.serve.api_key_file)
         try:
@@ -59,7 +56,7 @@ def api_key_of(cfg) -> str | None:
         if not key:
             raise KitError(f"serve.api_key_file={str(path)!r} is empty; expected a file holding the key")
         return key
-    return cfg.serve.api_key or os.environ.get("KIT_API_KEY") or None
+    return os.environ.get("KIT_API_KEY") or None
 
 
 def build(cfg):

@@ -71,14 +71,85 @@ def one_line(e: Exception) -> str:
 
 # ---------------------------------------------------------------- secrets
 
-SECRET_KEYS = ("serve.api_key",)
-SECRET_NAMES = ("api_key", "token", "password", "secret")  # any key named so, in any config group
+# A key is secret when any part of its name matches one of these (case-insensitive), unless the
+# part is a count, a tokenizer or where a secret is kept (``max_tokens``, ``api_key_file``). One
+# list for every reader: the refusal below, redaction, and the run id (kit.core.identity).
+SECRET_PATTERNS = ("*api_key*", "*apikey*", "*token*", "*secret*", "*password*", "*passwd*", "*credential*")
+NOT_SECRET_PATTERNS = ("*tokens", "*tokens_*", "*tokenizer*", "*_file", "*_path", "*_dir")
 REDACTED = "REDACTED"  # a valid Hydra override value: saved overrides still parse
+# where a secret is read from instead of the command line, per key; the rest: the tool's own variable
+SECRET_SOURCES = {"serve.api_key": "$KIT_API_KEY or serve.api_key_file=<file>"}
+ANY_SECRET_SOURCE = "the environment variable the tool reads (e.g. WANDB_API_KEY, HF_TOKEN) or a key file"
+
+
+def secret_name(name: str) -> bool:
+    """One part of a key (``api_key``, ``hf_token``, ``WANDB_API_KEY``) names a secret."""
+    from fnmatch import fnmatchcase
+
+    name = str(name).lower()
+    if any(fnmatchcase(name, p) for p in NOT_SECRET_PATTERNS):
+        return False
+    return any(fnmatchcase(name, p) for p in SECRET_PATTERNS)
 
 
 def is_secret(key: str) -> bool:
-    key = key.lstrip("+~")
-    return key in SECRET_KEYS or key.rsplit(".", 1)[-1] in SECRET_NAMES
+    """A dotted key (``serve.api_key``, ``+logger.wandb_api_key``, ``hydra.job.env_set.HF_TOKEN``)
+    with any part that names a secret."""
+    return any(secret_name(part) for part in key.lstrip("+~").replace("/", ".").split("."))
+
+
+def has_value(value: str) -> bool:
+    return value.strip().strip("'\"") not in ("", "null", "None")
+
+
+def refuse_secret_overrides(args: list[str]) -> None:
+    """A secret on the command line is readable by every user of the machine (``/proc/<pid>/cmdline``)
+    and would be copied into every file made from the overrides (Hydra's ``.hydra/``, submitit's
+    pickles, the sweep manifest, summaries, W&B): refused in one line, never echoed."""
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if eq and not key.startswith("-") and is_secret(key.strip()) and has_value(value):
+            name = key.strip().lstrip("+~")
+            raise KitError(
+                f"{name}=... on the command line: a secret there is readable by every user of this machine "
+                f"(/proc/<pid>/cmdline) and would be copied into the job's files; expected "
+                f"{SECRET_SOURCES.get(name, ANY_SECRET_SOURCE)}"
+            )
+
+
+def secret_keys(value, path: str = "") -> list[str]:
+    """Keys of a plain config that name a secret and hold a value (a config file is no place for one)."""
+    found = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            key = f"{path}{k}"
+            if secret_name(k) and is_literal(v):
+                found.append(key)
+            else:
+                found += secret_keys(v, f"{key}.")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found += secret_keys(v, f"{path}{i}.")
+    return found
+
+
+def is_literal(value) -> bool:
+    """A value written out as it is: not empty, not a container, not an interpolation such as
+    ``${oc.env:WANDB_API_KEY}`` (which points at the environment and is kept unresolved on disk)."""
+    if value in (None, "", REDACTED) or isinstance(value, (dict, list)):
+        return False
+    return not (isinstance(value, str) and value.startswith("${"))
+
+
+def refuse_secret_values(cfg: DictConfig) -> None:
+    """A composed config whose files set a secret-named key (``serve.api_key: ...`` in an experiment
+    yaml): refused like the command line, since Hydra writes the composed config to disk."""
+    keys = secret_keys(OmegaConf.to_container(cfg, resolve=False))
+    if keys:
+        raise KitError(
+            f"config key {keys[0]} holds a value that looks like a secret; a secret in a config is written to "
+            f"every job dir and log; expected {SECRET_SOURCES.get(keys[0], ANY_SECRET_SOURCE)}"
+        )
 
 
 def redact_override(override: str) -> str:

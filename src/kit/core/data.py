@@ -33,16 +33,17 @@ def numbered_rows(path: str | Path, columns: tuple[str, ...] = ()) -> list[tuple
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             line = decoded(path, lineno, raw)
-            if not line.strip():
-                continue
+            where = f"dataset file {str(path)!r} line {lineno}"
+            if not line.strip():  # a JSON-lines reader may count it as a row or not: no guessing
+                raise KitError(f"{where} is empty; expected one JSON object per line (remove the empty line)")
             try:
                 row = json.loads(line)
+                check_columns(path, lineno, row, columns)
+                check_text(where, row)
             except json.JSONDecodeError as e:
-                raise KitError(
-                    f"dataset file {str(path)!r} line {lineno} column {e.colno} is not JSON ({e.msg}); "
-                    "expected one JSON object per line"
-                ) from None
-            check_columns(path, lineno, row, columns)
+                raise KitError(f"{where} column {e.colno} is not JSON ({e.msg}); expected one JSON object per line") from None
+            except RecursionError:  # json's parser (and any walk of the row) recurses once per nesting level
+                raise KitError(f"{where} is nested too deeply to read; expected one flat JSON object per line") from None
             rows.append((lineno, row))
     if not rows:
         raise KitError(f"dataset file {str(path)!r} is empty; expected JSON-lines records")
@@ -74,6 +75,36 @@ def check_columns(path: Path, lineno: int, row, columns: tuple[str, ...]) -> Non
             raise KitError(
                 f"dataset file {str(path)!r} line {lineno} column {c!r} is {what} ({json.dumps(row[c])[:40]}); expected a string"
             )
+        if not row[c].strip():  # an empty prompt or answer trains the model on nothing
+            raise KitError(f"dataset file {str(path)!r} line {lineno} column {c!r} is empty (or only whitespace); expected text")
+
+
+def check_text(where: str, row) -> None:
+    """Every string of the row is text a tokenizer and a datasets/Arrow reader take: JSON lets lone
+    UTF-16 surrogates (``"\\ud800"``) and NUL characters through, and they fail later, far from the file."""
+    for key, text in strings(row):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise KitError(
+                f"{where} column {key!r} holds {text[e.start : e.end]!r} at character {e.start}, a lone UTF-16 "
+                "surrogate (not text); expected valid Unicode"
+            ) from None
+        if "\0" in text:
+            raise KitError(f"{where} column {key!r} holds a NUL character at character {text.index(chr(0))}; expected text")
+
+
+def strings(value, key: str = ""):
+    """(column, string) for every string in a parsed row, keys included."""
+    if isinstance(value, str):
+        yield key, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from strings(k, key or k)
+            yield from strings(v, key or k)
+    elif isinstance(value, list):
+        for v in value:
+            yield from strings(v, key)
 
 
 def check_lengths(path: str | Path, columns: tuple[str, str], count_tokens, max_len: int) -> int:

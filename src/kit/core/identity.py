@@ -13,17 +13,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from kit.core.config import secret_name
 from kit.core.errors import KitError
 from kit.core.model.snapshot import hash_tensors
 
 RUN_ID_CHARS = 16  # 64 bits: unique across any realistic number of runs, short enough to read
-SECRET = re.compile(r"(api_?key|token|secret|password|credential)", re.IGNORECASE)
 # Keys that say where or how a job ran, not what it computes.
 RUNTIME_KEYS = ("hydra", "launcher")
 
@@ -41,7 +40,7 @@ def identity_config(cfg: DictConfig | dict) -> dict:
 
 def strip(value):
     if isinstance(value, dict):
-        return {k: strip(v) for k, v in value.items() if not SECRET.search(str(k))}
+        return {k: strip(v) for k, v in value.items() if not secret_name(k)}
     if isinstance(value, list):
         return [strip(v) for v in value]
     return value

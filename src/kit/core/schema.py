@@ -205,8 +205,7 @@ class ServeConfig:
     base: Optional[str] = MISSING  # serve on this base folder instead of the registry's (fingerprint checked)
     host: str = MISSING
     port: int = MISSING  # 0: any free port (printed at start)
-    api_key: Optional[str] = MISSING  # prefer $KIT_API_KEY or api_key_file (argv is visible to all); unset: no key
-    api_key_file: Optional[str] = MISSING  # a file holding the key
+    api_key_file: Optional[str] = MISSING  # a file holding the key; else $KIT_API_KEY; neither: no key
     max_body_bytes: int = MISSING  # larger requests get 413
     request_timeout_s: float = MISSING  # generation deadline per request (queue wait included): 504 after
     client_timeout_s: float = MISSING  # to send a request's headers, and again its body (408); idle keep-alive

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ def load_task_specs(specs: list[str]) -> None:
     for spec in specs:
         check_task_file(spec)
         try:
-            found = load_tasks([spec], {})
+            found = load_tasks([inspect_spec(spec)], {})
         except Exception as e:  # Inspect raises several types for a bad spec
             found, why = [], f" ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         else:
@@ -26,6 +27,17 @@ def load_task_specs(specs: list[str]) -> None:
                 f"Inspect task {spec!r} not found{why}; expected a task file (path/task.py "
                 "or path/task.py@name) or a registered name such as kit/parity"
             )
+
+
+def inspect_spec(spec: str) -> str:
+    """The spec as Inspect 0.3.285 takes it: it globs a file or folder given without ``@name`` under
+    the working directory, and pathlib refuses an absolute pattern ("Non-relative patterns are
+    unsupported"), so an absolute path is passed relative to the working directory (read when
+    the tasks load)."""
+    path, at, _ = spec.partition("@")
+    if not at and os.path.isabs(path) and os.path.exists(path):
+        return os.path.relpath(path)
+    return spec
 
 
 def check_task_file(spec: str) -> None:
@@ -109,7 +121,7 @@ def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=Non
 
     start, started = time.perf_counter(), time.time() - 1
     logs = inspect_eval(
-        list(task_specs),
+        [inspect_spec(s) for s in task_specs],
         model=model,
         log_dir=str(log_dir),
         display="none",

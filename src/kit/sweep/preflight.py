@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from kit.core.config import compose, conf_dir, one_line
+from kit.core.config import compose, conf_dir, one_line, refuse_secret_overrides, refuse_secret_values
 from kit.core.errors import KitError
 from kit.core.identity import run_id
 from kit.core.jobdir import JobDir
@@ -30,6 +30,7 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
     ``<dir>/attempts/<n>/`` first (sweeps do this in kit.sweep.launchers).
     """
     overrides, multirun = split_args(args)
+    refuse_secret_overrides(overrides)
     plain = [o for o in overrides if not o.startswith("hydra")]
     printing = show_only(args)
     try:
@@ -47,6 +48,7 @@ def check_overrides(config_name: str, args: list[str]) -> Path | None:
         for point in points:
             cfg = compose(config_name, point)
             check_added_keys(cfg, point)
+            refuse_secret_values(cfg)
             OmegaConf.resolve(cfg)
             check_inputs(cfg)  # model folder, dataset file, tasks: before any job dir exists
     except KitError:
@@ -78,21 +80,36 @@ def check_launcher(launcher_cfg) -> None:
 
 
 def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
-    """``+a.b=v`` / ``++a.b=v`` add keys past the structured schema (Hydra opens it for them);
-    refuse a key the schema of its parent does not know (a typo such as ``+lora.rnk=8``)."""
+    """``+a.b=v`` / ``++a.b.c=v`` add keys past the structured schema (Hydra opens it for them);
+    refuse a key that some schema on its path does not know (a typo such as ``+lora.rnk=8``, or
+    ``+lora.x.y=1``, where Hydra makes ``x`` a new free-form mapping): every part of the key is
+    checked against its parent's schema, down to the first free-form mapping (``phase.modifiers``)."""
     for line in overrides:
         if not line.startswith("+"):
             continue
         key = line.lstrip("+").partition("=")[0]
-        parent_key, _, leaf = key.rpartition(".")
         if "@" in key or (conf_dir() / key.replace(".", "/")).is_dir():  # a config group (+experiment=...)
             continue
-        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
-        schema = OmegaConf.get_type(parent) if isinstance(parent, DictConfig) else None
-        if schema is None or not dataclasses.is_dataclass(schema):
-            continue  # a free-form mapping (e.g. phase.modifiers): any key is fine
-        known = [f.name for f in dataclasses.fields(schema)]
-        if leaf not in known:
+        unknown = first_unknown_part(cfg, key.split("."))
+        if unknown is not None:
+            parent, part, known = unknown
             raise KitError(
-                f"unknown key {key!r} in {line!r}: {parent_key or 'the config'} has no key {leaf!r}; expected one of {known}"
+                f"unknown key {key!r} in {line!r}: {parent or 'the config'} has no key {part!r}; expected one of {known}"
             )
+
+
+def first_unknown_part(cfg: DictConfig, parts: list[str]) -> tuple[str, str, list[str]] | None:
+    """(parent key, part, the parent's known keys) for the first part of a key its parent's schema
+    lacks; None when every schema on the way knows its part."""
+    node = cfg
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return None
+        schema = OmegaConf.get_type(node)
+        if schema is not None and dataclasses.is_dataclass(schema):
+            known = [f.name for f in dataclasses.fields(schema)]
+            if part not in known:
+                return ".".join(parts[:i]), part, known
+        # a free-form mapping (e.g. phase.modifiers) takes any key; its values may have a schema again
+        node = node._get_node(part) if part in node else None
+    return None

@@ -60,11 +60,44 @@ def _from_hub(model_cfg, allow_patterns=None) -> Path:
                 model_cfg.hf_id, revision=revision, cache_dir=cache_dir, allow_patterns=allow_patterns, local_files_only=not allow
             )
         )
-    except Exception:
-        at = f" --revision {revision}" if revision else ""
-        how = (
-            f"download it once with `huggingface-cli download {model_cfg.hf_id}{at} --local-dir DIR` "
-            "and pass model.path=DIR, or set KIT_ALLOW_NETWORK=1 (or model.allow_network=true)"
+    except Exception as e:
+        raise hub_error(e, model_cfg, allow) from None
+
+
+def hub_error(e: Exception, model_cfg, allow: bool) -> KitError:
+    """What went wrong looking up ``model.hf_id``, in one line: only a model missing from the cache
+    with the network off is told to turn the network on."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    hf_id, revision, cache_dir = model_cfg.hf_id, model_cfg.get("revision"), model_cfg.get("cache_dir")
+    where = f" in cache_dir {cache_dir!r}" if cache_dir else ""
+    at = f" --revision {revision}" if revision else ""
+    fetch = f"download it once with `huggingface-cli download {hf_id}{at} --local-dir DIR` and pass model.path=DIR"
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if isinstance(e, HFValidationError):
+        return KitError(f"model.hf_id {hf_id!r} is not a Hugging Face repo id ({first}); expected 'org/name'")
+    if isinstance(e, LocalEntryNotFoundError) and not allow:
+        return KitError(
+            f"model {hf_id!r} not found locally{where}; {fetch}, or set KIT_ALLOW_NETWORK=1 (or model.allow_network=true)"
         )
-        where = f" in cache_dir {cache_dir!r}" if cache_dir else ""
-        raise KitError(f"model {model_cfg.hf_id!r} not found locally{where}; {how}") from None
+    if isinstance(e, LocalEntryNotFoundError):  # the network is allowed but the Hub did not answer
+        return KitError(f"model {hf_id!r} is not in the local cache{where} and the Hub could not be reached; {fetch}")
+    if isinstance(e, GatedRepoError):
+        return KitError(f"model {hf_id!r} is gated on the Hub; expected access granted and $HF_TOKEN set, or {fetch}")
+    if isinstance(e, RepositoryNotFoundError):
+        return KitError(
+            f"model {hf_id!r} does not exist on the Hub (or is private); expected a repo id such as 'Qwen/Qwen2.5-0.5B'"
+        )
+    if isinstance(e, RevisionNotFoundError):
+        return KitError(f"model {hf_id!r} has no revision {revision!r}; expected a branch, tag or commit of that repo")
+    if isinstance(e, OSError) and getattr(e, "strerror", None):  # the cache itself: permissions, a full disk
+        return KitError(
+            f"model {hf_id!r}: reading the Hugging Face cache{where} failed ({e.strerror}); expected a readable cache"
+        )
+    return KitError(f"model {hf_id!r} could not be looked up{where} ({type(e).__name__}: {first})")

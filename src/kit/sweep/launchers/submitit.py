@@ -17,6 +17,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+from kit.core.config import redact_overrides
 from kit.core.errors import KitError
 from kit.core.jobdir import JobDir, point_overrides, skip_message
 from kit.core.sweepdir import read_manifest, write_manifest
@@ -105,7 +106,7 @@ class SubmititLauncher(BaseSubmititLauncher):
             executor=self._EXECUTOR,
             launcher=self.entry().name,
             cwd=os.getcwd(),
-            command=submit_command(),
+            command=redact_overrides(submit_command()),  # secrets are refused before this; never stored either
             detach=self.detach,
             submitit_folder=str(Path(self.params["submitit_folder"]).absolute()),
             logger=OmegaConf.to_container(self.config.logger, resolve=True, enum_to_str=True),
