@@ -17,10 +17,22 @@ from kit.core.jobdir import is_done, read_summary, set_aside, write_summary
 SHORT = ["trainer.epochs=1", "trainer.max_steps_per_epoch=2", "logger=none", "verify.after_train=false", "eval.base_scores=false"]
 
 
+def default_sigint() -> None:
+    """In the child before it runs kit: Ctrl-C as a terminal delivers it. A suite started in the
+    background of a non-interactive shell runs with SIGINT ignored, and a child inherits that."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def kit_popen(args: list[str], cache: Path, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, **OFFLINE, "KIT_CACHE": str(cache)}
     return subprocess.Popen(
-        [sys.executable, "-m", "kit", *args], cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "kit", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
     )
 
 

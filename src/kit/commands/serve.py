@@ -85,7 +85,7 @@ def build(cfg):
         f"(router {app.router.kind}, batching {app.engine.batching}, context {app.context} tokens) at {url_of(sock)}"
     )
     api = make_api(app, api_key, int(cfg.serve.max_body_bytes), float(cfg.serve.client_timeout_s))
-    return app, make_server(api, sock, cfg.serve, banner)
+    return app, make_server(api, sock, cfg.serve, banner, app.engine)
 
 
 def main(args: list[str]) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,7 @@ class ServeApp:
             int(serve_cfg.preempt_tokens),
         )
         self.tokenizer = self.store.resident.tokenizer
+        self.encode_content = content_encoder(self.tokenizer)
         self.context = context_length(self.store.resident.model)
         # no token is longer than this many characters: a prompt over context * this is too long untokenized
         self.longest_token = max(len(t) for t in self.tokenizer.get_vocab())
@@ -79,14 +81,14 @@ class ServeApp:
         loaded = set(self.store.loaded())
         data = [
             model_entry(AUTO, "kit", router=self.router.kind, max_model_len=self.context),
-            model_entry(BASE, "kit", root=str(self.base), max_model_len=self.context),
+            model_entry(BASE, "kit", root=BASE, max_model_len=self.context),
         ]
         for m in self.registry.modifiers:
             data.append(
                 model_entry(
                     m.name,
                     "kit",
-                    root=str(m.path),
+                    root=m.name,  # a name, not a path: clients learn nothing of the server's disk
                     parent=BASE,
                     rank=m.rank,
                     bytes=m.record.get("bytes"),
@@ -116,14 +118,19 @@ class ServeApp:
         self.check_model(request.model)
         texts = request.texts()
         if chat:
-            plain = [{"role": m.role, "content": t} for m, t in zip(request.messages, texts)]
-            self.check_length(sum(len(t) for t in texts))
-            prompt = self.tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
+            # bounded before any work: every message renders to at least one token, so more messages
+            # than the context holds cannot fit (30k empty messages cost 1.4 s of template rendering)
+            if len(texts) >= self.context:
+                raise ApiError(
+                    400, f"{len(texts)} messages; this model's context is {self.context} tokens (expected fewer messages)"
+                )
+            self.check_length(sum(len(t) for t in texts) + sum(len(m.role) for m in request.messages))
+            ids = chat_ids(self.tokenizer, self.encode_content, [(m.role, t) for m, t in zip(request.messages, texts)])
             text = " ".join(t for m, t in zip(request.messages, texts) if m.role == "user")
         else:
-            prompt = text = texts[0]
-        self.check_length(len(prompt))
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            text = texts[0]
+            self.check_length(len(text))
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
             raise ApiError(400, "the prompt is empty after tokenization; expected some text")
         if len(ids) >= self.context:
@@ -179,6 +186,44 @@ class ServeApp:
         if job.error is not None:
             raise job.error
         return self.response(p, job.result), {"X-Kit-Modifier": p.modifier or BASE}
+
+
+PLACEHOLDER = "\ue000kit{}\ue001"  # private-use characters: no chat template writes them itself
+
+
+def content_encoder(tokenizer) -> Callable[[str], list[int]]:
+    """Token ids of message content with special-token text taken as text (``<|im_end|>`` typed by a
+    user is not the end of a turn): a copy of the fast tokenizer's backend with
+    ``encode_special_tokens`` set once. Not transformers' ``split_special_tokens=True``: that flips
+    the one shared backend per call, and requests tokenized in parallel then race ("Already borrowed",
+    or one request's setting applied to another's prompt)."""
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.encode_special_tokens = True
+    return lambda text: backend.encode(text, add_special_tokens=False).ids
+
+
+def chat_ids(tokenizer, encode_content: Callable[[str], list[int]], messages: list[tuple[str, str]]) -> list[int]:
+    """The chat template's token ids with each message's content tokenized as plain text.
+
+    The template is rendered around placeholders; its own text (role headers, turn markers) is
+    tokenized with special tokens recognized, the users' content by ``encode_content``
+    (``content_encoder``), so no user can forge an assistant turn. For content without
+    special-token text the ids equal tokenizing the whole rendered prompt (tested)."""
+    rendered = tokenizer.apply_chat_template(
+        [{"role": r, "content": PLACEHOLDER.format(i)} for i, (r, _) in enumerate(messages)],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    ids: list[int] = []
+    for i, (_, content) in enumerate(messages):
+        head, marker, rendered = rendered.partition(PLACEHOLDER.format(i))
+        if not marker:  # a template that drops or rewrites a message: fall back to refusing forgery outright
+            raise ApiError(400, "this model's chat template does not show every message; expected plain messages")
+        ids += tokenizer(head, add_special_tokens=False)["input_ids"] if head else []
+        ids += encode_content(content) if content else []
+    return ids + (tokenizer(rendered, add_special_tokens=False)["input_ids"] if rendered else [])
 
 
 def context_length(model) -> int:

@@ -33,10 +33,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+FINISHING = threading.Lock()
 
 
 class Cancelled(Exception):
     """The client went away (or the server is stopping): nobody reads this answer."""
+
+
+class ServerStopping(Exception):
+    """The server is stopping and its drain deadline has passed: this request is answered 503."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"the server is stopping (serve.drain_timeout_s={seconds:g} has passed); retry elsewhere or later")
 
 
 class DeadlineExceeded(Exception):
@@ -80,10 +88,11 @@ class Job:
         self.cancelled = True  # read by the worker between tokens
 
     def finish(self, result: tuple | None = None, error: BaseException | None = None) -> None:
-        if self.done.is_set():
-            return
-        self.result, self.error = result, error
-        self.done.set()
+        with FINISHING:  # the worker and a stopping server may finish the same job: the first one wins
+            if self.done.is_set():
+                return
+            self.result, self.error = result, error
+            self.done.set()
         if self.on_done is not None:
             self.on_done()
 
@@ -177,11 +186,23 @@ class Engine:
         self.busy = False
         self.cancelled = 0  # rows stopped because their client left
         self.timed_out = 0  # rows stopped at their deadline
+        self.live: dict[int, Job] = {}  # submitted and not yet finished (stop_all answers them)
         threading.Thread(target=self._work, name="kit-serve-engine", daemon=True).start()
 
     def submit(self, job: Job) -> Job:
+        self.live = {k: j for k, j in self.live.items() if not j.done.is_set()}
+        self.live[id(job)] = job
         self.jobs.put(job)
         return job
+
+    def stop_all(self, drain_timeout_s: float) -> int:
+        """Answer every unfinished job now (503, kit.runtime.serve.http): the drain deadline has passed.
+        Running rows stop at their next token. Returns how many were stopped."""
+        stopped = [j for j in list(self.live.values()) if not j.done.is_set()]
+        for job in stopped:
+            job.cancel()
+            job.finish(error=ServerStopping(drain_timeout_s))
+        return len(stopped)
 
     def generate(self, prompt_ids: list[int], modifier: str | None, settings: dict, timeout: float = 300.0) -> tuple:
         """Blocking: the (text, prompt_tokens, completion_tokens, finish) of one job."""

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import secrets
 import signal
 import socket
 import sys
@@ -33,7 +34,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from kit.core.errors import KitError
 from kit.core.openai_api import ApiError
 from kit.runtime.serve import schemas
-from kit.runtime.serve.engine import Cancelled, DeadlineExceeded
+from kit.runtime.serve.engine import Cancelled, DeadlineExceeded, ServerStopping
 
 ROUTES = {"/v1/chat/completions": True, "/v1/completions": False}
 DRAIN_MOST = 64 << 20  # past this much of an oversized body, hang up instead of reading it
@@ -118,11 +119,13 @@ def make_api(app, api_key: str | None, max_body_bytes: int, client_timeout: floa
 
     @api.exception_handler(Exception)
     async def crash(request, e):  # a bug or a model failure: this request fails, the server goes on
-        traceback.print_exception(e)
-        return error_response(ApiError(500, f"internal error: {type(e).__name__}: {e}", "server_error"))
+        return error_response(internal_error(e))
 
     @api.get("/health")
-    async def health():
+    async def health(request: Request):
+        """Liveness for anyone (load balancers need no key); the server's counters for key holders only."""
+        if not authorised(request.headers.get("authorization"), api_key):
+            return {"status": "ok"}
         return {
             "status": "ok",
             "requests": app.engine.rows,
@@ -192,13 +195,22 @@ async def run_job(app, prepared, request: Request) -> tuple:
 
 
 def outcome(job) -> tuple:
-    if isinstance(job.error, DeadlineExceeded):
-        raise ApiError(504, str(job.error), "timeout")
-    if isinstance(job.error, Cancelled):
-        raise ApiError(499, "the request was cancelled", "cancelled")
     if job.error is not None:
-        raise job.error
+        raise api_error(job.error)
     return job.result
+
+
+def api_error(e: BaseException) -> ApiError:
+    """What the client is told of a job that ended in ``e``."""
+    if isinstance(e, ApiError):
+        return e
+    if isinstance(e, ServerStopping):
+        return ApiError(503, str(e), "unavailable")
+    if isinstance(e, DeadlineExceeded):
+        return ApiError(504, str(e), "timeout")
+    if isinstance(e, Cancelled):
+        return ApiError(499, "the request was cancelled", "cancelled")
+    return internal_error(e)
 
 
 def sse(payload) -> bytes:
@@ -223,17 +235,10 @@ async def stream(app, p):
             if text is None:
                 break
             yield sse(schemas.chunk(rid, p.model, p.chat, text, None, **extra))
-        if not job.done.is_set() or job.error is not None:
-            e = (
-                job.error
-                if isinstance(job.error, ApiError)
-                else ApiError(
-                    504 if not job.done.is_set() or isinstance(job.error, DeadlineExceeded) else 500,
-                    str(job.error or DeadlineExceeded(app.timeout)),
-                    "server_error",
-                )
-            )
-            yield sse(error_body(e))
+        if not job.done.is_set():
+            yield sse(error_body(ApiError(504, str(DeadlineExceeded(app.timeout)), "timeout")))
+        elif job.error is not None:
+            yield sse(error_body(api_error(job.error)))
         else:
             text, n_in, n_out, finish = job.result
             yield sse(schemas.chunk(rid, p.model, p.chat, None, finish, **extra))
@@ -290,9 +295,27 @@ class Server(uvicorn.Server):
     """uvicorn's server; SIGTERM and Ctrl-C drain (in-flight requests finish, up to the drain
     deadline) and the process then exits 0 instead of re-raising the signal."""
 
-    def __init__(self, config, banner: str = ""):
+    def __init__(self, config, banner: str = "", engine=None):
         super().__init__(config)
         self.banner = banner
+        self.engine = engine  # its unfinished jobs are answered 503 when the drain deadline passes
+
+    async def shutdown(self, sockets=None) -> None:
+        """uvicorn's drain, with the deadline kept by kit: just before it, every request still waiting
+        is answered 503 in JSON (uvicorn would cancel its task: text/plain 500 and a traceback each)."""
+        drain = float(self.config.timeout_graceful_shutdown or 0)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(max(0.0, drain - 1.0), self.stop_in_flight, drain) if self.engine is not None else None
+        try:
+            await super().shutdown(sockets)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def stop_in_flight(self, drain: float) -> None:
+        stopped = self.engine.stop_all(drain)
+        if stopped:
+            print(f"kit: drain deadline ({drain:g} s) reached: {stopped} request(s) answered 503", file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def capture_signals(self):
@@ -349,7 +372,17 @@ def url_of(sock) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
 
 
-def make_server(api: FastAPI, sock, cfg, banner: str) -> Server:
+def internal_error(e: BaseException) -> ApiError:
+    """A failure the client did not cause: the client gets an incident id, never the exception's text
+    (it can name files, paths or other requests' data); the server's log gets the traceback once."""
+    incident = secrets.token_hex(4)
+    print(f"kit: error: incident {incident}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    traceback.print_exception(e)
+    message = f"internal error (incident {incident}, in the server's log); the request was not answered"
+    return ApiError(500, message, "server_error")
+
+
+def make_server(api: FastAPI, sock, cfg, banner: str, engine=None) -> Server:
     protocol = type("Protocol", (Protocol,), {"client_timeout": float(cfg.client_timeout_s)})
     config = uvicorn.Config(
         api,
@@ -361,6 +394,6 @@ def make_server(api: FastAPI, sock, cfg, banner: str) -> Server:
         timeout_keep_alive=int(cfg.client_timeout_s),
         timeout_graceful_shutdown=int(cfg.drain_timeout_s),
     )
-    server = Server(config, banner)
+    server = Server(config, banner, engine)
     server.socket = sock
     return server

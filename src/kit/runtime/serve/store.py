@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from kit.core.errors import KitError
+from kit.core.identity import changed_adapter
 from kit.lora.resident import ResidentBase
 
 
@@ -26,6 +27,7 @@ class ModifierStore:
             )
         self.registry = registry
         self.folders = {m.name: m.path for m in registry.modifiers}
+        self.hashes = {m.name: m.record.get("content_hash") for m in registry.modifiers}
         self.max_loaded = max_loaded
         start = time.perf_counter()
         self.resident = ResidentBase(base, device, dtype, max_adapters=max_loaded)  # the server's own
@@ -39,10 +41,18 @@ class ModifierStore:
         """The PEFT adapter name of modifier ``name``, attaching it if it is not attached."""
         start = time.perf_counter()
         loads = self.resident.adapter_loads
-        peft_name = self.resident.attach(self.folders[name])
+        folder = self.folders[name]
+        if not self.is_attached(folder):  # loaded from disk now: the bytes must be the ones the registry recorded
+            changed = changed_adapter(f"modifier {name!r}", folder, self.hashes.get(name))
+            if changed:
+                raise KitError(changed)
+        peft_name = self.resident.attach(folder)
         if self.resident.adapter_loads != loads:
             self.attach_seconds[name] = time.perf_counter() - start
         return peft_name
+
+    def is_attached(self, folder: Path) -> bool:
+        return Path(folder).resolve() in {Path(p).resolve() for p in self.resident.attached.values()}
 
     def loaded(self) -> list[str]:
         attached = {Path(p).resolve() for p in self.resident.attached.values()}
