@@ -82,7 +82,11 @@ def server(modifier_job, kit_cache):
     proc, url = start_server(modifier_job, kit_cache, "serve.max_body_bytes=20000")
     yield url
     proc.terminate()
-    assert proc.wait(timeout=60) == 0  # SIGTERM drains and exits 0
+    try:
+        assert proc.wait(timeout=60) == 0  # SIGTERM drains and exits 0
+    finally:
+        if proc.poll() is None:  # never leave a server behind a failed test
+            proc.kill()
 
 
 def client(url, key=KEY):
