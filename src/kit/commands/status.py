@@ -19,10 +19,12 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from kit.core.cli_parser import OneLineParser
+from kit.core.errors import KitError
 from kit.core.jobdir import read_summary
-from kit.core.sweepdir import read_manifest
+from kit.core.sweepdir import MANIFEST, read_manifest
 from kit.sweep.launchers import LAUNCHERS
 from kit.sweep.report import write
+from kit.sweep.rows import build
 from kit.sweep.slurm_client import WHY, slurm_details
 from kit.sweep.wandb_run import log_to_wandb
 
@@ -77,8 +79,28 @@ def tracked_by(manifest: dict) -> str:
     return entry.tracks if entry is not None else "summaries"
 
 
+def in_process_manifest(sweep_dir: Path) -> dict:
+    """What a sweep run in-process (``hydra/launcher=basic``: no manifest, nothing submitted) is made
+    of: its points (Hydra's multirun.yaml) and the job dirs' summaries."""
+    try:
+        built = build(sweep_dir)
+    except KitError:
+        read_manifest(sweep_dir)  # neither a manifest nor a multirun: the manifest's own one-line error
+        raise
+    jobs = {}
+    for r in built["jobs"]:
+        summary = read_summary(Path(r["job_dir"])) or {}
+        jobs[str(r["job"])] = {
+            "num": r["job"],
+            "overrides": r["overrides"],
+            "job_dir": r["job_dir"],
+            "run_id": summary.get("run_id") or "-",
+        }
+    return {"executor": "basic", "launcher": "basic", "command": None, "jobs": jobs}
+
+
 def rows(sweep_dir: Path) -> tuple[dict, list[dict]]:
-    manifest = read_manifest(sweep_dir)
+    manifest = read_manifest(sweep_dir) if (sweep_dir / MANIFEST).is_file() else in_process_manifest(sweep_dir)
     entries = sorted(manifest["jobs"].values(), key=lambda e: e["num"])
     on_slurm = tracked_by(manifest) == "slurm"
     details = slurm_details([e["slurm_id"] for e in entries if e.get("slurm_id")]) if on_slurm else {}
@@ -133,6 +155,13 @@ def rerun(manifest: dict, found: list[dict]) -> int:
     if not bad:
         print("kit: no failed or lost jobs; nothing to resubmit")
         return 0
+    if manifest.get("command") is None:  # an in-process sweep: only its own command line can resume it
+        print(
+            f"kit: error: {len(bad)} job(s) not done in an in-process sweep; run the sweep command again with "
+            "the same hydra.sweep.dir (done jobs are kept, the others run again)",
+            file=sys.stderr,
+        )
+        return 2
     command = [a for a in manifest["command"] if not a.startswith("launcher.detach=")] + ["launcher.detach=true"]
     print(f"kit: resubmitting {len(bad)} job(s): {', '.join('#' + str(r['job']) for r in bad)}", flush=True)
     return subprocess.run([sys.executable, "-m", "kit", *command], cwd=manifest["cwd"]).returncode
@@ -141,7 +170,7 @@ def rerun(manifest: dict, found: list[dict]) -> int:
 def main(argv: list[str]) -> int:
     """``python -m kit status <sweep_dir> [--rerun-failed]``: each job's state, from the manifest and SLURM."""
     parser = OneLineParser(prog="kit status", description=main.__doc__)
-    parser.add_argument("sweep_dir", type=Path, help="the hydra.sweep.dir of a submitit sweep")
+    parser.add_argument("sweep_dir", type=Path, help="the hydra.sweep.dir of a sweep (any launcher)")
     parser.add_argument("--rerun-failed", action="store_true", help="resubmit the failed and lost jobs")
     args = parser.parse_args(argv)
     manifest, found = rows(args.sweep_dir.absolute())

@@ -118,6 +118,8 @@ def modifier_score_lines(summary: dict) -> list[str]:
 
 def verify_text(summary: dict) -> str:
     v = summary.get("verify")
+    if not v and summary.get("modifiers") is not None:  # kit verify takes training jobs
+        return "not a phase of phase=modifier: each modifier is scored on its own tasks above"
     if not v:
         return "not run (verify.after_train=false; run: python -m kit verify <job dir>)"
     if v.get("passed"):

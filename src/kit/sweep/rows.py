@@ -104,9 +104,10 @@ def totals(rows: list[dict]) -> dict:
     and the full-vs-adapter checkpoint ratio (measured where a job used that kind)."""
     done = [r for r in rows if r["status"] == "done"]
     kind_bytes = {"full": 0, "adapter": 0}
-    for r in done:
-        kind_bytes[r["checkpoint_kind"]] += r["checkpoint_bytes"] or 0
-        if r.get("other_kind"):
+    for r in done:  # full and adapter checkpoints only (a modifier registry is neither)
+        if r["checkpoint_kind"] in kind_bytes:
+            kind_bytes[r["checkpoint_kind"]] += r["checkpoint_bytes"] or 0
+        if r.get("other_kind") in kind_bytes:
             kind_bytes[r["other_kind"]] += r["other_checkpoint_bytes"] or 0
     return {
         "jobs": len(rows),
