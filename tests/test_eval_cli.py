@@ -74,16 +74,22 @@ def test_sweep_eval_vllm_one_server_for_all_adapters(sweep_copy, kit_cache, tmp_
     assert "--enable-lora" in argv and flag("--max-lora-rank") == "64"  # the sweep's largest rank
     assert flag("--max-loras") == "2" and flag("--gpu-memory-utilization") == "0.5"
     assert flag("--host") == "127.0.0.1" and flag("--tensor-parallel-size") == "1"
+    assert "--api-key" not in argv  # the key reaches the server through $VLLM_API_KEY, never argv
     adapters = {str(sweep_copy / job / "adapter") for job in ("0", "1")}
     loads = [e["body"] for e in events if e.get("path") == "/v1/load_lora_adapter"]
     assert {b["lora_path"] for b in loads} == adapters
+    probes = [e["body"] for e in events if e.get("path") == "/v1/completions"]  # base and adapter, logprobs
+    assert {b["model"] for b in probes} == adapters | {summary(sweep_copy / "0")["base_model"]}
+    assert all(b["logprobs"] == 5 and b["max_tokens"] == 1 for b in probes)
     chats = [e["body"] for e in events if e.get("path") == "/v1/chat/completions"]
     assert {b["model"] for b in chats} == adapters and len(chats) == 10
     assert all(b["max_tokens"] == 8 and b["temperature"] == 0.0 for b in chats)
     for job in ("0", "1"):
         entry = summary(sweep_copy / job)["evals"][-1]
-        assert entry["strategy"] == "vllm" and entry["eval"]["server"]["max_lora_rank"] == 64
-        assert "***" in entry["eval"]["server"]["command"]  # the API key is not written down
+        assert entry["strategy"] == "vllm-standin" and entry["eval"]["server"]["max_lora_rank"] == 64
+        change = entry["eval"]["adapter_logit_change"]  # the server's logprobs moved (or its top tokens changed)
+        assert change["probes"] == 3 and (change["max_abs_logprob_diff"] > 0 or change["probes_with_other_top_tokens"] > 0)
+        assert "--api-key" not in entry["eval"]["server"]["command"]  # no key in argv, so none written down
 
 
 def damage(job: Path, how: str) -> Path:

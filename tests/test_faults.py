@@ -444,11 +444,15 @@ def zero_a(config, tensors):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["merge", "direct", "merge_in_memory"])
+@pytest.mark.parametrize("strategy", ["merge", "direct", "merge_in_memory", "vllm"])
 def test_every_eval_path_fails_loudly_on_an_adapter_that_changes_nothing(kit_cache, tmp_path, short_job, strategy):
+    """vllm: through the server's own logprobs (kit's stand-in here), before Inspect runs."""
     job = damaged(short_job, tmp_path / "job", zero_a)
+    more = ["eval.vllm.server=standin"] if strategy == "vllm" else []
     proc = run_kit(
-        ["eval", str(job), f"eval={strategy}", "tasks.limit=2", "eval.base_scores=false", "logger=none"], kit_cache, tmp_path
+        ["eval", str(job), f"eval={strategy}", *more, "tasks.limit=2", "eval.base_scores=false", "logger=none"],
+        kit_cache,
+        tmp_path,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert any("changes nothing" in ln for ln in kit_lines(proc.stderr)), proc.stderr[-2000:]

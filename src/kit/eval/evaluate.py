@@ -21,6 +21,7 @@ from kit.eval.checks import check_adapter
 from kit.eval.context import EvalContext
 from kit.eval.session import session_scope
 from kit.eval.strategies import auto, get_strategy
+from kit.eval.strategies.vllm import STANDIN, real_vllm
 
 log = get_logger(__name__)
 
@@ -73,8 +74,9 @@ def evaluate(
         check_adapter(checkpoint.path, job_dir, base)
     strategy, why = auto.resolve(ctx)
     ctx = replace(ctx, strategy=strategy)
+    shown = shown_name(strategy, eval_cfg)
     with session_scope():  # the command's session, else one for this checkpoint and its base scores
-        with timed(log, f"eval ({strategy})") as t, DiskWatch(ctx.tmp_root, ignore=(ctx.log_dir,)) as disk:
+        with timed(log, f"eval ({shown})") as t, DiskWatch(ctx.tmp_root, ignore=(ctx.log_dir,)) as disk:
             result = get_strategy(strategy)(ctx)
             t["detail"] = score_line(result["scores"])
         # measured, not declared: what the strategy wrote under its temp root and deleted again
@@ -92,8 +94,8 @@ def evaluate(
                 t["detail"] = score_line(base_result["scores"]) + (" (cached)" if base_result.get("cached") else "")
             base_seconds = t["seconds"]
     info = {k: v for k, v in result.items() if k not in ("scores",)}
-    info["strategy"] = str(eval_cfg.strategy)
-    info["strategy_chosen"], info["why"] = strategy, why
+    info["strategy"] = shown if str(eval_cfg.strategy) == strategy else str(eval_cfg.strategy)
+    info["strategy_chosen"], info["why"] = shown, why
     info["base_scores_cached"] = base_result.get("cached")
     info["base_scores_seconds"] = base_seconds
     # the base's Inspect logs (cached: where they were written): per-sample base scores for the paired tests
@@ -106,6 +108,11 @@ def evaluate(
     )
 
 
+def shown_name(strategy: str, eval_cfg) -> str:
+    """The strategy as results name it: a run on kit's CPU stand-in is ``vllm-standin``, never ``vllm``."""
+    return STANDIN if strategy == "vllm" and not real_vllm(eval_cfg) else strategy
+
+
 def eval_entry(request: EvalRequest | DictConfig, evaluated: EvalResult, command: str) -> dict:
     """One evaluation of a checkpoint, as ``summary.json`` keeps it in ``evals`` (appended, never replaced)."""
     request = EvalRequest.of(request)
@@ -113,7 +120,7 @@ def eval_entry(request: EvalRequest | DictConfig, evaluated: EvalResult, command
     return {
         "command": command,
         "when": time.time(),
-        "strategy": str(request.eval_cfg.strategy),
+        "strategy": evaluated.info.get("strategy") or str(request.eval_cfg.strategy),
         "tasks": list(request.tasks),
         "limit": request.limit,
         "settings": settings,

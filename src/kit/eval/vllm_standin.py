@@ -40,7 +40,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("model")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None)
+    p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"))  # vllm serve reads $VLLM_API_KEY too
     p.add_argument("--dtype", default="float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--enable-lora", action="store_true")
@@ -90,7 +90,7 @@ class StandIn:
             return 400, f"Loading lora {name} failed: {e}"
         return 200, f"Success: LoRA adapter '{name}' added successfully."
 
-    def generate(self, model: str, prompt: str, body: dict) -> tuple[str, int, int, str]:
+    def generate(self, model: str, prompt: str, body: dict) -> tuple[str, int, int, str, dict | None]:
         import torch
 
         adapter = None if model == self.args.model else self.loras[model][1]
@@ -105,12 +105,17 @@ class StandIn:
         if temperature > 0:
             kwargs.update(temperature=temperature, top_p=float(body.get("top_p") or 1.0))
             torch.manual_seed(int(body.get("seed") or self.args.seed))
+        top = int(body.get("logprobs") or 0)
+        if top:
+            kwargs.update(output_scores=True, return_dict_in_generate=True)
         with self.resident.lock, torch.inference_mode():
             self.resident.activate(adapter)
             out = self.resident.forward_model(adapter).generate(**ids, **kwargs)
-        new = out[0, ids["input_ids"].shape[1] :]
+        sequences = out.sequences if top else out
+        new = sequences[0, ids["input_ids"].shape[1] :]
         finish = "stop" if len(new) and int(new[-1]) == tok.eos_token_id else "length"
-        return tok.decode(new, skip_special_tokens=True), ids["input_ids"].shape[1], len(new), finish
+        logprobs = logprobs_of(tok, new, out.scores, top) if top else None
+        return tok.decode(new, skip_special_tokens=True), ids["input_ids"].shape[1], len(new), finish, logprobs
 
     def completion(self, body: dict, chat: bool) -> tuple[int, dict]:
         model = body.get("model")
@@ -121,7 +126,26 @@ class StandIn:
             prompt = self.resident.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:
             prompt = body["prompt"]
-        return 200, completion_response(model, *self.generate(model, prompt, body), chat)
+        *answer, logprobs = self.generate(model, prompt, body)
+        response = completion_response(model, *answer, chat)
+        if not chat and logprobs is not None:
+            response["choices"][0]["logprobs"] = logprobs
+        return 200, response
+
+
+def logprobs_of(tok, new, scores, top: int) -> dict:
+    """vLLM's completions ``logprobs`` block: each generated token, its log-probability and the
+    ``top`` most likely tokens at that step (log-softmax of the raw logits, as vLLM reports them)."""
+    import torch
+
+    tokens, token_logprobs, top_logprobs = [], [], []
+    for step, token in enumerate(new.tolist()):
+        logp = torch.log_softmax(scores[step][0].float(), dim=-1)
+        values, indices = logp.topk(top)
+        tokens.append(tok.decode([token]))
+        token_logprobs.append(float(logp[token]))
+        top_logprobs.append({tok.decode([int(i)]): float(v) for v, i in zip(values, indices)})
+    return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs, "text_offset": [0] * len(tokens)}
 
 
 def error(message: str, kind: str, code: int) -> dict:

@@ -35,6 +35,7 @@ from kit.eval.strategy import Strategy
 from kit.eval.vllm_lora import refusal, unservable_from_config, unservable_modules
 from kit.lora.resident import read_adapter
 
+STANDIN = "vllm-standin"  # how results name a run on kit's stand-in (eval.vllm.server=standin): not vLLM
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values `vllm serve --max-lora-rank` accepts
 
 
@@ -74,7 +75,9 @@ def server_rank(ranks: list[int], configured: int | None) -> int:
     raise KitError(f"LoRA rank {need} is above vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")
 
 
-def server_command(cfg, served: str, port: int, api_key: str, max_lora_rank: int | None, dtype: str) -> list[str]:
+def server_command(cfg, served: str, port: int, max_lora_rank: int | None, dtype: str) -> list[str]:
+    """``vllm serve`` and its flags; the API key goes through the environment ($VLLM_API_KEY), never argv
+    (readable by every user in /proc/<pid>/cmdline on a shared node)."""
     v = cfg.vllm
     program = ["vllm"] if real_vllm(cfg) else [sys.executable, "-m", "kit.eval.vllm_standin"]
     cmd = [
@@ -85,8 +88,6 @@ def server_command(cfg, served: str, port: int, api_key: str, max_lora_rank: int
         "127.0.0.1",
         "--port",
         str(port),
-        "--api-key",
-        api_key,
         "--dtype",
         dtype_info(dtype).torch_name,
         "--seed",
@@ -135,10 +136,10 @@ def start(cfg, served: str, max_lora_rank: int | None, log_dir: Path) -> Server:
             raise KitError("eval=vllm needs vLLM (pip install vllm, on a CUDA machine); it is not installed here")
     port, api_key = free_port(), secrets.token_hex(16)
     dtype = resolve_dtype(cfg.dtype, resolve_device(cfg.device))
-    cmd = server_command(cfg, served, port, api_key, max_lora_rank, dtype)
+    cmd = server_command(cfg, served, port, max_lora_rank, dtype)
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"vllm-server-{port}.log"
-    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_API_KEY": api_key}
     with open(log, "w") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     server = Server(served, max_lora_rank, f"http://127.0.0.1:{port}", api_key, process, cmd, log)
@@ -206,17 +207,64 @@ def evaluate_in(session: EvalSession, ctx: EvalContext) -> dict:
         config=GenerateConfig(max_connections=max_connections(ctx.eval_cfg)),
     )
     setup = time.perf_counter() - start_s
+    change = None if full else probe_adapter(server, served, ctx.checkpoint_path)
     try:
         result = run_inspect(model, ctx.tasks, ctx.log_dir, ctx.eval_cfg, ctx.limit, server=True)
     finally:
         model.api.close()  # Inspect forgets the server (kit owns it); the next model re-resolves
-    command = ["***" if a == server.api_key else a for a in server.command]  # no secrets in summaries
     return {
         **result,
         "temp_peak_bytes": 0,
         "setup_seconds": setup,
-        "server": {"command": command, "max_lora_rank": server.max_lora_rank, "log": str(server.log)},
+        "server": {"command": server.command, "max_lora_rank": server.max_lora_rank, "log": str(server.log)},
+        "adapter_logit_change": change,
     }
+
+
+PROBES = ("Is 12 even or odd?", "Hello, who are you?", "Reverse the word kit.")
+TOP_LOGPROBS = 5
+
+
+def probe_adapter(server: Server, served: str, adapter: Path) -> dict:
+    """The largest change the adapter makes to the server's next-token log-probabilities on a few probes
+    (its top ``TOP_LOGPROBS`` at the first step, base vs adapter); a KitError when it changes nothing,
+    so an adapter the server ignores (not applied, a zero ``lora_B``) never scores as itself.
+
+    The adapter is registered under the name Inspect's provider uses (its path), so Inspect finds it
+    loaded and does not load it again."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    load = httpx.post(
+        f"{server.url}/v1/load_lora_adapter",
+        json={"lora_name": str(adapter), "lora_path": str(adapter)},
+        headers=headers,
+        timeout=600,
+    )
+    if load.status_code != 200 and "already been loaded" not in load.text:
+        raise KitError(f"the vLLM server refused adapter {str(adapter)!r}: {load.text.strip()[:300]}")
+    moved, reordered = 0.0, 0
+    for prompt in PROBES:
+        base, mine = (top_logprobs(server, model, prompt, headers) for model in (served, str(adapter)))
+        moved = max([moved, *(abs(base[tok] - mine[tok]) for tok in set(base) & set(mine))])
+        reordered += set(base) != set(mine)
+    if moved == 0.0 and not reordered:
+        raise KitError(
+            f"adapter {str(adapter)!r} changes nothing on the vllm path (its top-{TOP_LOGPROBS} next-token "
+            f"log-probabilities equal the base's on {len(PROBES)} probes): its score would be the base's; "
+            "expected a trained adapter the server applies"
+        )
+    return {"max_abs_logprob_diff": moved, "probes_with_other_top_tokens": reordered, "probes": len(PROBES)}
+
+
+def top_logprobs(server: Server, model: str, prompt: str, headers: dict) -> dict[str, float]:
+    import httpx
+
+    body = {"model": model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": TOP_LOGPROBS}
+    r = httpx.post(f"{server.url}/v1/completions", json=body, headers=headers, timeout=600)
+    if r.status_code != 200:
+        raise KitError(f"the vLLM server did not answer a logprobs probe for {model!r} ({r.status_code}: {r.text[:200]})")
+    return r.json()["choices"][0]["logprobs"]["top_logprobs"][0]
 
 
 STRATEGY = Strategy(
