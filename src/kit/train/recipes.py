@@ -51,6 +51,32 @@ def copy_before_merge(recipe_module) -> None:
     recipe_module.get_merged_lora_ckpt = merge_copies
 
 
+# Apart by more than any run's epochs: the sampler orders epoch e with seed + e, so seeds
+# 0 and 1 would otherwise share all but one epoch's order (shifted by one epoch).
+DATA_ORDER_STRIDE = 2**20
+
+
+def data_order_seed(seed: int) -> int:
+    """The sampler seed for ``trainer.seed``: seed 0 keeps torchtune's own order."""
+    return int(seed) * DATA_ORDER_STRIDE
+
+
+def seed_data_order(recipe_module, seed: int) -> None:
+    """Make ``seed`` decide the data order too, not only the LoRA init.
+
+    torchtune 0.6.1's recipes build their ``StatefulDistributedSampler`` with seed 0
+    (single device: ``seed=0`` written out; distributed: the default), whatever the
+    config's ``seed``: every run saw the same batches in the same order. Every rank
+    gets the same sampler seed, so the ranks still split one permutation.
+    """
+    sampler = recipe_module.StatefulDistributedSampler
+
+    def seeded_sampler(*args, **kwargs):
+        return sampler(*args, **{**kwargs, "seed": data_order_seed(seed)})
+
+    recipe_module.StatefulDistributedSampler = seeded_sampler
+
+
 def fp32_lora_forward(self, x):
     """``nn.Linear.forward`` of a LoRA matrix kept in fp32 while activations are bf16:
     the product runs in the activations' dtype, its gradient flows back through the
@@ -150,6 +176,7 @@ def single_device_recipe(tt_cfg: dict, run=None, bars: EpochBars | None = None):
     """torchtune's single-device LoRA recipe, set up (model, optimizer, data) for ``tt_cfg``;
     its losses also go to ``run`` (W&B), its progress bars through ``bars``."""
     recipe_module = load_recipe("lora_finetune_single_device")
+    seed_data_order(recipe_module, tt_cfg["seed"])
     if tt_cfg["device"] == "cpu" and not tt_cfg["save_adapter_weights_only"]:
         copy_before_merge(recipe_module)
     if bars is not None:

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from kit.core import threads
 from kit.core.errors import KitError
 from kit.train.recipe_config import ADAPTER_DTYPE
-from kit.train.recipes import keep_lora_fp32, load_recipe
+from kit.train.recipes import keep_lora_fp32, load_recipe, seed_data_order
 
 
 def torchrun_command(config_path: Path, nproc: int) -> list[str]:
@@ -92,6 +92,7 @@ def distributed_main(argv: list[str]) -> None:
     """One torchrun child: torchtune's distributed LoRA recipe, made to run on CPU too."""
     tt_cfg = OmegaConf.load(config_arg(argv))
     module = load_recipe("lora_finetune_distributed")
+    seed_data_order(module, tt_cfg.seed)
     cpu = tt_cfg.device == "cpu"
     if cpu:
         module.init_process_group = gloo_process_group
