@@ -23,3 +23,29 @@ def test_status_of_an_in_process_sweep_reads_its_summaries(tmp_path, capsys):
     assert main([str(tmp_path), "--rerun-failed"]) == 2  # resumed by its own command, said in one line
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "same hydra.sweep.dir" in err[0]
+
+
+def test_report_and_collect_refuse_a_sweep_dir_another_process_writes(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from kit.__main__ import main as kit_main
+
+    job = tmp_path / "0"
+    job.mkdir()
+    (job / "summary.json").write_text(json.dumps({"status": "done", "overrides": ["lora.rank=4"], "job_dir": str(job)}))
+    hold = (
+        "import sys, time, pathlib; from kit.core.locks import hold; "
+        "hold(pathlib.Path(sys.argv[1]), 'sweep dir'); print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for command in ("report", "collect"):
+            assert kit_main([command, str(tmp_path)]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "is in use by pid" in err[0], err
+        assert not (tmp_path / "sweep_summary.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()

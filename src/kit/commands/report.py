@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kit.core.cli_parser import OneLineParser
 from kit.core.errors import KitError
+from kit.core.locks import locked
 from kit.sweep.report import write
 
 
@@ -17,7 +18,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         raise KitError(f"sweep dir {str(args.sweep_dir)!r} does not exist; expected the hydra.sweep.dir of a multirun")
-    summary = write(args.sweep_dir.absolute())
+    with locked(args.sweep_dir.absolute(), "sweep dir"):  # one writer per sweep dir
+        summary = write(args.sweep_dir.absolute())
     if not any(r["status"] == "done" for r in summary["jobs"]):  # nothing to report: say so, exit non-zero
         states = sorted({r["status"] for r in summary["jobs"]})
         print(

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from kit.core.cli_parser import OneLineParser
 from kit.core.errors import KitError
 from kit.core.jobdir import read_summary
+from kit.core.locks import locked
 from kit.core.sweepdir import MANIFEST, read_manifest
 from kit.sweep.launchers import LAUNCHERS
 from kit.sweep.report import write
@@ -188,12 +189,14 @@ def sweep_run_id(sweep_dir: Path) -> str:
 def collect(argv: list[str]) -> int:
     """``python -m kit collect <sweep_dir>``: sweep summary, plot and W&B sweep run from the jobs done so far."""
     parser = OneLineParser(prog="kit collect", description=collect.__doc__)
-    parser.add_argument("sweep_dir", type=Path, help="the hydra.sweep.dir of a submitit sweep")
+    parser.add_argument("sweep_dir", type=Path, help="the hydra.sweep.dir of a sweep")
     sweep_dir = parser.parse_args(argv).sweep_dir.absolute()
     manifest, found = rows(sweep_dir)
     live = {r["job"]: r["state"] for r in found if r["state"] in ("pending", "running", "preempted")}
-    summary = write(sweep_dir, live)
-    log_to_wandb(OmegaConf.create(manifest["logger"]), sweep_dir, summary, sweep_run_id(sweep_dir))
+    with locked(sweep_dir, "sweep dir"):  # one writer per sweep dir: refuses while a sweep or collect holds it
+        summary = write(sweep_dir, live)
+        if manifest.get("logger"):  # an in-process sweep logged its own sweep run when it ended
+            log_to_wandb(OmegaConf.create(manifest["logger"]), sweep_dir, summary, sweep_run_id(sweep_dir))
     if live:
         print(f"kit: {len(live)} job(s) not finished yet; run kit collect {sweep_dir} again later")
     failed = [f"#{r['job']} {r['overrides']}: {r['why']}" for r in found if r["state"] in NOT_DONE]
