@@ -14,7 +14,6 @@ from kit.core.config import refuse_secret_overrides
 from kit.core.errors import KitError
 from kit.core.jobdir import skip_message
 from kit.core.log import quiet_warnings, setup
-from kit.sweep.preflight import check_overrides
 
 COMMANDS = {"train": "kit.commands.train:train_main"}  # Hydra apps: overrides composed and checked first
 PLAIN_COMMANDS = {  # main(args) -> exit status
@@ -67,6 +66,8 @@ def dispatch(argv: list[str]) -> int:
         print(f"kit: error: unknown command {command!r}; expected one of {expected}", file=sys.stderr)
         return 2
     try:
+        from kit.sweep.preflight import check_overrides  # training's stack: not imported by plain commands
+
         finished = check_overrides("train", rest)
     except KitError as e:
         print(f"kit: error: {e}", file=sys.stderr)

@@ -13,7 +13,6 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from kit.core.errors import KitError
-from kit.train.metric_logger import JobMetricLogger
 from kit.train.recipe_config import ADAPTER_DTYPE
 
 
@@ -188,6 +187,8 @@ def single_device_recipe(tt_cfg: dict, run=None, bars: EpochBars | None = None):
     recipe = recipe_class(cfg=cfg)
     with no_dataset_bars():
         recipe.setup(cfg=cfg)
+    from kit.train.metric_logger import JobMetricLogger  # imports torchtune: only when training
+
     if isinstance(getattr(recipe, "_metric_logger", None), JobMetricLogger):
         recipe._metric_logger.attach(run)  # torchtune built it from the config; kit owns the run
     return recipe
