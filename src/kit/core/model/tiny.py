@@ -1,4 +1,5 @@
-"""The embedded default model: a tiny Qwen2-family causal LM built offline.
+"""The embedded default model: a tiny Qwen2-family causal LM built offline (tiny models of the
+other families: kit.core.model.tiny_families, cached the same way).
 
 Everything is deterministic (fixed corpus, fixed seed), so the same folder is
 produced on every machine; it is cached under ``$KIT_CACHE`` (default
@@ -150,8 +151,10 @@ def build_tiny_model(out: Path, spec: dict) -> None:
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    if spec["family"] != "qwen2":
-        raise ValueError(f"tiny family {spec['family']!r} unknown; expected 'qwen2'")
+    if spec["family"] != "qwen2":  # the tiny model of another family (kit.core.model.tiny_families)
+        from kit.core.model.tiny_families import build_family_model
+
+        return build_family_model(out, spec)
     ids = build_tokenizer(out, spec["vocab_size"])
     config = Qwen2Config(
         vocab_size=spec["vocab_size"],
