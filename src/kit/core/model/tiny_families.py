@@ -138,7 +138,11 @@ FAMILIES = {
             "rope_theta": 10000.0,
             "partial_rotary_factor": 0.75,
             "original_max_position_embeddings": 64,
-            "rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5], "long_factor": [1.0, 2.0, 4.0, 8.0, 12.0, 16.0]},
+            "rope_scaling": {
+                "type": "longrope",
+                "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5],
+                "long_factor": [1.0, 2.0, 4.0, 8.0, 12.0, 16.0],
+            },
             "sliding_window": None,
             "rms_norm_eps": 1e-5,
         },

@@ -325,7 +325,6 @@ def lora_gemma(lora_attn_modules, apply_lora_to_mlp: bool = False, *, gelu_appro
     return _gelu(tune_lora_gemma(lora_attn_modules, apply_lora_to_mlp, **kwargs), gelu_approximate)
 
 
-
 class SoftCappedOutput:
     """The output projection followed by ``cap * tanh(logits / cap)`` (Hugging Face's
     ``final_logit_softcapping``). A plain callable like torchtune's ``TiedLinear``, which it

@@ -20,6 +20,7 @@ from kit.core.model.families._family import (
     _call,
     has_chat_template,
     head_dim,
+    peft_settings,
     read_config,
     unpermute_lora_b,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "head_dim",
     "load_args",
     "peft_ranks",
+    "peft_settings",
     "read_config",
     "unpermute_lora_b",
     "weight_files",

@@ -115,6 +115,19 @@ def lora_module_names(section: dict) -> list[str]:
     )
 
 
+def peft_settings(config: dict) -> dict:
+    """The settings of a PEFT adapter config that decide what it computes, normalized for comparing
+    a saved ``adapter_config.json`` with ``Family.peft_config`` of what torchtune.yaml trained."""
+    targets = config.get("target_modules") or []
+    return {
+        "r": int(config["r"]) if config.get("r") is not None else None,
+        "lora_alpha": float(config["lora_alpha"]) if config.get("lora_alpha") is not None else None,
+        "target_modules": sorted([targets] if isinstance(targets, str) else targets),
+        "rank_pattern": {k: int(v) for k, v in sorted((config.get("rank_pattern") or {}).items())},
+        "alpha_pattern": {k: float(v) for k, v in sorted((config.get("alpha_pattern") or {}).items())},
+    }
+
+
 def has_chat_template(base: Path) -> bool:
     """tokenizer.json plus a chat template (chat_template.jinja or in tokenizer_config.json)."""
     from kit.core.model.prompt_format import folder_template
@@ -202,7 +215,11 @@ class Family:
         from torchtune.models.convert_weights import tune_to_peft_adapter_config
 
         config = tune_to_peft_adapter_config(
-            {"r": int(section["lora_rank"]), "lora_alpha": float(section["lora_alpha"]), "target_modules": lora_module_names(section)},
+            {
+                "r": int(section["lora_rank"]),
+                "lora_alpha": float(section["lora_alpha"]),
+                "target_modules": lora_module_names(section),
+            },
             base_model_name_or_path=str(base) if base else None,
         )
         return {**config, "task_type": "CAUSAL_LM", "peft_type": "LORA"}

@@ -16,7 +16,9 @@ GELU_APPROXIMATION = {"gelu": "none", "gelu_pytorch_tanh": "tanh", "gelu_new": "
 
 def gelu(name: str | None, key: str) -> str:
     if name not in GELU_APPROXIMATION:
-        raise KitError(f"{key} {name!r} in config.json is not supported for Gemma models; expected one of {sorted(GELU_APPROXIMATION)}")
+        raise KitError(
+            f"{key} {name!r} in config.json is not supported for Gemma models; expected one of {sorted(GELU_APPROXIMATION)}"
+        )
     return GELU_APPROXIMATION[name]
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 from kit.core.model.families._family import Family, common_args, head_dim, refuse_rope_scaling
 from kit.core.model.families.gemma import gelu
 
-
 MLP_NORMS = {  # HF name -> the torchtune norm that sits where HF applies it
     "model.layers.{}.pre_feedforward_layernorm.weight": "layers.{}.mlp_norm.scale",
     "model.layers.{}.post_feedforward_layernorm.weight": "layers.{}.mlp_scale.scale",
@@ -68,7 +67,7 @@ FAMILY = Family(
     builder=builder,
     hf_to_tune_fn=gemma2_hf_to_tune,
     tune_to_hf_fn=gemma2_tune_to_hf,
-    what="Gemma 2 2B/9B (torchtune lora_gemma2 + kit's fixes: logit soft-capping, MLP norm keys; always tied; HF eager attention)",
+    what="Gemma 2 2B/9B (torchtune lora_gemma2 + kit's fixes: logit soft-capping, MLP norm keys; tied; HF eager attention)",
     tied_default=True,
     output_lora=False,
     attn_implementation="eager",

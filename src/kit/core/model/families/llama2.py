@@ -1,5 +1,6 @@
 """Llama 2 and its derivatives (TinyLlama, Vicuna...): model_type ``llama``, untied embeddings, no RoPE
-scaling, rope_theta below Llama 3's 500000.
+scaling, rope_theta 10000 (``lora_llama2`` takes no other base; any other Llama config goes the
+Llama 3 path, whose builders take it).
 
 Where it differs from the Llama 3 path: torchtune's ``lora_llama2`` builder and ``LLAMA2`` checkpointer
 type (the same layers and the same HF <-> torchtune conversion as Llama 3), and the tokenizer: Llama 2's
@@ -12,18 +13,20 @@ from __future__ import annotations
 
 from kit.core.model.families._family import Family, common_args, refuse_own_head_dim, refuse_rope_scaling, rope_type
 
-LLAMA3_ROPE_THETA = 500000.0
+LLAMA2_ROPE_THETA = 10000.0  # fixed in torchtune's lora_llama2
 
 
 def accepts(c: dict) -> bool:
     untied = not c.get("tie_word_embeddings", False)
-    return untied and rope_type(c) is None and float(c.get("rope_theta", 10000.0)) < LLAMA3_ROPE_THETA
+    return untied and rope_type(c) is None and float(c.get("rope_theta", LLAMA2_ROPE_THETA)) == LLAMA2_ROPE_THETA
 
 
 def builder(c: dict) -> tuple[str, dict]:
     refuse_rope_scaling(c, "Llama 2")
     refuse_own_head_dim(c, "Llama 2")
-    return "torchtune.models.llama2.lora_llama2", common_args(c)
+    args = common_args(c)
+    del args["rope_base"]  # lora_llama2 has no such argument: always 10000
+    return "torchtune.models.llama2.lora_llama2", args
 
 
 FAMILY = Family(
@@ -33,6 +36,6 @@ FAMILY = Family(
     builder=builder,
     hf_to_tune_fn="torchtune.models.convert_weights.hf_to_tune",
     tune_to_hf_fn="torchtune.models.convert_weights.tune_to_hf",
-    what="Llama 2 and derivatives (model_type llama, untied, rope_theta < 500000; torchtune lora_llama2)",
+    what="Llama 2 and derivatives (model_type llama, untied, no rope scaling, rope_theta 10000; torchtune lora_llama2)",
     accepts=accepts,
 )

@@ -7,7 +7,6 @@ from pathlib import Path
 from kit.core.errors import KitError
 from kit.core.model.families._family import Family, common_args, refuse_own_head_dim, refuse_rope_scaling, rope_type
 
-
 # torchtune's Llama3ScaledRoPE takes the scale factor only; these are fixed in its builders
 TORCHTUNE_SCALING = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
@@ -59,7 +58,7 @@ FAMILY = Family(
     builder=builder,
     hf_to_tune_fn="torchtune.models.convert_weights.hf_to_tune",
     tune_to_hf_fn="torchtune.models.convert_weights.tune_to_hf",
-    what="Llama 3, 3.1, 3.2 (torchtune lora_llama3 / _3_1 / _3_2); tied embeddings without RoPE scaling (SmolLM2): kit's lora_llama",
+    what="Llama 3, 3.1, 3.2 (torchtune lora_llama3 / _3_1 / _3_2); tied, unscaled RoPE (SmolLM2): kit's lora_llama",
     tokenizer=tokenizer,
     tokenizer_files=("original/tokenizer.model",),
 )

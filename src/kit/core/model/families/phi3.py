@@ -85,7 +85,10 @@ def part_sizes(c: dict) -> dict[str, list[int]]:
     """Output rows of each part of HF's fused projections."""
     num_heads, num_kv_heads = heads(c)
     head = c["hidden_size"] // num_heads
-    return {"self_attn.qkv_proj": [num_heads * head, num_kv_heads * head, num_kv_heads * head], "mlp.gate_up_proj": [c["intermediate_size"]] * 2}
+    return {
+        "self_attn.qkv_proj": [num_heads * head, num_kv_heads * head, num_kv_heads * head],
+        "mlp.gate_up_proj": [c["intermediate_size"]] * 2,
+    }
 
 
 def fused_lora(parts: dict[int, tuple], sizes: list[int]):
@@ -95,7 +98,7 @@ def fused_lora(parts: dict[int, tuple], sizes: list[int]):
     order = sorted(parts)
     a = torch.cat([parts[i][0] for i in order], dim=0)
     rank = parts[order[0]][0].shape[0]
-    b = torch.zeros(sum(sizes), rank * len(order), dtype=parts[order[0]][1].dtype)
+    b = parts[order[0]][1].new_zeros(sum(sizes), rank * len(order))  # same dtype and device (meta too)
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     for j, i in enumerate(order):
         b[starts[i] : starts[i] + sizes[i], j * rank : (j + 1) * rank] = parts[i][1]
@@ -146,7 +149,8 @@ class PhiFamily(Family):
 
 
 def split_key(key: str) -> tuple[str, str, str]:
-    """``layers.3.attn.q_proj.lora_a.weight`` -> ("3", "q_proj", "lora_a"); ``output.lora_b.weight`` -> ("", "output", "lora_b")."""
+    """``layers.3.attn.q_proj.lora_a.weight`` -> ("3", "q_proj", "lora_a");
+    ``output.lora_b.weight`` -> ("", "output", "lora_b")."""
     parts = key.split(".")
     if parts[-1] != "weight" or parts[-2] not in ("lora_a", "lora_b"):
         raise KitError(f"torchtune adapter key {key!r} is not a LoRA weight; expected <module>.lora_a.weight or .lora_b.weight")
@@ -170,7 +174,10 @@ def _family(name: str, model_type: str, what: str, accepts) -> PhiFamily:
 
 
 PHI4 = _family(
-    "phi4", "PHI4", "Phi-4-mini (partial rotary, LongRoPE, tied: kit's lora_phi3_longrope) and Phi-4 14B; fused qkv/gate_up LoRA", is_phi4
+    "phi4",
+    "PHI4",
+    "Phi-4-mini (partial rotary, LongRoPE, tied: kit's lora_phi3_longrope) and Phi-4 14B; fused qkv/gate_up LoRA",
+    is_phi4,
 )
 PHI3 = _family(
     "phi3",
