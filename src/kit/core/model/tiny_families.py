@@ -10,7 +10,7 @@ embeddings, Gemma 2's soft-capping, sliding window and query scalar, Phi-4-mini'
 LongRoPE and tied embeddings, Llama 3.2's scaled RoPE. Cached like the default tiny Qwen2
 (kit.core.model.tiny: ``tiny_model_dir``, keyed by a hash of the spec).
 
-    from kit.core.model.tiny_families import tiny_family_dir
+    from kit.core.model.tiny import tiny_family_dir
     base = tiny_family_dir("gemma2")      # then: python -m kit train model.path=<base> ...
 """
 
@@ -21,6 +21,11 @@ from pathlib import Path
 
 from kit.core.errors import KitError
 
+# Qwen2's pre-tokenizer regex (digits split one by one), shared with torchtune; every tiny tokenizer uses it.
+QWEN2_PRETOKENIZE = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 SHAPE = {
     "vocab_size": 512,
     "hidden_size": 64,
@@ -150,21 +155,22 @@ FAMILIES = {
         ("<|endoftext|>", "<|end|>", "<|dummy_pad|>", ["<|user|>", "<|assistant|>", "<|system|>"]),
     ),
 }
-VERSION = 1
+VERSION = 2
+# A tied output layer scores a normed hidden state h (|h| = sqrt(hidden)) against the embedding rows: at
+# HF's init (std 0.02) and hidden 64 no logit can exceed 8 * 0.02 * 8 = 1.3, so no LoRA inside the layers can
+# make one answer likely (the loss stays near ln(vocab)). Real models' embeddings allow margins of tens;
+# std 0.15 gives the tiny tied models room for real margins (8 * 0.15 * 8 = 9.6).
+TIED_EMBEDDING_STD = 0.15
 
 
 def tiny_spec(family: str) -> dict:
     if family not in FAMILIES:
         raise KitError(f"no tiny model for family {family!r}; expected one of {sorted(FAMILIES)} (or 'qwen2', the default)")
     config_class, extra, _, _ = FAMILIES[family]
-    return {"family": family, "config_class": config_class, **SHAPE, **extra, "seed": 0, "version": VERSION}
-
-
-def tiny_family_dir(family: str) -> Path:
-    """The cached tiny model of ``family`` (the default tiny Qwen2 for ``qwen2``), built on first use."""
-    from kit.core.model.tiny import tiny_model_dir
-
-    return tiny_model_dir(None if family == "qwen2" else tiny_spec(family))
+    spec = {"family": family, "config_class": config_class, **SHAPE, **extra, "seed": 0, "version": VERSION}
+    if extra.get("tie_word_embeddings", family.startswith("gemma")):
+        spec["embedding_std"] = TIED_EMBEDDING_STD
+    return spec
 
 
 def build_tokenizer(out: Path, family: str, vocab_size: int) -> dict[str, int]:
@@ -173,7 +179,7 @@ def build_tokenizer(out: Path, family: str, vocab_size: int) -> dict[str, int]:
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from kit.core.model.tiny import QWEN2_PRETOKENIZE, _tokenizer_corpus
+    from kit.core.data import corpus_lines
 
     _, _, template, (bos, eos, pad, others) = FAMILIES[family]
     specials = [t for t in (bos, eos, pad, *others) if t]
@@ -188,9 +194,14 @@ def build_tokenizer(out: Path, family: str, vocab_size: int) -> dict[str, int]:
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(specials), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
-    tok.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    tok.train_from_iterator(corpus_lines(), trainer=trainer)
     hf_tok = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, additional_special_tokens=others
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        additional_special_tokens=others,
+        model_input_names=["input_ids", "attention_mask"],  # as decoder-only tokenizers: no token_type_ids
     )
     if template is not None:
         hf_tok.chat_template = template
@@ -206,12 +217,15 @@ def build_family_model(out: Path, spec: dict) -> None:
     import transformers
 
     ids = build_tokenizer(out, spec["family"], spec["vocab_size"])
-    keys = {k: v for k, v in spec.items() if k not in ("family", "config_class", "seed", "version")}
+    keys = {k: v for k, v in spec.items() if k not in ("family", "config_class", "seed", "version", "embedding_std")}
     config = getattr(transformers, spec["config_class"])(
         **keys, bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"], torch_dtype="float32"
     )
     torch.manual_seed(spec["seed"])
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    if "embedding_std" in spec:
+        with torch.no_grad():
+            model.get_input_embeddings().weight.normal_(0.0, spec["embedding_std"])
     model.generation_config = transformers.GenerationConfig(
         bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"]
     )
