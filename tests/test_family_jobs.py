@@ -1,9 +1,11 @@
 """A trained job per family, in process (kit.job.pipeline.run_job), on the tiny model of each family
-(kit.core.model.tiny_families) and the default task: the bundled parity data, the default trainer, the
-100 held-out questions scored against the untrained base. Each job runs kit's whole training pipeline:
+(kit.core.model.tiny_families) and the default task: the bundled parity data and the default trainer
+(4 epochs, 248 steps), scored against the untrained base on the first 40 held-out questions of
+``kit/parity`` (``tasks.limit=40``, for the CI budget: 19 even, 21 odd; all 100 score 1.00 for every family,
+docs/models.md). Each job runs kit's whole training pipeline:
 torchtune's recipe with the family's builder, tokenizer and checkpointer, kit's export (Phi: the fused
 adapter kit writes), the eval (``eval=auto``: direct on CPU), and verify after training (every eval path
-gives the same answer: logits, greedy and sampled generation, merge / merge_in_memory / direct scores and
+gives the same answer: logits along every path, merge / merge_in_memory / direct scores and
 completions, the adapter folder against torchtune's own training model). The default tiny Qwen2 is the
 session's ``trained_job`` (tests/test_verify.py, tests/test_train_cli.py); Llama 3 here is Llama 3.2's
 shape (tied, scaled RoPE) with an HF tokenizer (no tiktoken model can be built offline).
@@ -19,9 +21,12 @@ from kit.core.model.families import family_of, read_config
 
 pytestmark = pytest.mark.slow
 NAMES = ["qwen3", "llama3", "llama2", "mistral", "gemma", "gemma2", "phi3", "phi4"]
-# verify after training, every check but ``adapters`` (one adapter, rounds of merge/unmerge on one resident
-# base: the same code for every family; tests/test_verify.py runs it on the default job)
-VERIFY = ["verify.limit=4", "verify.checks=[logits,generation,inspect,adapter_folder]"]
+# verify after training: logits along every path, the three strategies' scores and completions, the adapter
+# folder against torchtune's training model. ``generation`` (batch and sampling) and ``adapters`` (merge/unmerge
+# rounds on one resident base) are the same code for every family; tests/test_verify.py runs them on the default job
+# and on a tiny Llama 3.
+VERIFY = ["verify.limit=4", "verify.checks=[logits,inspect,adapter_folder]"]
+TASK = "tasks.limit=40"
 
 
 @pytest.fixture(scope="session", params=NAMES)
@@ -37,7 +42,7 @@ def family_job(request, kit_cache, tmp_path_factory):
     name = request.param
     base = tiny_family_dir(name)
     tied = family_of(base).tied(read_config(base))
-    overrides = [f"model.path={base}", "logger=none", f"lora.apply_to_output={str(not tied).lower()}", *VERIFY]
+    overrides = [f"model.path={base}", "logger=none", f"lora.apply_to_output={str(not tied).lower()}", TASK, *VERIFY]
     cfg = compose("train", overrides)
     OmegaConf.resolve(cfg)
     job = tmp_path_factory.mktemp(f"job_{name}") / "job"
@@ -49,7 +54,7 @@ def test_the_family_learns_the_parity_task(family_job):
     name, job, summary = family_job
     assert summary["status"] == "done", summary.get("error")
     before, after = summary["base_scores"]["parity"]["mean"], summary["scores"]["parity"]["mean"]
-    assert before <= 0.1 and after >= 0.9, (name, before, after)  # always one answer scores 0.5
+    assert before <= 0.1 and after >= 0.9, (name, before, after)  # always one answer scores 0.475 or 0.525
     train = summary["train"]
     assert train["torchtune_config"].endswith("torchtune.yaml") and train["final_loss"] < 0.2 * train["first_loss"]
     fmt = train["prompt_format"]
