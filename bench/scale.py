@@ -1,14 +1,16 @@
 """Eval strategies at scale: per-adapter set-up (with a breakdown) and throughput
 as a ratio to the bare base, on a random-weight base of a real model's shape.
 
-    .venv/bin/python bench/scale.py --shape {tiny,qwen0_5b,qwen1_5b,qwen7b} [--adapters N]
+    .venv/bin/python bench/scale.py --shape SHAPE [--adapters N]   (SHAPE: tiny, qwen0_5b, qwen1_5b, qwen7b,
+        qwen3_8b, llama3_2_3b, mistral7b, gemma2_9b, phi3_mini, phi4_mini)
         [--strategies merge,merge_in_memory,direct,vllm] [--batches 1,32] [--new-tokens 8] [--rounds 2]
 
 Nothing is downloaded: the base is built from the shape's config with kit's own
 512-token tokenizer (``kit.core.model.tiny.build_tokenizer``), directly on the device in
 the device's dtype (bf16 on CUDA, fp32 on CPU), then saved once as safetensors so
 every strategy loads it as it would a real base. The N adapters are all-linear
-LoRA (q, k, v, o, gate, up, down), ranks 16 and 64 in turn, with non-zero A and B.
+LoRA on the decoder layers (q, k, v, o, gate, up, down; Phi: its fused qkv_proj and
+gate_up_proj), ranks 16 and 64 in turn, with non-zero A and B.
 
 Per strategy:
 - set-up per adapter: median over ``2 x N`` switches (every adapter twice, one
@@ -50,41 +52,78 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's kit, not an installed one
 
-SHAPES = {  # Qwen2.5 shapes; vocabulary replaced by kit's 512-token tokenizer
-    "tiny": dict(
-        hidden_size=64,
-        intermediate_size=176,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
+QWEN2 = "Qwen2Config"
+SHAPES = {  # (HF config class, shape) of real models; vocabulary replaced by kit's 512-token tokenizer
+    "tiny": (
+        QWEN2,
+        dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
     ),
-    "qwen0_5b": dict(
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
+    "qwen0_5b": (
+        QWEN2,
+        dict(
+            tie_word_embeddings=True,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+        ),
     ),
-    "qwen1_5b": dict(
-        hidden_size=1536,
-        intermediate_size=8960,
-        num_hidden_layers=28,
-        num_attention_heads=12,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
+    "qwen1_5b": (
+        QWEN2,
+        dict(
+            tie_word_embeddings=True,
+            hidden_size=1536,
+            intermediate_size=8960,
+            num_hidden_layers=28,
+            num_attention_heads=12,
+            num_key_value_heads=2,
+        ),
     ),
-    "qwen7b": dict(
-        hidden_size=3584,
-        intermediate_size=18944,
-        num_hidden_layers=28,
-        num_attention_heads=28,
-        num_key_value_heads=4,
-        tie_word_embeddings=False,
+    "qwen7b": (
+        QWEN2,
+        dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4),
+    ),
+    "qwen3_8b": (
+        "Qwen3Config",
+        dict(
+            hidden_size=4096,
+            intermediate_size=12288,
+            num_hidden_layers=36,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=128,
+        ),
+    ),
+    "llama3_2_3b": (
+        "LlamaConfig",
+        dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8),
+    ),
+    "mistral7b": (
+        "MistralConfig",
+        dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8),
+    ),
+    "gemma2_9b": (
+        "Gemma2Config",
+        dict(
+            hidden_size=3584,
+            intermediate_size=14336,
+            num_hidden_layers=42,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=256,
+        ),
+    ),
+    "phi3_mini": (
+        "Phi3Config",
+        dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32),
+    ),
+    "phi4_mini": (
+        "Phi3Config",
+        dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=24, num_key_value_heads=8),
     ),
 }
-TARGETS = {"self_attn": ["q_proj", "k_proj", "v_proj", "o_proj"], "mlp": ["gate_proj", "up_proj", "down_proj"]}
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj", "gate_up_proj")
 RANKS = [16, 64]
 
 
@@ -94,17 +133,19 @@ RANKS = [16, 64]
 def build_base(shape: str, out: Path, device: str, dtype: str) -> int:
     """A random-weight base of ``shape``, built on ``device`` in ``dtype``, saved to ``out``."""
     import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    import transformers
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     from kit.core.model.tiny import build_tokenizer
 
     out.mkdir(parents=True)
     ids = build_tokenizer(out, 512)
-    config = Qwen2Config(
+    config_class, dims = SHAPES[shape]
+    config = getattr(transformers, config_class)(
         vocab_size=512,
         max_position_embeddings=4096,
         rope_theta=1e6,
-        **SHAPES[shape],
+        **{"tie_word_embeddings": False, **dims},
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
@@ -112,7 +153,7 @@ def build_base(shape: str, out: Path, device: str, dtype: str) -> int:
     )
     torch.manual_seed(0)
     with torch.device(device):  # no host copy of a 7B model: init where it will run
-        model = Qwen2ForCausalLM._from_config(config, torch_dtype=getattr(torch, dtype)).eval()
+        model = AutoModelForCausalLM.from_config(config, torch_dtype=getattr(torch, dtype)).eval()
     model.generation_config = GenerationConfig(
         bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
     )
@@ -125,29 +166,21 @@ def build_base(shape: str, out: Path, device: str, dtype: str) -> int:
 def build_adapter(base: Path, out: Path, rank: int, seed: int, dtype: str) -> None:
     """An all-linear LoRA adapter for ``base`` with non-zero A and B, in PEFT's folder format."""
     import torch
+    import transformers
     from safetensors.torch import save_file
 
-    cfg = json.loads((base / "config.json").read_text())
-    h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    kv = h // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
-    sizes = {
-        "q_proj": (h, h),
-        "k_proj": (h, kv),
-        "v_proj": (h, kv),
-        "o_proj": (h, h),
-        "gate_proj": (h, inter),
-        "up_proj": (h, inter),
-        "down_proj": (inter, h),
-    }  # (in, out)
+    config = transformers.AutoConfig.from_pretrained(str(base), local_files_only=True)
+    with torch.device("meta"):  # the module names and sizes of this family, no memory
+        layers = transformers.AutoModelForCausalLM.from_config(config).model.layers
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
-    for i in range(layers):
-        for block, names in TARGETS.items():
-            for name in names:
-                n_in, n_out = sizes[name]
-                key = f"base_model.model.model.layers.{i}.{block}.{name}"
-                tensors[f"{key}.lora_A.weight"] = (torch.randn(rank, n_in, generator=gen) / n_in**0.5).to(getattr(torch, dtype))
-                tensors[f"{key}.lora_B.weight"] = (torch.randn(n_out, rank, generator=gen) * 0.01).to(getattr(torch, dtype))
+    for name, module in layers.named_modules():
+        if name.rsplit(".", 1)[-1] in TARGETS:
+            key = f"base_model.model.model.layers.{name}"
+            n_in, n_out = module.in_features, module.out_features
+            tensors[f"{key}.lora_A.weight"] = (torch.randn(rank, n_in, generator=gen) / n_in**0.5).to(getattr(torch, dtype))
+            tensors[f"{key}.lora_B.weight"] = (torch.randn(n_out, rank, generator=gen) * 0.01).to(getattr(torch, dtype))
+    targets = sorted({k.split(".")[-3] for k in tensors})
     out.mkdir(parents=True)
     save_file(tensors, str(out / "adapter_model.safetensors"))
     (out / "adapter_config.json").write_text(
@@ -162,7 +195,7 @@ def build_adapter(base: Path, out: Path, rank: int, seed: int, dtype: str) -> No
                 "fan_in_fan_out": False,
                 "inference_mode": True,
                 "base_model_name_or_path": None,
-                "target_modules": [n for names in TARGETS.values() for n in names],
+                "target_modules": targets,
             },
             indent=1,
         )

@@ -1,4 +1,4 @@
-"""The weight conversions kit relies on (kit/core/model/families.py Family), per supported family,
+"""The weight conversions kit relies on (kit/core/model/families/ Family), per supported family,
 checked by logits on tiny fp32 models: HF -> torchtune, torchtune -> HF, and a
 torchtune LoRA -> PEFT adapter (torchtune's conversion + kit's fix)."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from kit.core.cli_parser import OneLineParser
 from kit.core.config import compose, one_line
 from kit.core.errors import KitError
-from kit.core.model.families import family_of
+from kit.core.model.families import family_of, read_config
 from kit.core.model.loader import LOADERS, loader_for, model_folder
 from kit.core.model.resolve import resolve_base
 
@@ -30,10 +30,13 @@ def _first(config, *names, default=None):
 
 
 def lora_targets(model) -> list[str]:
-    """Distinct last-name parts of the modules LoRA can target (``q_proj``, ``lm_head``...)."""
+    """Distinct last-name parts of the modules LoRA can target (``q_proj``, ``lm_head``...); not the
+    output layer when it is the embedding matrix (tied: a LoRA there would change the embeddings too)."""
+    output = model.get_output_embeddings()
+    tied_output = output if tied_embeddings(model) else None
     seen: dict[str, None] = {}
     for name, module in model.named_modules():
-        if name and type(module).__name__ in LORA_LAYER_TYPES:
+        if name and type(module).__name__ in LORA_LAYER_TYPES and module is not tied_output:
             seen.setdefault(name.rsplit(".", 1)[-1], None)
     return list(seen)
 
@@ -86,13 +89,31 @@ def weights_on_disk(path: Path) -> dict:
 
 
 def torchtune_family(path: Path) -> dict | None:
-
     try:
         family = family_of(path)
     except KitError:
         return None
     builder, _ = family.lora_builder(path)
-    return {"family": family.name, "builder": builder, "model_type": family.model_type}
+    return {
+        "family": family.name,
+        "builder": builder,
+        "model_type": family.model_type,
+        "lora_targets": kit_lora_targets(family, path),
+    }
+
+
+def kit_lora_targets(family, path: Path) -> list[str]:
+    """The modules kit's LoRA can train on this model, in Hugging Face's names (every attention
+    projection, the MLP, and the output layer unless tied): what ``lora.*`` maps to (Phi: qkv_proj)."""
+    c = read_config(path)
+    section = {
+        "lora_attn_modules": ["q_proj", "k_proj", "v_proj", "output_proj"],
+        "apply_lora_to_mlp": True,
+        "apply_lora_to_output": not family.tied(c),
+        "lora_rank": 1,
+        "lora_alpha": 1.0,
+    }
+    return list(family.peft_config(section)["target_modules"])
 
 
 def describe_folder(path: Path, loader: str = "auto", trust_remote_code: bool = False) -> dict:
@@ -100,12 +121,15 @@ def describe_folder(path: Path, loader: str = "auto", trust_remote_code: bool = 
     path = model_folder(path)
     info = describe(meta_model(path, loader, trust_remote_code))
     info.pop("on_meta")
+    tt = torchtune_family(path)
+    if tt is not None:  # what kit trains, in the module names of this model
+        info["lora_targets"] = tt["lora_targets"]
     return {
         "path": str(path),
         "loader": loader_for(path) if loader == "auto" else loader,
         **info,
         "weights": weights_on_disk(path),
-        "torchtune": torchtune_family(path),
+        "torchtune": tt,
     }
 
 
@@ -139,7 +163,9 @@ def table(info: dict) -> str:
         ("LoRA targets", " ".join(info["lora_targets"])),
         (
             "torchtune",
-            f"{tt['builder']} (model_type {tt['model_type']})" if tt else "no kit family: kit can load it but not train it",
+            f"family {tt['family']}: {tt['builder']} (model_type {tt['model_type']})"
+            if tt
+            else "no kit family: kit can load it but not train it",
         ),
     ]
     width = max(len(k) for k, _ in rows)

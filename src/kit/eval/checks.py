@@ -15,13 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from kit.core.errors import KitError
+from kit.core.model.families import family_of, peft_settings
 from kit.lora.resident import read_adapter
 
 
 def check_adapter(adapter: Path, job_dir: Path | None, base: Path) -> dict:
     """Config vs torchtune.yaml, keys as PEFT loads them, non-zero update; one-line KitError otherwise."""
     config, shapes = read_adapter(adapter)
-    problems = vs_torchtune(config, job_dir)
+    problems = vs_torchtune(config, job_dir, base)
     missing, unexpected = peft_load_keys(adapter, base, config)
     if missing:
         problems.append(f"{len(missing)} LoRA weight(s) missing from adapter_model.safetensors (e.g. {missing[0]})")
@@ -40,28 +41,20 @@ def check_adapter(adapter: Path, job_dir: Path | None, base: Path) -> dict:
     return {"tensors": len(shapes), "r": config.get("r")}
 
 
-def vs_torchtune(config: dict, job_dir: Path | None) -> list[str]:
-    """What the saved adapter_config.json says against what torchtune.yaml trained."""
+def vs_torchtune(config: dict, job_dir: Path | None, base: Path) -> list[str]:
+    """What the saved adapter_config.json says against what torchtune.yaml trained (in the family's
+    PEFT names and patterns, ``Family.peft_config``)."""
     if job_dir is None or not (job_dir / "torchtune.yaml").is_file():
         return []
     from omegaconf import OmegaConf
-    from torchtune.models.convert_weights import tune_to_peft_adapter_config
-    from torchtune.modules.peft import get_lora_module_names
 
     s = OmegaConf.to_container(OmegaConf.load(job_dir / "torchtune.yaml").model, resolve=True)
-    names = get_lora_module_names(s["lora_attn_modules"], s["apply_lora_to_mlp"], s.get("apply_lora_to_output", False))
-    trained = tune_to_peft_adapter_config({"r": s["lora_rank"], "lora_alpha": s["lora_alpha"], "target_modules": names})
-    trained = {
-        "r": trained["r"],
-        "lora_alpha": trained["lora_alpha"],
-        "target_modules": sorted(trained["target_modules"]),
-        "use_rslora": False,
-        "layers_to_transform": None,
+    trained = {**peft_settings(family_of(base).peft_config(s)), "use_rslora": False, "layers_to_transform": None}
+    saved = {
+        **peft_settings(config),
+        "use_rslora": bool(config.get("use_rslora")),
+        "layers_to_transform": config.get("layers_to_transform"),
     }
-    saved = {k: config.get(k) for k in trained}
-    targets = saved["target_modules"] or []
-    saved["target_modules"] = sorted([targets] if isinstance(targets, str) else targets)
-    saved["use_rslora"] = bool(saved["use_rslora"])
     return [f"{k}={saved[k]} but torchtune.yaml trained {k}={trained[k]}" for k in trained if saved[k] != trained[k]]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kit.core.device import resolve_device, torch_dtype
 from kit.core.errors import Interrupted, KitError
+from kit.core.model.families import load_args as family_load_args
 
 
 def load_task_specs(specs: list[str]) -> None:
@@ -167,4 +168,5 @@ def hf_model(path: Path, name: str, eval_cfg, trust_remote_code: bool = False):
         dtype=dtype,
         do_sample=float(eval_cfg.temperature) > 0,
         trust_remote_code=trust_remote_code,
+        **family_load_args(path),  # Gemma 2: eager attention, the one that applies its soft-capping
     )

@@ -31,6 +31,7 @@ from kit.core.openai_api import (
     model_entry,
     text_of,
 )
+from kit.eval.vllm_lora import served_rank
 from kit.lora.resident import ResidentBase
 
 
@@ -82,7 +83,7 @@ class StandIn:
         if name in self.loras:
             return 400, f"The lora adapter '{name}' has already been loaded."
         try:
-            rank = json.loads((Path(path) / "adapter_config.json").read_text())["r"]
+            rank = served_rank(json.loads((Path(path) / "adapter_config.json").read_text()))  # the tensors' largest rank
             if rank > self.args.max_lora_rank:
                 return 400, f"LoRA rank {rank} is greater than max_lora_rank {self.args.max_lora_rank}."
             self.loras[name] = (path, self.resident.attach(Path(path)))

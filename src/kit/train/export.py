@@ -18,6 +18,7 @@ from kit.core.errors import KitError
 from kit.core.jobdir import JobDir, as_job
 from kit.core.model.families import family_of, read_config
 from kit.core.results import Checkpoint
+from kit.train.recipe_config import TORCHTUNE_YAML
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 SKIP_IN_FULL = ADAPTER_FILES + ("adapter_model.pt", "adapter_model.bin")
@@ -28,11 +29,11 @@ def folder_bytes(path: Path) -> int:
 
 
 def fix_adapter_file(adapter_file: Path, base: Path) -> None:
-    """Apply the family's fix to torchtune's PEFT adapter (kit/core/model/families.py: Family.fix_peft_adapter).
+    """Apply the family's fix to torchtune's PEFT adapter (kit.core.model.families: Family.fix_peft_adapter).
 
     ``tune_to_peft_adapter_weights`` permutes q_proj/k_proj lora_B rows for every
-    model type, but only Llama-family base weights are stored permuted in HF
-    format; for Qwen2 the saved PEFT adapter computed a different model.
+    model type, but only some families' base weights are stored permuted in HF
+    format; for Qwen2 and Qwen3 the saved PEFT adapter computed a different model.
     """
     from safetensors.torch import load_file, save_file
 
@@ -43,9 +44,35 @@ def fix_adapter_file(adapter_file: Path, base: Path) -> None:
     save_file(tensors, adapter_file, metadata={"format": "pt"})
 
 
+def write_peft_adapter(epoch_dir: Path, out: Path, base: Path, section: dict) -> None:
+    """The PEFT adapter from torchtune's own ``adapter_model.pt``, converted by the family (Phi:
+    torchtune writes none; kit fuses q/k/v and gate/up exactly, kit.core.model.families.phi3).
+    The ``.pt`` was written by this job's recipe a moment ago; ``weights_only`` unpickles tensors only."""
+    import torch
+    from safetensors.torch import save_file
+
+    source = epoch_dir / "adapter_model.pt"
+    if not source.is_file():
+        raise KitError(f"torchtune wrote no adapter_model.pt in {str(epoch_dir)!r}; expected its LoRA weights")
+    family = family_of(base)
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    save_file(family.tune_to_peft_adapter(state, read_config(base)), out / ADAPTER_FILES[0], metadata={"format": "pt"})
+    (out / ADAPTER_FILES[1]).write_text(json.dumps(family.peft_config(section, base), indent=2))
+
+
+def recipe_model_section(job: JobDir) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(job.path / TORCHTUNE_YAML).model, resolve=True)
+
+
 def export_adapter(epoch_dir: Path, job: JobDir | Path, base: Path) -> Path:
-    out = as_job(job).output("adapter")
+    job = as_job(job)
+    out = job.output("adapter")
     out.mkdir()
+    if not family_of(base).torchtune_writes_peft:
+        write_peft_adapter(epoch_dir, out, base, recipe_model_section(job))
+        return out
     for name in ADAPTER_FILES:
         src = epoch_dir / name
         if not src.exists():

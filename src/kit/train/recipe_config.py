@@ -34,19 +34,9 @@ def resolve_adapter_dtype(choice, dtype: str) -> str:
 
 
 def model_section(cfg: DictConfig, family: Family, base: Path) -> dict:
-    lora = cfg.lora
-    check_lora_targets(lora, base)
+    check_lora_targets(cfg.lora, base)
     component, shape = family.lora_builder(base)
-    section = {
-        "_component_": component,
-        "lora_attn_modules": list(lora.attn_modules),
-        "apply_lora_to_mlp": bool(lora.apply_to_mlp),
-        "apply_lora_to_output": bool(lora.apply_to_output),
-        "lora_rank": int(lora.rank),
-        "lora_alpha": float(lora.alpha),
-        "lora_dropout": float(lora.dropout),
-    }
-    return {**section, **shape}
+    return {"_component_": component, **family.lora_section(cfg.lora), **shape}
 
 
 def torchtune_config(cfg: DictConfig, base: Path, job_dir: Path, dataset_file: Path) -> dict:
@@ -64,7 +54,7 @@ def torchtune_config(cfg: DictConfig, base: Path, job_dir: Path, dataset_file: P
         # True), so the model never learns to stop.
         "tokenizer": family.tokenizer_section(base, None),
         "checkpointer": {
-            "_component_": "torchtune.training.FullModelHFCheckpointer",
+            "_component_": family.checkpointer,
             "checkpoint_dir": str(base),
             "checkpoint_files": weight_files(base, cfg.model.allow_pickle),
             "recipe_checkpoint": None,

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from kit.core import threads
 from kit.core.errors import KitError
 from kit.core.jobdir import JobDir, as_job
+from kit.core.model import prompt_format
 from kit.train.recipe_config import ADAPTER_DTYPE, METRICS, SCRATCH, TORCHTUNE_YAML, torchtune_config, write_config
 from kit.train.recipes import run_single_device
 from kit.train.torchrun import torchrun_command, torchrun_env
@@ -48,6 +49,8 @@ def train(cfg: DictConfig, base: Path, job_dir: JobDir | Path, dataset_file: Pat
         "device": tt_cfg["device"],
         "dtype": tt_cfg["dtype"],
         "adapter_dtype": tt_cfg[ADAPTER_DTYPE],
+        # the prompt format trained on: the eval renders the same (kit.core.model.prompt_format)
+        "prompt_format": prompt_format.record(base, tt_cfg["tokenizer"]["_component_"]),
         "threads": {**choice.as_dict(), "per_process": threads.per_process(choice, nproc), "processes": nproc},
     }
 

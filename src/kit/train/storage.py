@@ -3,9 +3,10 @@
 - ``adapter`` job -> ``full``: the base's parameter count (read from its safetensors
   headers, no weights loaded) x bytes per parameter of the dtype torchtune saves in
   (the training dtype). Config and tokenizer files are not counted.
-- ``full`` job -> ``adapter``: the LoRA parameter count of the same model and LoRA
-  settings (rank x (in + out) per target module), counted on torchtune's own builder
-  on the meta device, x bytes per parameter.
+- ``full`` job -> ``adapter``: the parameter count of the PEFT adapter kit would export for
+  the same model and LoRA settings: torchtune's own builder on the meta device, its LoRA
+  weights through the family's export conversion (Phi's fused q/k/v and gate/up LoRA is
+  larger than the separate ones: zero blocks), x bytes per parameter.
 
 What the job did store (checkpoint and job dir bytes) is measured on disk (kit.train.export).
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from kit.core.device import DTYPES
-from kit.core.model.families import family_of
+from kit.core.model.families import family_of, read_config
 from kit.train.recipe_config import model_section
 
 
@@ -44,16 +45,19 @@ def base_numel(base: Path) -> int | None:
 
 
 def lora_numel(cfg: DictConfig, base: Path) -> int:
-    """LoRA parameters of this job's model, counted on torchtune's builder without memory."""
+    """Parameters of the PEFT adapter this job exports, counted without memory: torchtune's
+    builder on the meta device, its LoRA weights through the family's export conversion."""
     import importlib
 
     import torch
 
-    section = model_section(cfg, family_of(base), base)
+    family = family_of(base)
+    section = model_section(cfg, family, base)
     module, _, name = section.pop("_component_").rpartition(".")
     with torch.device("meta"):
         model = getattr(importlib.import_module(module), name)(**section)
-    return sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
+    lora = {n: p for n, p in model.named_parameters() if ".lora_" in n}
+    return sum(t.numel() for t in family.tune_to_peft_adapter(lora, read_config(base)).values())
 
 
 def other_checkpointer(

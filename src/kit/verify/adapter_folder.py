@@ -11,6 +11,7 @@ compared by logits on the probe set with the dtype's tolerance.
 from __future__ import annotations
 
 from kit.core.errors import KitError
+from kit.core.model.families import family_of, peft_ranks, peft_settings
 from kit.core.model.snapshot import adapter_target_modules
 from kit.lora.resident import check_fits, read_adapter
 from kit.verify.check import VerifyCheck
@@ -51,27 +52,24 @@ def fits(ctx: VerifyContext, figures: dict) -> dict:
         raise KitError(f"adapter_config.json targets {absent or wanted}, which the base does not have")
     check_fits(shapes, base, ctx.adapter / "adapter_model.safetensors")
     rows = {s[0] for k, s in shapes.items() if ".lora_A." in k}
-    if rows != {int(config["r"])}:
-        raise KitError(f"adapter_config.json says r={config['r']} but lora_A tensors have {sorted(rows)} rows")
+    if rows != peft_ranks(config):  # r, and rank_pattern's ranks (Phi's fused projections)
+        said = f"r={config['r']}" + (f" and rank_pattern={config['rank_pattern']}" if config.get("rank_pattern") else "")
+        raise KitError(f"adapter_config.json says {said} but lora_A tensors have {sorted(rows)} rows")
     return config
 
 
 def trained_settings(ctx: VerifyContext, config: dict, figures: dict) -> list[str]:
-    """r, alpha and targets as saved, against what torchtune.yaml trained (in PEFT's module names)."""
+    """r, alpha, targets (and the fused modules' rank/alpha patterns) as saved, against what
+    torchtune.yaml trained, in PEFT's module names (the family's own export, ``Family.peft_config``)."""
     if ctx.section is None:
         return []
-    from torchtune.models.convert_weights import tune_to_peft_adapter_config
-    from torchtune.modules.peft import get_lora_module_names
-
-    s = ctx.section
-    names = get_lora_module_names(s["lora_attn_modules"], s["apply_lora_to_mlp"], s.get("apply_lora_to_output", False))
-    trained = tune_to_peft_adapter_config({"r": s["lora_rank"], "lora_alpha": s["lora_alpha"], "target_modules": names})
-    keys = ("r", "lora_alpha", "target_modules")
-    trained = {k: sorted(trained[k]) if k == "target_modules" else trained[k] for k in keys}
-    saved = {k: sorted(config.get(k) or []) if k == "target_modules" else config.get(k) for k in keys}
+    trained = peft_settings(family_of(ctx.base).peft_config(ctx.section))
+    saved = peft_settings(config)
     figures["config_vs_torchtune_yaml"] = {"saved": saved, "trained": trained}
     return [
-        f"adapter_config.json {k}={saved[k]} but torchtune.yaml trained {k}={trained[k]}" for k in keys if saved[k] != trained[k]
+        f"adapter_config.json {k}={saved[k]} but torchtune.yaml trained {k}={trained[k]}"
+        for k in trained
+        if saved[k] != trained[k]
     ]
 
 

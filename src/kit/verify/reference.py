@@ -1,7 +1,7 @@
 """The training run's own model, kept so that ``verify`` can compare against it.
 
 torchtune trains ``base + LoRA`` as its own modules; kit's export converts the
-LoRA weights to a PEFT adapter (torchtune's conversion plus kit's Qwen2 fix).
+LoRA weights to a PEFT adapter (the family's conversion: torchtune's plus kit's fixes).
 To check that conversion, each job keeps the epoch's adapter in torchtune's own
 names (``verify/torchtune_adapter.safetensors``, the size of the adapter), and
 ``tune_model`` rebuilds the training model from ``torchtune.yaml``: the same
@@ -75,21 +75,12 @@ def tune_model(section: dict, base: Path, tune_adapter: Path, dtype):
 
 def peft_adapter_from_tune(section: dict, base: Path, tune_adapter: Path, out: Path) -> Path:
     """A PEFT adapter folder from the torchtune adapter, through kit's export conversion
-    (``Family.tune_to_peft_adapter``); used when the job kept a full model only."""
+    (``Family.tune_to_peft_adapter``, ``Family.peft_config``); used when the job kept a full model only."""
     from safetensors.torch import load_file, save_file
-    from torchtune.models.convert_weights import tune_to_peft_adapter_config
-    from torchtune.modules.peft import get_lora_module_names
 
-    weights = family_of(base).tune_to_peft_adapter(load_file(tune_adapter), read_config(base))
+    family = family_of(base)
+    weights = family.tune_to_peft_adapter(load_file(tune_adapter), read_config(base))
     out.mkdir(parents=True, exist_ok=True)
     save_file(weights, out / "adapter_model.safetensors", metadata={"format": "pt"})
-    targets = get_lora_module_names(
-        section["lora_attn_modules"], section["apply_lora_to_mlp"], section.get("apply_lora_to_output", False)
-    )
-    config = tune_to_peft_adapter_config(
-        {"r": section["lora_rank"], "lora_alpha": section["lora_alpha"], "target_modules": targets},
-        base_model_name_or_path=str(base),
-    )
-    config.update(task_type="CAUSAL_LM", peft_type="LORA")
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    (out / "adapter_config.json").write_text(json.dumps(family.peft_config(section, base), indent=2))
     return out

@@ -6,7 +6,8 @@ but no model tokenizer that applies a Hugging Face chat template, so a model who
 prompt format torchtune does not ship (SmolLM2: ChatML plus a default system prompt
 the template inserts) would be trained on other tokens than it is evaluated on.
 
-This one renders the conversation with the folder's chat template through
+This one renders the conversation with the folder's chat template (or, for a base model without
+one, kit's plain format: kit.core.model.prompt_format) through
 ``transformers`` and tokenizes it the way Inspect's ``hf`` provider does at eval
 time: the prompt (every message before an assistant turn, plus the generation
 prompt) is rendered with ``add_generation_prompt=True`` and tokenized as one string
@@ -30,11 +31,12 @@ class HFChatTokenizer:
     def __init__(self, path: str, max_seq_len: int | None = None):
         from transformers import AutoTokenizer
 
-        self.hf = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        if not self.hf.chat_template:
-            raise KitError(
-                f"tokenizer in {path!r} has no chat template; expected one in tokenizer_config.json or chat_template.jinja"
-            )
+        from kit.core.model.prompt_format import attach
+
+        # a base model without a chat template gets kit's plain format, as every eval path does
+        self.hf = attach(AutoTokenizer.from_pretrained(path, local_files_only=True))
+        if self.hf.eos_token_id is None:
+            raise KitError(f"tokenizer in {path!r} has no EOS token; expected eos_token in tokenizer_config.json")
         self.max_seq_len = max_seq_len
         self.bos_id = self.hf.bos_token_id
         self.eos_id = self.hf.eos_token_id

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kit.core.device import resolve_device, torch_dtype
 from kit.core.errors import KitError
+from kit.core.model.families import load_args as family_load_args
 from kit.core.model.families import read_config, weight_files
 from kit.core.model.resolve import resolve_base
 
@@ -147,7 +148,8 @@ def load_model(
         revision=revision,
         cache_dir=cache_dir,
     )
-    if attn_implementation:
+    attn_implementation = attn_implementation or family_load_args(path).get("attn_implementation")
+    if attn_implementation:  # Gemma 2: eager, the attention that applies its soft-capping
         kwargs["attn_implementation"] = attn_implementation
     if quant is not None:
         kwargs["quantization_config"] = quant
@@ -196,6 +198,11 @@ def load_model_from_config(model_cfg, **overrides):
 
 
 def load_tokenizer(path, trust_remote_code: bool = False):
+    """The folder's tokenizer; without a chat template of its own it carries kit's plain prompt
+    format (kit.core.model.prompt_format), the one training used and Inspect renders."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(model_folder(path)), trust_remote_code=trust_remote_code, local_files_only=True)
+    from kit.core.model.prompt_format import attach
+
+    folder = str(model_folder(path))
+    return attach(AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True))

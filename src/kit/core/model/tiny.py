@@ -1,4 +1,5 @@
-"""The embedded default model: a tiny Qwen2-family causal LM built offline.
+"""The embedded default model: a tiny Qwen2-family causal LM built offline (tiny models of the
+other families: kit.core.model.tiny_families, cached the same way).
 
 Everything is deterministic (fixed corpus, fixed seed), so the same folder is
 produced on every machine; it is cached under ``$KIT_CACHE`` (default
@@ -19,6 +20,7 @@ from pathlib import Path
 from kit.core.data import corpus_lines
 from kit.core.errors import disk_full
 from kit.core.folders import build_atomically, cache_root
+from kit.core.model.tiny_families import QWEN2_PRETOKENIZE, build_family_model, tiny_spec
 
 # Shape of the tiny model. Changing it changes the cache key.
 TINY_SPEC = {
@@ -46,12 +48,6 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-# Qwen2's pre-tokenizer regex (digits split one by one), shared with torchtune.
-QWEN2_PRETOKENIZE = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
-    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-
 
 def spec_hash(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
@@ -72,6 +68,11 @@ def tiny_model_dir(spec: dict | None = None) -> Path:
     except OSError as e:
         raise (disk_full(e) or e) from None
     return target
+
+
+def tiny_family_dir(family: str) -> Path:
+    """The cached tiny model of ``family`` (the default tiny Qwen2 for ``qwen2``), built on first use."""
+    return tiny_model_dir(None if family == "qwen2" else tiny_spec(family))
 
 
 def intact(target: Path) -> bool:
@@ -150,8 +151,8 @@ def build_tiny_model(out: Path, spec: dict) -> None:
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    if spec["family"] != "qwen2":
-        raise ValueError(f"tiny family {spec['family']!r} unknown; expected 'qwen2'")
+    if spec["family"] != "qwen2":  # the tiny model of another family (kit.core.model.tiny_families)
+        return build_family_model(out, spec)
     ids = build_tokenizer(out, spec["vocab_size"])
     config = Qwen2Config(
         vocab_size=spec["vocab_size"],

@@ -32,7 +32,7 @@ from kit.eval.context import EvalContext
 from kit.eval.inspect_runner import max_connections, run_inspect
 from kit.eval.session import EvalSession, session_scope
 from kit.eval.strategy import Strategy
-from kit.eval.vllm_lora import refusal, unservable_from_config, unservable_modules
+from kit.eval.vllm_lora import refusal, served_rank, unservable_from_config, unservable_modules
 from kit.lora.resident import read_adapter
 
 STANDIN = "vllm-standin"  # how results name a run on kit's stand-in (eval.vllm.server=standin): not vLLM
@@ -60,9 +60,10 @@ class Server:
 
 
 def lora_rank(adapter: Path) -> int | None:
-    """The adapter's rank, or None when its config is unreadable (that adapter fails on its own turn)."""
+    """The adapter's largest rank (``r`` or a ``rank_pattern`` rank: Phi's fused projections), or None
+    when its config is unreadable (that adapter fails on its own turn)."""
     try:
-        return int(json.loads((adapter / "adapter_config.json").read_text())["r"])
+        return served_rank(json.loads((adapter / "adapter_config.json").read_text()))
     except (OSError, ValueError, KeyError):
         return None
 
