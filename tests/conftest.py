@@ -43,7 +43,7 @@ def run_kit(args: list[str], cache: Path, cwd: Path, timeout: int = 900) -> subp
 
 @pytest.fixture(scope="session")
 def trained_job(kit_cache, tmp_path_factory) -> Path:
-    """``python -m kit train`` exactly as a user runs it (4 epochs, adapter, W&B offline), once per
+    """``python -m kit train`` exactly as a user runs it (8 epochs, adapter, W&B offline), once per
     session; tests that change it work on a copy (``copy_job``)."""
     work = tmp_path_factory.mktemp("trained_job")
     job = work / "job"

@@ -109,9 +109,8 @@ def test_fp32_adapter_exports_and_merges(tiny_base, tmp_path):
 def test_bf16_job_through_the_cli(kit_cache, tmp_path):
     """A short bf16 job as a user runs it: fp32 adapter exported, evaluated and verified.
 
-    The held-out score is not asserted here: the default job's parity score depends on the
-    seed in fp32 and bf16 alike (seeds 0-3, fp32: 1.00 0.63 0.50 0.96), so one short run
-    cannot show a dtype effect on it; the update tests above show the mechanism."""
+    The held-out score is not asserted here: 8 steps learn nothing; the default job in bf16 learns
+    (1.00 for seeds 0-4, docs/status.md); the update tests above show the mechanism."""
     job = tmp_path / "job"
     args = [
         "train",

@@ -38,10 +38,11 @@ def test_summary_has_every_figure(default_job):
 
 
 def test_learning_signal_on_held_out_rows(default_job):
-    """The held-out parity score rises well above the untrained base."""
+    """The README's headline: the default job learns the held-out parity task (base 0.00); for seeds 0-4 in
+    fp32 and bf16 alike it scores 1.00 (docs/status.md), so anything under 0.95 is a regression."""
     s = summary(default_job)
     trained, base = s["scores"]["parity"]["mean"], s["base_scores"]["parity"]["mean"]
-    assert trained >= base + 0.4, (trained, base)
+    assert trained >= 0.95 and base <= 0.1, (trained, base)
 
 
 def test_held_out_rows_are_not_training_rows():
