@@ -117,7 +117,13 @@ FAMILIES = {
     ),
     "gemma": (
         "GemmaConfig",
-        {"head_dim": 32, "num_key_value_heads": 1, "hidden_act": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6, "initializer_range": 0.2},
+        {
+            "head_dim": 32,
+            "num_key_value_heads": 1,
+            "hidden_act": "gelu_pytorch_tanh",
+            "rms_norm_eps": 1e-6,
+            "initializer_range": 0.2,
+        },
         GEMMA,
         ("<bos>", "<end_of_turn>", "<pad>", ["<eos>", "<start_of_turn>"]),
     ),
