@@ -109,7 +109,7 @@ def peft_from(base: Path, tensors: dict, config: dict, folder: Path, weights: di
 # -- HF <-> torchtune ----------------------------------------------------------------------------
 
 
-def test_hf_torchtune_hf_round_trip_is_exact_and_torchtune_computes_hf_logits(family):
+def test_hf_torchtune_hf_round_trip_is_exact_and_torchtune_computes_hf_logits(family, record_property):
     name, base = family
     fam, c = family_of(base), read_config(base)
     weights = with_uneven_norms(saved_weights(base))
@@ -123,13 +123,14 @@ def test_hf_torchtune_hf_round_trip_is_exact_and_torchtune_computes_hf_logits(fa
     with torch.no_grad():
         expected, got = hf(ids(base)).logits, tune(ids(base))
     assert expected.abs().max() > 0.3  # not a degenerate model
+    record_property("hf_vs_torchtune_logits", max_diff(expected, got))  # docs/models.md's table (--junitxml)
     assert max_diff(expected, got) < TOL, name
 
 
 # -- torchtune LoRA -> PEFT ----------------------------------------------------------------------
 
 
-def test_torchtune_lora_equals_peft_on_hf_with_kits_exported_adapter(family, tmp_path):
+def test_torchtune_lora_equals_peft_on_hf_with_kits_exported_adapter(family, tmp_path, record_property):
     name, base = family
     fam, c = family_of(base), read_config(base)
     section = lora_section(base)
@@ -142,6 +143,8 @@ def test_torchtune_lora_equals_peft_on_hf_with_kits_exported_adapter(family, tmp
         got, expected = peft(ids(base)).logits, tune(ids(base))
         with peft.disable_adapter():
             bare = peft(ids(base)).logits
+    record_property("peft_vs_torchtune_lora_logits", max_diff(got, expected))
+    record_property("adapter_changes_logits_by", max_diff(got, bare))
     assert max_diff(got, expected) < TOL, name
     assert max_diff(got, bare) > 1e-2  # the adapter really changes the output
 
@@ -217,7 +220,7 @@ def torchtune_epoch(base: Path, job: Path, section: dict, kind: str) -> Path:
     return export(kind, job / "torchtune_out" / "epoch_0", job, base).path
 
 
-def test_full_checkpoint_equals_base_plus_the_exported_adapters_delta(family, tmp_path, monkeypatch):
+def test_full_checkpoint_equals_base_plus_the_exported_adapters_delta(family, tmp_path, monkeypatch, record_property):
     import gc
 
     from peft import PeftModel
@@ -235,6 +238,7 @@ def test_full_checkpoint_equals_base_plus_the_exported_adapters_delta(family, tm
     base_weights = saved_weights(base)
     assert set(written) == set(base_weights)  # same tensors as the base (a tied lm_head is not saved)
     changed = [k for k in written if not torch.equal(written[k], base_weights[k])]
+    record_property("full_vs_base_plus_delta", max(max_diff(written[k], merged[k]) for k in written))
     assert changed and all(max_diff(written[k], merged[k]) < 1e-6 for k in written), name
     assert all(torch.equal(written[k], base_weights[k]) for k in written if "norm" in k or "embed" in k)
 
@@ -304,7 +308,9 @@ def test_gemma2_torchtune_defects_kit_fixes(kit_cache):
 @pytest.mark.parametrize(
     "attn,mlp", [(["q_proj", "v_proj"], False), (["k_proj"], True), (["q_proj", "k_proj", "v_proj", "output_proj"], True)]
 )
-def test_phi_lora_on_separate_projections_is_one_exact_lora_on_hfs_fused_ones(name, attn, mlp, kit_cache, tmp_path):
+def test_phi_lora_on_separate_projections_is_one_exact_lora_on_hfs_fused_ones(
+    name, attn, mlp, kit_cache, tmp_path, record_property
+):
     """torchtune's LoRA on q, k, v (gate, up) == PEFT's on qkv_proj (gate_up_proj) with rank n*r,
     A stacked, B block-diagonal; rank_pattern/alpha_pattern keep PEFT's scaling at alpha / r, which
     is also what a reader of r and lora_alpha alone (vLLM) applies."""
@@ -331,7 +337,9 @@ def test_phi_lora_on_separate_projections_is_one_exact_lora_on_hfs_fused_ones(na
     )
     peft = peft_from(base, tensors, config, tmp_path)
     with torch.no_grad():
-        assert max_diff(peft(ids(base)).logits, tune(ids(base))) < TOL
+        diff = max_diff(peft(ids(base)).logits, tune(ids(base)))
+    record_property("fused_peft_vs_torchtune_logits", diff)
+    assert diff < TOL
 
 
 # -- one prompt format for training and every eval path ------------------------------------------

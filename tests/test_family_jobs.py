@@ -50,10 +50,11 @@ def family_job(request, kit_cache, tmp_path_factory):
     return name, job, json.loads((job / "summary.json").read_text())
 
 
-def test_the_family_learns_the_parity_task(family_job):
+def test_the_family_learns_the_parity_task(family_job, record_property):
     name, job, summary = family_job
     assert summary["status"] == "done", summary.get("error")
     before, after = summary["base_scores"]["parity"]["mean"], summary["scores"]["parity"]["mean"]
+    record_property("parity_before_after", f"{before:.2f} -> {after:.2f}")  # docs/models.md's table (--junitxml)
     assert before <= 0.1 and after >= 0.9, (name, before, after)  # always one answer scores 0.475 or 0.525
     train = summary["train"]
     assert train["torchtune_config"].endswith("torchtune.yaml") and train["final_loss"] < 0.2 * train["first_loss"]
@@ -62,7 +63,7 @@ def test_the_family_learns_the_parity_task(family_job):
     assert fmt["format"].startswith("kit plain" if name == "mistral" else "the model folder's chat template")
 
 
-def test_verify_passes_and_merge_merge_in_memory_direct_agree(family_job):
+def test_verify_passes_and_merge_merge_in_memory_direct_agree(family_job, record_property):
     name, job, summary = family_job
     report = json.loads((job / "verify.json").read_text())
     assert report["passed"] and summary["verify"]["passed"], [c["detail"] for c in report["checks"] if not c["passed"]]
@@ -71,10 +72,11 @@ def test_verify_passes_and_merge_merge_in_memory_direct_agree(family_job):
     assert set(strategies) == {"merge", "merge_in_memory", "direct"}
     assert len({json.dumps(s["scores"], sort_keys=True) for s in strategies.values()}) == 1
     assert all(s["completions_differing"] == 0 for s in strategies.values())
+    record_property("adapter_folder_vs_training_model", checks["adapter_folder"]["figures"]["training_model"]["max_abs_diff"])
     assert checks["adapter_folder"]["figures"]["training_model"]["max_abs_diff"] < 1e-4
 
 
-def test_verify_catches_a_planted_fault(family_job, tmp_path):
+def test_verify_catches_a_planted_fault(family_job, tmp_path, record_property):
     """``lora_B`` of layer 0's down_proj x1.5 in the exported adapter, the job's content hash updated to
     match (as a faulty export records it): verify's adapter_folder check must fail, naming the figure."""
     from safetensors.torch import load_file, save_file
@@ -95,6 +97,7 @@ def test_verify_catches_a_planted_fault(family_job, tmp_path):
     (copy / "summary.json").write_text(json.dumps(summary))
     assert main(["verify", str(copy), "verify.checks=[adapter_folder]"]) == 1
     folder = json.loads((copy / "verify.json").read_text())["checks"][0]
+    record_property("planted_fault_diff", folder["figures"]["training_model"]["max_abs_diff"])
     assert not folder["passed"] and "PEFT(adapter) vs torchtune's training model" in folder["detail"]
     assert folder["figures"]["training_model"]["max_abs_diff"] > 1e-2, name
 
