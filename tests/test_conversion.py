@@ -162,8 +162,9 @@ def lora_pair(variant, tmp_path, fix: bool = True):
     if fix:
         weights = family.tune_to_peft_adapter(adapter, c)
     else:  # torchtune's conversion alone
-        args = {k: v for k, v in family._conversion_args(c).items() if k != "tie_word_embeddings"}
-        weights = tune_to_peft_adapter_weights(adapter, **args)
+        from kit.core.model.families._family import standard_conversion_args
+
+        weights = tune_to_peft_adapter_weights(adapter, **standard_conversion_args(c))
     save_file(weights, tmp_path / "adapter_model.safetensors")
     targets = get_lora_module_names(lora["lora_attn_modules"], lora["apply_lora_to_mlp"], lora["apply_lora_to_output"])
     config = tune_to_peft_adapter_config({"r": lora["lora_rank"], "lora_alpha": lora["lora_alpha"], "target_modules": targets})

@@ -60,7 +60,8 @@ def test_describe_from_config_matches_the_loaded_model(tiny_base):
     meta = describe_folder(tiny_base)
     loaded = describe(model)
     assert loaded.pop("on_meta") is False
-    assert {k: meta[k] for k in loaded} == loaded
+    targets = set(loaded.pop("lora_targets"))  # the same modules; config.json alone lists them in torchtune's order
+    assert {k: meta[k] for k in loaded} == loaded and set(meta["lora_targets"]) == targets
     assert meta["parameters"] == sum(p.numel() for p in model.parameters())
     c = model.config
     assert (meta["layers"], meta["heads"], meta["kv_heads"], meta["hidden"], meta["mlp"], meta["vocab"]) == (
@@ -71,7 +72,7 @@ def test_describe_from_config_matches_the_loaded_model(tiny_base):
         c.intermediate_size,
         c.vocab_size,
     )
-    assert meta["lora_targets"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"]
+    assert targets == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"}
     assert meta["weights"]["bytes"] == (tiny_base / "model.safetensors").stat().st_size
     assert meta["torchtune"]["builder"] == "torchtune.models.qwen2.lora_qwen2"
 

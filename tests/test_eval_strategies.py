@@ -19,7 +19,7 @@ STRATEGIES = {
     "direct": [],
     "vllm": ["eval.vllm.server=standin"],
 }
-LIMIT = {32: 40, 1: 12}  # samples per task at each batch size
+LIMIT = {32: 40, 1: 6}  # samples per task at each batch size
 
 
 def completions(log_files: list[str]) -> dict:

@@ -56,7 +56,8 @@ def test_qwen2_builder_accepts_args_from_the_tiny_model(tiny_base):
 
 def test_unsupported_family_lists_what_is_supported(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "t5"}')
-    with pytest.raises(KitError, match=r"'t5'.*expected one of \['llama', 'qwen2'\]"):
+    supported = r"\['gemma', 'gemma2', 'llama', 'mistral', 'phi3', 'qwen2', 'qwen3'\]"
+    with pytest.raises(KitError, match=rf"'t5'.*expected one of {supported}"):
         family_of(tmp_path)
 
 
