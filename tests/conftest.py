@@ -41,40 +41,41 @@ def run_kit(args: list[str], cache: Path, cwd: Path, timeout: int = 900) -> subp
     return subprocess.run([sys.executable, "-m", "kit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def train_once(
+    cache: Path, factory, name: str, *overrides: str, into: str = "hydra.run.dir"
+) -> tuple[Path, subprocess.CompletedProcess]:
+    """``python -m kit train`` with ``overrides`` into a fresh ``<name>/job`` dir (``<name>/sweep`` for
+    ``into="hydra.sweep.dir"``), asserted to succeed: the shape of every session fixture that trains."""
+    work = factory.mktemp(name)
+    target = work / ("sweep" if into == "hydra.sweep.dir" else "job")
+    proc = run_kit(["train", *overrides, f"{into}={target}"], cache, work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return target, proc
+
+
 @pytest.fixture(scope="session")
 def trained_job(kit_cache, tmp_path_factory) -> Path:
     """``python -m kit train`` exactly as a user runs it (8 epochs, adapter, W&B offline), once per
     session; tests that change it work on a copy (``copy_job``)."""
-    work = tmp_path_factory.mktemp("trained_job")
-    job = work / "job"
-    proc = run_kit(["train", f"hydra.run.dir={job}"], kit_cache, work)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (work / "stdout.txt").write_text(proc.stdout)  # what the user saw: test_ux reads it
-    (work / "stderr.txt").write_text(proc.stderr)
+    job, proc = train_once(kit_cache, tmp_path_factory, "trained_job")
+    (job.parent / "stdout.txt").write_text(proc.stdout)  # what the user saw: test_ux reads it
+    (job.parent / "stderr.txt").write_text(proc.stderr)
     return job
 
 
 @pytest.fixture(scope="session")
 def rank_sweep(kit_cache, tmp_path_factory) -> Path:
     """A 2-point sweep (rank 8 and 64, one epoch) trained once per session: two adapters, one base."""
-    work = tmp_path_factory.mktemp("rank_sweep")
-    sweep = work / "sweep"
-    args = ["train", "-m", "lora.rank=8,64", "trainer.epochs=1", "logger=none", "eval=none", f"hydra.sweep.dir={sweep}"]
-    proc = run_kit(args, kit_cache, work)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return sweep
+    args = ["-m", "lora.rank=8,64", "trainer.epochs=1", "logger=none", "eval=none"]
+    return train_once(kit_cache, tmp_path_factory, "rank_sweep", *args, into="hydra.sweep.dir")[0]
 
 
 @pytest.fixture(scope="session")
 def full_job(kit_cache, tmp_path_factory) -> Path:
     """A ``checkpointer=full`` job (one epoch, no eval, verify after training on), trained once per
     session; tests evaluate or re-verify a copy (``copy_job``)."""
-    work = tmp_path_factory.mktemp("full_job")
-    job = work / "job"
-    args = ["train", "checkpointer=full", "trainer.epochs=1", "eval=none", "logger=none", f"hydra.run.dir={job}"]
-    proc = run_kit(args, kit_cache, work)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return job
+    args = ["checkpointer=full", "trainer.epochs=1", "eval=none", "logger=none"]
+    return train_once(kit_cache, tmp_path_factory, "full_job", *args)[0]
 
 
 def copy_job(job: Path, dest: Path) -> Path:

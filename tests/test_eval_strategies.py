@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import copy_job, run_kit
+from conftest import copy_job, train_once
 
 pytestmark = pytest.mark.slow
 
@@ -236,12 +236,8 @@ def _vllm_importable() -> bool:
 
 @pytest.fixture(scope="module")
 def servable_job(kit_cache, tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("servable")
-    job = work / "job"
-    args = ["train", "lora.apply_to_output=false", "eval=none", "logger=none", "verify.after_train=false", f"hydra.run.dir={job}"]
-    proc = run_kit(args, kit_cache, work)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return job
+    args = ["lora.apply_to_output=false", "eval=none", "logger=none", "verify.after_train=false"]
+    return train_once(kit_cache, tmp_path_factory, "servable", *args)[0]
 
 
 @pytest.mark.gpu
