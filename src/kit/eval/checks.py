@@ -1,9 +1,10 @@
-"""Checks every eval of an adapter runs first (issue 15 item 14): the adapter is what the job
+"""Checks every eval of an adapter runs first: the adapter is what the job
 trained, PEFT loads all of it, and it changes the model's output.
 
 ``check_adapter`` (before every strategy, from kit.eval.evaluate) is cheap and loads no
-weights: the saved config against the job's ``torchtune.yaml`` (r, alpha, target modules, no
-rsLoRA, every layer), then PEFT's own loading of the saved tensors into the adapter built on an
+weights: the saved config against the job's ``torchtune.yaml`` (r, alpha, target modules, and
+every other LoRA setting that changes the model at PEFT's plain value: no rsLoRA, no DoRA,
+every layer, no patterns; ``PLAIN_LORA``), then PEFT's own loading of the saved tensors into the adapter built on an
 empty (meta) copy of the base: zero missing and zero unexpected keys, and not every ``lora_B``
 zero. ``changed_by`` compares logits on a few probes with and without the adapter, on the
 model each strategy already holds (the merge path's fp32 PEFT model, the resident base of
@@ -40,29 +41,83 @@ def check_adapter(adapter: Path, job_dir: Path | None, base: Path) -> dict:
     return {"tensors": len(shapes), "r": config.get("r")}
 
 
+# What a torchtune-trained LoRA leaves at PEFT's plain setting: every LoraConfig field that
+# changes the forward pass, with the value torchtune's LoRA computes (r, alpha and targets come
+# from torchtune.yaml). A saved config that leaves a field out gets PEFT's default.
+PLAIN_LORA = {
+    "peft_type": "LORA",
+    "use_rslora": False,
+    "use_dora": False,
+    "use_qalora": False,
+    "lora_bias": False,
+    "bias": "none",
+    "fan_in_fan_out": False,
+    "layers_to_transform": None,
+    "layers_pattern": None,
+    "rank_pattern": None,
+    "alpha_pattern": None,
+    "exclude_modules": None,
+    "modules_to_save": None,
+    "trainable_token_indices": None,
+    "layer_replication": None,
+    "target_parameters": None,
+    "alora_invocation_tokens": None,
+    "megatron_config": None,
+    "arrow_config": None,
+}
+
+
+def trained_lora(section: dict) -> dict:
+    """The PEFT LoRA settings torchtune.yaml's model section trained (PEFT's module names)."""
+    from torchtune.models.convert_weights import tune_to_peft_adapter_config
+    from torchtune.modules.peft import get_lora_module_names
+
+    s = section
+    names = get_lora_module_names(s["lora_attn_modules"], s["apply_lora_to_mlp"], s.get("apply_lora_to_output", False))
+    trained = tune_to_peft_adapter_config({"r": s["lora_rank"], "lora_alpha": s["lora_alpha"], "target_modules": names})
+    targets = sorted(trained["target_modules"])
+    return {"r": trained["r"], "lora_alpha": trained["lora_alpha"], "target_modules": targets, **PLAIN_LORA}
+
+
+def saved_lora(config: dict) -> dict:
+    """adapter_config.json's value of each compared field, PEFT's default where it is left out."""
+    import dataclasses
+
+    from peft import LoraConfig
+
+    defaults = {
+        f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        for f in dataclasses.fields(LoraConfig)
+    }
+    out = {}
+    for key in ("r", "lora_alpha", "target_modules", *PLAIN_LORA):
+        value = config.get(key, defaults.get(key))
+        if value in ({}, []):  # PEFT treats an empty pattern or list as none
+            value = None
+        out[key] = value
+    targets = out["target_modules"]
+    out["target_modules"] = sorted(targets) if isinstance(targets, (list, tuple)) else targets  # a str is a regex
+    out["use_rslora"] = bool(out["use_rslora"])
+    return out
+
+
+def lora_config_problems(config: dict, section: dict) -> tuple[dict, dict, list[str]]:
+    """(saved, trained, one line per field that differs): adapter_config.json against what
+    torchtune.yaml trained, over every LoRA setting that changes the model. One function for
+    ``kit eval``'s check and ``kit verify``'s adapter_folder check."""
+    trained, saved = trained_lora(section), saved_lora(config)
+    problems = [f"{k}={saved[k]} but torchtune.yaml trained {k}={trained[k]}" for k in trained if saved[k] != trained[k]]
+    return saved, trained, problems
+
+
 def vs_torchtune(config: dict, job_dir: Path | None) -> list[str]:
     """What the saved adapter_config.json says against what torchtune.yaml trained."""
     if job_dir is None or not (job_dir / "torchtune.yaml").is_file():
         return []
     from omegaconf import OmegaConf
-    from torchtune.models.convert_weights import tune_to_peft_adapter_config
-    from torchtune.modules.peft import get_lora_module_names
 
-    s = OmegaConf.to_container(OmegaConf.load(job_dir / "torchtune.yaml").model, resolve=True)
-    names = get_lora_module_names(s["lora_attn_modules"], s["apply_lora_to_mlp"], s.get("apply_lora_to_output", False))
-    trained = tune_to_peft_adapter_config({"r": s["lora_rank"], "lora_alpha": s["lora_alpha"], "target_modules": names})
-    trained = {
-        "r": trained["r"],
-        "lora_alpha": trained["lora_alpha"],
-        "target_modules": sorted(trained["target_modules"]),
-        "use_rslora": False,
-        "layers_to_transform": None,
-    }
-    saved = {k: config.get(k) for k in trained}
-    targets = saved["target_modules"] or []
-    saved["target_modules"] = sorted([targets] if isinstance(targets, str) else targets)
-    saved["use_rslora"] = bool(saved["use_rslora"])
-    return [f"{k}={saved[k]} but torchtune.yaml trained {k}={trained[k]}" for k in trained if saved[k] != trained[k]]
+    section = OmegaConf.to_container(OmegaConf.load(job_dir / "torchtune.yaml").model, resolve=True)
+    return lora_config_problems(config, section)[2]
 
 
 def peft_load_keys(adapter: Path, base: Path, config: dict) -> tuple[list[str], list[str]]:

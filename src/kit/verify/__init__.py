@@ -32,7 +32,7 @@ from kit.verify.reference import (
     model_section,
     peft_adapter_from_tune,
 )
-from kit.verify.report import environment, write_report
+from kit.verify.report import apply_threads, environment, write_report
 from kit.verify.tolerance import Tolerance
 
 CHECKS = {
@@ -97,7 +97,7 @@ def make_context(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, peers, 
         section=section,
         device=device,
         dtype=dtype,
-        tol=Tolerance(dtype, float(v.logit_ulps), float(v.logit_abs_floor), float(v.margin_ulps)),
+        tol=Tolerance(dtype, float(v.logit_ulps), float(v.logit_abs_floor), float(v.margin_ulps), float(v.rounding_factor)),
         peers=[Path(p) for p in peers],
     )
 
@@ -106,6 +106,7 @@ def verify_checkpoint(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, pe
     """Run the configured checks on one job's checkpoint; write verify.json / verify.md; return the report."""
 
     names = check_names(cfg)
+    threads = apply_threads()  # `kit verify` alone gets the thread choice training gets
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kit-verify-") as tmp:
         ctx = make_context(cfg, job_dir, base, checkpoint, peers, Path(tmp))
@@ -122,6 +123,7 @@ def verify_checkpoint(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, pe
         "dtype": ctx.dtype,
         "checks": checks,
         "verified_configuration": environment(ctx.device),
+        "threads": threads,
         "seconds": round(time.perf_counter() - start, 2),
         "when": time.time(),
     }
