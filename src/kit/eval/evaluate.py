@@ -49,9 +49,9 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint,
     )
     if checkpoint.kind == "adapter" and cfg.eval.strategy != "none":  # every strategy, every command
         check_adapter(checkpoint.path, job_dir, base)
-    strategy, why = auto.resolve(ctx)
-    ctx = replace(ctx, strategy=strategy)
-    with session_scope():  # the command's session, else one for this checkpoint and its base scores
+    with session_scope():  # the command's session, else one for this checkpoint, auto's probe and its base scores
+        strategy, why, evidence = auto.resolve(ctx)
+        ctx = replace(ctx, strategy=strategy)
         with timed(log, f"eval ({strategy})") as t, DiskWatch(ctx.tmp_root, ignore=(ctx.log_dir,)) as disk:
             result = get_strategy(strategy)(ctx)
             t["detail"] = score_line(result["scores"])
@@ -72,9 +72,12 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint,
     info = {k: v for k, v in result.items() if k not in ("scores",)}
     info["strategy"] = cfg.eval.strategy
     info["strategy_chosen"], info["why"] = strategy, why
+    if evidence is not None:  # eval=auto: what it measured (per candidate: setup, batch and predicted seconds)
+        info["auto"] = evidence
     info["base_scores_cached"] = base_result.get("cached")
+    info["base_scores_key"] = base_result.get("key")  # $KIT_CACHE/base_scores/<key>/record.json: what was hashed
     info["base_scores_seconds"] = base_seconds
-    # the base's Inspect logs (cached: where they were written): per-sample base scores for the paired tests
+    # the base's Inspect logs, copied into this job (inspect_logs/base/): per-sample base scores for the paired tests
     info["base_logs"] = list(base_result.get("logs") or [])
     return EvalResult(
         scores=result["scores"],
