@@ -77,6 +77,7 @@ def test_same_content_same_key_wherever_it_lies(setup, tmp_path):
         "weights_same_size_and_mtime",
         "config",
         "version",
+        "inspect_version",
         "kit_source",
         "generation",
         "limit",
@@ -114,6 +115,9 @@ def test_each_staleness_misses_the_cache(setup, monkeypatch, staleness):
     elif staleness == "version":
         real = score_key.stack_versions
         monkeypatch.setattr(score_key, "stack_versions", lambda: {**real(), "transformers": "4.57.7"})
+    elif staleness == "inspect_version":
+        real = score_key.stack_versions
+        monkeypatch.setattr(score_key, "stack_versions", lambda: {**real(), "inspect_ai": "0.3.0"})
     elif staleness == "kit_source":
         monkeypatch.setattr(score_key, "kit_source", lambda: "another kit")
     elif staleness == "generation":

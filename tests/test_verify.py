@@ -288,6 +288,8 @@ def test_a_wrong_adapter_fails_in_fp32_and_bf16(trained_job, full_job, tmp_path,
             assert folder["figures"]["training_model"]["diff_over_limit"] > 10
             # `kit verify` alone applies kit's thread choice (here the user's OMP_NUM_THREADS)
             assert rep["threads"]["source"] == "OMP_NUM_THREADS" and torch.get_num_threads() == 1
+            summary = json.loads((job / "summary.json").read_text())
+            assert summary["status"] == "unverified" and not summary["verify"]["passed"]  # verify decides
     finally:
         torch.set_num_threads(threads)
 
