@@ -294,6 +294,27 @@ def test_a_wrong_adapter_fails_in_fp32_and_bf16(trained_job, full_job, tmp_path,
         torch.set_num_threads(threads)
 
 
+def test_a_tampered_adapter_is_a_failed_verify_with_a_report(trained_job, tmp_path):
+    """An adapter changed after it was recorded (its content hash differs): kit verify exits 1 with a
+    report naming the change, and the job's summary says verify failed and the job is unverified."""
+    from safetensors.torch import load_file, save_file
+
+    from kit.__main__ import main
+
+    job = copy_job(trained_job, tmp_path / "job")
+    assert json.loads((job / "summary.json").read_text())["verify"]["passed"]
+    weights = job / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    key = next(k for k in sorted(tensors) if ".lora_B." in k)
+    tensors[key] = tensors[key] * 1.02
+    save_file(tensors, weights, metadata={"format": "pt"})  # the recorded content hash is left as it was
+    assert main(["verify", str(job), "verify.checks=[adapter_folder]", "logger=none"]) == 1
+    [check] = report(job)["checks"]
+    assert check["name"] == "checkpoint_identity" and not check["passed"] and "changed since" in check["detail"]
+    summary = json.loads((job / "summary.json").read_text())
+    assert summary["status"] == "unverified" and not summary["verify"]["passed"]
+
+
 def bf16_context(job: Path, tmp: Path, adapter: Path | None = None):
     from dataclasses import replace
 
