@@ -3,11 +3,11 @@
 Checks (config ``verify.checks``; each a function ``check(ctx) -> dict`` in its own module):
 
 ==================  =====================================================================
-``logits``          probe-set logits: exported full model, PEFT merge_and_unload, in-memory merge, direct
+``logits``          probe-set logits of every eval path (merge, full model, in-memory merge, direct) vs an fp32 reference
 ``generation``      greedy tokens at batch 1 and in one padded batch; seeded sampling
 ``inspect``         Inspect scores and completions per strategy, two or more tasks in one run
 ``adapters``        many adapters on one resident base: bit-identical base, flat memory
-``adapter_folder``  the adapter fits the base, matches torchtune.yaml, reproduces the training model
+``adapter_folder``  the adapter fits the base, matches torchtune.yaml, is the training run's, bit for bit
 ==================  =====================================================================
 
 Tolerances depend on the dtype (kit/verify/tolerance.py). The report
