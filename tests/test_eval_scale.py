@@ -4,7 +4,6 @@ changing what an adapter computes, a session owns its resident bases, eval=auto
 records its choice, the peft provider batches by its own batch size, and preflight
 refuses LoRA targets vLLM does not serve."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -201,22 +200,52 @@ def ctx_for(adapter: Path, **over):
     return EvalContext("adapter", adapter, adapter, [], adapter, eval_cfg(**over), adapter)
 
 
-def test_auto_picks_by_hardware_and_adapter(adapters, tmp_path, monkeypatch):
+def test_auto_measures_on_this_machine_and_caches_the_figures(tiny_base, adapters, monkeypatch):
+    """eval=auto times direct and merge_in_memory on the eval's first samples on the resident
+    base (one load), checks both give the merged model's tokens, records the figures, and
+    reuses them for the next eval of this base, device, dtype and adapter shape."""
+    from kit.eval import auto_probe
+    from kit.eval.context import EvalContext
     from kit.eval.strategies import auto
 
-    assert auto.choose(ctx_for(adapters[0], device="cpu"))[0] == "direct"
-    assert auto.resolve(ctx_for(adapters[0], strategy="merge")) == ("merge", "set by eval=merge")
-    monkeypatch.setattr(auto, "resolve_device", lambda _: "cuda")
-    monkeypatch.setattr(auto, "vllm_installed", lambda: False)
-    assert auto.choose(ctx_for(adapters[0]))[0] == "merge_in_memory"
-    monkeypatch.setattr(auto, "vllm_installed", lambda: True)
-    servable = tmp_path / "servable"
-    servable.mkdir()
-    (servable / "adapter_config.json").write_text(json.dumps({"target_modules": ["q_proj", "v_proj"]}))
-    assert auto.choose(ctx_for(servable))[0] == "vllm"
-    (servable / "adapter_config.json").write_text(json.dumps({"target_modules": ["q_proj", "lm_head"]}))
-    strategy, why = auto.choose(ctx_for(servable))
-    assert strategy == "merge_in_memory" and "lm_head" in why
+    ctx = EvalContext("adapter", adapters[0], tiny_base, ["kit/parity"], tiny_base, eval_cfg(device="cpu"), tiny_base, limit=20)
+    calls = []
+    real = auto_probe.measure
+    monkeypatch.setattr(auto_probe, "measure", lambda *a: calls.append(1) or real(*a))
+    with EvalSession() as session:
+        strategy, why, evidence = auto.choose(ctx)
+        again = auto.choose(ctx)
+        assert session.base_loads == 1
+    assert strategy in auto_probe.CANDIDATES and why.startswith("measured on this machine (cpu, fp32")
+    assert evidence["eval_samples"] == 20 and evidence["probe_samples"] == auto_probe.PROBE_SAMPLES
+    for name, f in evidence["candidates"].items():
+        assert f["batch_s"] > 0 and f["agrees_with_merged"] == auto_probe.PROBE_SAMPLES, (name, f)
+    assert evidence["candidates"]["merge_in_memory"]["setup_s"] > 0  # the merge and restore are timed
+    assert len(calls) == 1 and again[2]["cached"] and again[0] == strategy  # measured once
+    assert auto.choose(EvalContext("full", tiny_base, tiny_base, [], tiny_base, eval_cfg(), tiny_base))[0] == "merge"
+    assert auto.resolve(ctx_for(adapters[0], strategy="merge")) == ("merge", "set by eval=merge", None)
+
+
+def test_auto_decides_by_predicted_time_and_agreement():
+    from kit.eval.auto_probe import decide
+
+    def record(direct_batch, mim_setup, agree=4):
+        return {
+            "probe_samples": 4,
+            "device": "cpu",
+            "dtype": "fp32",
+            "candidates": {
+                "direct": {"setup_s": 0.0, "batch_s": direct_batch, "agrees_with_merged": agree},
+                "merge_in_memory": {"setup_s": mim_setup, "batch_s": 0.1, "agrees_with_merged": 4},
+            },
+        }
+
+    assert decide(record(0.12, 1.0), 8)[0] == "direct"  # a short eval: the merge costs more than it saves
+    assert decide(record(0.12, 1.0), 10_000)[0] == "merge_in_memory"  # a long one: base speed wins
+    assert decide(record(0.095, 0.0), 10_000)[0] == "merge_in_memory"  # 5 % faster is a tie: keep the merged model
+    strategy, why, evidence = decide(record(0.01, 1.0, agree=3), 8)  # faster but other tokens: never chosen
+    assert strategy == "merge_in_memory" and "['direct'] gave other tokens" in why
+    assert evidence["predicted_s"] == {"direct": 0.02, "merge_in_memory": 1.2}
 
 
 def test_preflight_refuses_lora_vllm_cannot_serve_before_training():

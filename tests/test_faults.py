@@ -177,15 +177,30 @@ def fill(disk: Path) -> None:
 
 
 def base_score_cache(cache: Path, limit: int) -> Path:
+    """The record the job below will look for (its key: kit.eval.score_key)."""
     from omegaconf import OmegaConf
 
     from kit.core.config import compose
     from kit.core.model.tiny import tiny_model_dir
-    from kit.eval.base_scores import cache_key
+    from kit.eval.base_scores import RECORD, entry_dir
+    from kit.eval.context import EvalContext
 
     cfg = compose("train", [f"tasks.limit={limit}"])
     OmegaConf.resolve(cfg)
-    return cache / "base_scores" / f"{cache_key(tiny_model_dir(), list(cfg.tasks.specs), cfg.eval, limit)}.json"
+    ctx = EvalContext(
+        "adapter",
+        Path("adapter"),
+        tiny_model_dir(),
+        list(cfg.tasks.specs),
+        Path("logs"),
+        cfg.eval,
+        Path("."),
+        limit=limit,
+        strategy="direct",  # eval=auto on a CPU: direct or merge_in_memory, both score peft/base
+    )
+    entry, _ = entry_dir(ctx)
+    assert entry.parent == cache / "base_scores"
+    return entry / RECORD
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from kit.core.significance import compare, format_p, mcnemar_exact, paired_bootstrap
-from kit.sweep.paired import row_tests
+from kit.sweep.paired import logged_scores, row_tests
 
 
 def test_mcnemar_exact_small_cases_by_hand():
@@ -85,12 +85,33 @@ def test_row_tests_against_base_and_best():
         {"job": 1, "status": "done", "scores": {"t/mean": 0.5}},
         {"job": 2, "status": "failed"},
     ]
-    base = {"t": {(str(i), 1): 0.0 for i in range(10)}}
-    per_row = {0: {"t": {(str(i), 1): float(i < 9) for i in range(10)}}, 1: {"t": {(str(i), 1): float(i < 5) for i in range(10)}}}
-    tests = row_tests(rows, base, per_row, ["t/mean"])
+    base = ({"t": {(str(i), 1): 0.0 for i in range(10)}}, None)
+    per_row = {
+        0: ({"t": {(str(i), 1): float(i < 9) for i in range(10)}}, None),
+        1: ({"t": {(str(i), 1): float(i < 5) for i in range(10)}}, None),
+    }
+    tests = row_tests(rows, {0: base, 1: base}, per_row, ["t/mean"])
     assert set(tests) == {0, 1}
     assert tests[0]["t/mean"]["vs_base"]["p"] == pytest.approx(2 / 2**9)
     assert "vs_best" not in tests[0]["t/mean"]  # job 0 is the best
     vs_best = tests[1]["t/mean"]["vs_best"]
     assert (vs_best["best_job"], vs_best["a_only"], vs_best["b_only"]) == (0, 0, 4)
     assert vs_best["p"] == pytest.approx(2 / 16)
+
+
+def test_a_paired_test_that_cannot_run_says_why(tmp_path):
+    from kit.sweep.report import paired_cell, skipped_lines
+
+    rows = [{"job": 0, "status": "done", "scores": {"t/mean": 0.9}}]
+    gone = str(tmp_path / "base.eval")
+    mine = ({"t": {(str(i), 1): 1.0 for i in range(4)}}, None)
+    tests = row_tests(rows, {0: logged_scores([gone], "base")}, {0: mine}, ["t/mean"])
+    assert tests[0]["t/mean"]["vs_base"] == {"skipped": f"base log {gone} is missing"}
+    assert logged_scores([], "base") == ({}, "no base logs recorded")
+    no_overlap = ({"t": {("other", 1): 0.0}}, None)
+    assert row_tests(rows, {0: no_overlap}, {0: mine}, ["t/mean"])[0]["t/mean"]["vs_base"] == {
+        "skipped": "no samples scored by both"
+    }
+    assert paired_cell(tests[0]["t/mean"]["vs_base"]) == "not run"
+    lines = skipped_lines({"jobs": [{**rows[0], "paired": tests[0]}]})
+    assert lines[:2] == ["Paired tests not run:", f"- #0 t/mean vs base: not run: base log {gone} is missing"]

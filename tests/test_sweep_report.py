@@ -70,6 +70,31 @@ def test_files_and_printed_table(sweep):
     assert width > 300 and height > 200
 
 
+def test_vs_base_reads_each_jobs_own_base_logs_and_says_when_it_cannot(sweep, tmp_path):
+    """Each job keeps its copy of the base's logs (inspect_logs/base/): a moved sweep dir still
+    tests against the base; a job whose copy is gone says so in the row, the table and the text."""
+    import shutil
+
+    from kit.sweep.report import markdown
+    from kit.sweep.rows import build
+
+    sweep_dir, _ = sweep
+    moved = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, moved)
+    for n in ("0", "1"):
+        logs = json.loads((moved / n / "summary.json").read_text())["eval"]["base_logs"]
+        assert logs and all(Path(p).parent == sweep_dir / n / "inspect_logs" / "base" for p in logs)
+    for log in (moved / "0" / "inspect_logs" / "base").glob("*.eval"):
+        log.unlink()
+    result = build(moved)
+    first, second = (r["paired"]["parity/mean"]["vs_base"] for r in result["jobs"])
+    assert second["test"] == "mcnemar" and second["n"] == 20  # read from the moved dir
+    assert first["skipped"].startswith("base log ") and first["skipped"].endswith("is missing")
+    assert str(moved / "0" / "inspect_logs" / "base") in first["skipped"]
+    md = markdown(result)
+    assert "| not run |" in md and "Paired tests not run:" in md and "vs base: not run: base log" in md
+
+
 def test_other_checkpointer_estimates_match_what_the_other_job_measured(sweep):
     """adapter job's full-model estimate == the full job's model tensors, and the reverse."""
     sweep_dir, _ = sweep

@@ -469,7 +469,8 @@ def test_default_job_ends_with_a_result_and_no_noise(trained_job):
     err = (trained_job.parent / "stderr.txt").read_text()
     assert f"kit: job done: {trained_job}" in out
     assert "inspect view --log-dir" in out and "wandb sync" in out
-    for phase in ("train", "eval (direct)", "base scores", "verify"):  # eval=auto evaluates unmerged on a CPU
+    chosen = json.loads((trained_job / "summary.json").read_text())["eval"]["strategy_chosen"]  # eval=auto measures
+    for phase in ("train", f"eval ({chosen})", "base scores", "verify"):
         assert f"kit: {phase} ..." in err and f"kit: {phase} done in" in err, phase
         assert err.count(f"kit: {phase} done in") == 1, phase  # once, not twice under Hydra
     assert not [n for n in NOISE if n in out + err], [n for n in NOISE if n in out + err]

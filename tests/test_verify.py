@@ -225,3 +225,157 @@ def test_verify_passes_on_a_tiny_llama3(tiny_base, tmp_path, kind):
     rep = verify_checkpoint(cfg, job, base, checkpoint)
     assert_all_pass(rep, {"full", "merge_in_memory", "direct"} if kind == "full" else {"merge_in_memory", "direct"})
     assert rep["checks"][4]["figures"]["target_modules"] == 15  # q, k, v, o, gate, up, down x 2 layers + lm_head
+
+
+# -- a wrong adapter fails in every dtype -------------------------------------------------
+# Two planted faults, recorded as the job's own (content hash updated): a 2 % change to one
+# lora_B, and another training run's adapter of the same LoRA config (conftest.full_job: the
+# same r/alpha/targets, one epoch instead of four). Each must fail verify in fp32 and in bf16.
+
+
+def other_runs_tensors(full_job: Path, base: Path) -> dict:
+    """full_job's trained LoRA as kit exports it (torchtune adapter -> kit's conversion)."""
+    from safetensors.torch import load_file
+
+    from kit.core.model.families import family_of, read_config
+    from kit.verify.reference import TUNE_ADAPTER
+
+    return family_of(base).tune_to_peft_adapter(load_file(full_job / TUNE_ADAPTER), read_config(base))
+
+
+def plant(job: Path, fault: str, full_job: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from kit.core.identity import adapter_hash
+
+    weights = job / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    if fault == "lora_b_2pct":
+        key = next(k for k in sorted(tensors) if "layers.0.mlp.down_proj.lora_B" in k)
+        tensors[key] = tensors[key] * 1.02
+    else:
+        base = Path(json.loads((job / "summary.json").read_text())["base_model"])
+        other = other_runs_tensors(full_job, base)
+        assert set(other) == set(tensors)  # the same LoRA config: only the trained values differ
+        tensors = other
+    save_file(tensors, weights, metadata={"format": "pt"})
+    summary = json.loads((job / "summary.json").read_text())
+    summary["checkpoint"]["content_hash"] = adapter_hash(job / "adapter")
+    (job / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.mark.parametrize("fault", ["lora_b_2pct", "other_run"])
+def test_a_wrong_adapter_fails_in_fp32_and_bf16(trained_job, full_job, tmp_path, monkeypatch, fault):
+    from kit.__main__ import main
+
+    job = copy_job(trained_job, tmp_path / "job")
+    plant(job, fault, full_job)
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        for dtype in ("fp32", "bf16"):
+            status = main(["verify", str(job), "verify.checks=[logits,adapter_folder]", f"verify.dtype={dtype}", "logger=none"])
+            rep = report(job)
+            logits, folder = rep["checks"]
+            assert status == 1 and rep["dtype"] == dtype and not rep["passed"]
+            assert logits["passed"]  # every eval path reads the same (planted) adapter: they agree
+            assert not folder["passed"]
+            # caught twice, neither depending on the eval dtype: the exact tensors, the fp32 training model
+            exact = folder["figures"]["exported_vs_training_weights"]
+            assert exact["differing"] == (1 if fault == "lora_b_2pct" else exact["tensors"])
+            assert "differs from the training run's weights" in folder["detail"]
+            assert "fp32 PEFT(adapter) vs torchtune's training model" in folder["detail"]
+            assert folder["figures"]["training_model"]["diff_over_limit"] > 10
+            # `kit verify` alone applies kit's thread choice (here the user's OMP_NUM_THREADS)
+            assert rep["threads"]["source"] == "OMP_NUM_THREADS" and torch.get_num_threads() == 1
+            summary = json.loads((job / "summary.json").read_text())
+            assert summary["status"] == "unverified" and not summary["verify"]["passed"]  # verify decides
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_tampered_adapter_is_a_failed_verify_with_a_report(trained_job, tmp_path):
+    """An adapter changed after it was recorded (its content hash differs): kit verify exits 1 with a
+    report naming the change, and the job's summary says verify failed and the job is unverified."""
+    from safetensors.torch import load_file, save_file
+
+    from kit.__main__ import main
+
+    job = copy_job(trained_job, tmp_path / "job")
+    assert json.loads((job / "summary.json").read_text())["verify"]["passed"]
+    weights = job / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    key = next(k for k in sorted(tensors) if ".lora_B." in k)
+    tensors[key] = tensors[key] * 1.02
+    save_file(tensors, weights, metadata={"format": "pt"})  # the recorded content hash is left as it was
+    assert main(["verify", str(job), "verify.checks=[adapter_folder]", "logger=none"]) == 1
+    [check] = report(job)["checks"]
+    assert check["name"] == "checkpoint_identity" and not check["passed"] and "changed since" in check["detail"]
+    summary = json.loads((job / "summary.json").read_text())
+    assert summary["status"] == "unverified" and not summary["verify"]["passed"]
+
+
+def bf16_context(job: Path, tmp: Path, adapter: Path | None = None):
+    from dataclasses import replace
+
+    from kit.core.config import compose
+    from kit.core.jobdir import checkpoint_of, read_summary
+    from kit.verify import make_context
+
+    summary = read_summary(job)
+    cfg = compose("train", ["verify.dtype=bf16", "logger=none"])
+    checkpoint = checkpoint_of(job, summary)
+    if adapter is not None:
+        checkpoint = replace(checkpoint, path=adapter)
+    return make_context(cfg, job, Path(summary["base_model"]), checkpoint, [], tmp)
+
+
+def test_bf16_eval_path_limits_come_from_the_rounding_and_catch_another_runs_adapter(trained_job, full_job, tmp_path):
+    """On real logits: every bf16 eval path of the right adapter is within the rounding rule of
+    the fp32 reference; the direct path computing another run's adapter (no top-1 rule could
+    tell: it is judged by relative error and KL) is far outside it."""
+    from safetensors.torch import save_file
+
+    from kit.verify.tolerance import compare_logits
+
+    job = copy_job(trained_job, tmp_path / "job")
+    other = tmp_path / "other"
+    shutil.copytree(job / "adapter", other)
+    save_file(other_runs_tensors(full_job, Path(report(job)["base_model"])), other / "adapter_model.safetensors")
+    ctx, wrong = bf16_context(job, tmp_path), bf16_context(job, tmp_path, other)
+    try:
+        ref, rounding = ctx.logits("reference"), ctx.rounding()
+        assert rounding["rel_max"] > 0 and rounding["kl_max"] > 0
+        for name in ctx.eval_paths():
+            f = compare_logits(ref, ctx.logits(name), ctx.tol, rounding)
+            assert f["passed"] and max(f["over_rounding"].values()) < 3, (name, f)
+        bad = compare_logits(ref, wrong.logits("direct"), ctx.tol, rounding)
+        assert not bad["passed"] and bad["over_rounding"]["rel_mean"] > 10, bad
+    finally:
+        ctx.close()
+        wrong.close()
+
+
+def test_bf16_merge_path_is_the_model_eval_merge_loads(trained_job, tmp_path):
+    """verify's merge path is built by eval=merge's own code: its logits equal those of the folder
+    eval=merge writes, loaded as Inspect's hf provider loads it, bit for bit. The construction
+    verify used before (fp32 merge, then ``.to(bf16)``) also casts rotary inv_freq and differs."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from kit.core.model.loader import load_model
+    from kit.lora.merge import merge_to_folder
+
+    job = copy_job(trained_job, tmp_path / "job")
+    ctx = bf16_context(job, tmp_path)
+    try:
+        merge_to_folder(ctx.base, ctx.adapter, tmp_path / "merged", "cpu", "bf16")
+        loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.bfloat16, device_map="cpu")
+        mine, evals = ctx.logits("merge"), ctx.run(loaded)
+        assert all(torch.equal(a, b) for a, b in zip(mine, evals))
+        old = PeftModel.from_pretrained(load_model(ctx.base, dtype="fp32"), ctx.adapter).merge_and_unload()
+        old = old.to(torch.bfloat16)
+        assert {b.dtype for b in old.buffers()} == {torch.bfloat16} != {b.dtype for b in loaded.buffers()}
+        assert max((a - b).abs().max().item() for a, b in zip(ctx.run(old), evals)) > 0
+    finally:
+        ctx.close()

@@ -1,4 +1,5 @@
-"""One identity per run: a run id from the job's resolved config, a content hash per adapter.
+"""One identity per run: a run id from the job's resolved config, a content hash per adapter,
+and content hashes of files, read once per file version (``content_sha256``).
 
 The run id names a job everywhere it shows up (summary.json, the sweep manifest, the W&B
 run ids of its phases), so a requeue, a re-run of the same sweep or a later ``kit eval``
@@ -13,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kit.core.config import secret_name
 from kit.core.errors import KitError
+from kit.core.folders import cache_root
 from kit.core.model.snapshot import hash_tensors
 
 RUN_ID_CHARS = 16  # 64 bits: unique across any realistic number of runs, short enough to read
@@ -127,3 +130,49 @@ class RunIdentity:
     def named(self, suffix: str) -> RunIdentity:
         """The same run's identity for a part of it (one modifier of a modifier job)."""
         return RunIdentity(self.group, f"{self.name}-{suffix}", self.run_id)
+
+
+FILE_HASHES = "file_hashes"  # under $KIT_CACHE: one small record per hashed file version
+
+
+def stat_key(path: Path) -> dict:
+    """What identifies one version of a file without reading it: its real path, device and
+    inode, size, and modification and change times in ns. Writing a file changes mtime and
+    ctime, and ctime cannot be set back by any ordinary tool (``touch -d`` sets mtime only),
+    so equal keys mean the same bytes; a copy, move or chmod only costs a fresh hash."""
+    real = Path(path).resolve()
+    st = real.stat()
+    return {
+        "path": str(real),
+        "dev": st.st_dev,
+        "inode": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+    }
+
+
+def content_sha256(path: Path, cache: Path | None = None) -> str:
+    """sha256 of a file's bytes, read once per file version: the digest is kept in ``cache``
+    (default ``$KIT_CACHE/file_hashes``) under its ``stat_key``. An 8B base is 16 GB to read;
+    every later job reads a few hundred bytes per file instead. The cache is only a shortcut:
+    a record that cannot be read or written means the file is hashed again, never an error."""
+    key = stat_key(path)
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    record = (cache or cache_root() / FILE_HASHES) / f"{name}.json"
+    try:
+        saved = json.loads(record.read_text())
+        if saved.get("key") == key and isinstance(saved.get("sha256"), str):
+            return saved["sha256"]
+    except (OSError, ValueError):
+        pass
+    digest = file_sha256(Path(key["path"]))
+    if stat_key(path) == key:  # not changed while it was read: worth remembering
+        tmp = record.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"key": key, "sha256": digest}))
+            tmp.replace(record)
+        except OSError:  # full or read-only cache: the next job hashes again
+            tmp.unlink(missing_ok=True)
+    return digest

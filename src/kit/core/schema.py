@@ -166,6 +166,7 @@ class VerifyConfig:  # conf/verify/default.yaml explains each key; kit.verify
     logit_ulps: float = MISSING
     logit_abs_floor: float = MISSING
     margin_ulps: float = MISSING
+    rounding_factor: float = MISSING
     sample: SampleConfig = field(default_factory=SampleConfig)
     strategies: List[Strategy] = MISSING
     tasks: Optional[List[str]] = MISSING

@@ -72,10 +72,10 @@ def evaluate(
     )
     if checkpoint.kind == "adapter" and eval_cfg.strategy != "none":  # every strategy, every command
         check_adapter(checkpoint.path, job_dir, base)
-    strategy, why = auto.resolve(ctx)
-    ctx = replace(ctx, strategy=strategy)
-    shown = shown_name(strategy, eval_cfg)
-    with session_scope():  # the command's session, else one for this checkpoint and its base scores
+    with session_scope():  # the command's session, else one for this checkpoint, auto's probe and its base scores
+        strategy, why, evidence = auto.resolve(ctx)
+        ctx = replace(ctx, strategy=strategy)
+        shown = shown_name(strategy, eval_cfg)
         with timed(log, f"eval ({shown})") as t, DiskWatch(ctx.tmp_root, ignore=(ctx.log_dir,)) as disk:
             result = get_strategy(strategy)(ctx)
             t["detail"] = score_line(result["scores"])
@@ -96,9 +96,12 @@ def evaluate(
     info = {k: v for k, v in result.items() if k not in ("scores",)}
     info["strategy"] = shown if str(eval_cfg.strategy) == strategy else str(eval_cfg.strategy)
     info["strategy_chosen"], info["why"] = shown, why
+    if evidence is not None:  # eval=auto: what it measured (per candidate: setup, batch and predicted seconds)
+        info["auto"] = evidence
     info["base_scores_cached"] = base_result.get("cached")
+    info["base_scores_key"] = base_result.get("key")  # $KIT_CACHE/base_scores/<key>/record.json: what was hashed
     info["base_scores_seconds"] = base_seconds
-    # the base's Inspect logs (cached: where they were written): per-sample base scores for the paired tests
+    # the base's Inspect logs, copied into this job (inspect_logs/base/): per-sample base scores for the paired tests
     info["base_logs"] = list(base_result.get("logs") or [])
     return EvalResult(
         scores=result["scores"],

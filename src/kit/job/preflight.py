@@ -41,6 +41,7 @@ RANGES = {
     "verify.max_new_tokens": (1, None, True),
     "verify.limit": (1, None, True),
     "verify.rounds": (1, None, True),
+    "verify.rounding_factor": (1, None, True),
 }
 
 

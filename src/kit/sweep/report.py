@@ -45,6 +45,8 @@ def paired_cell(test: dict | None, best: bool = False) -> str:
     """``p (difference)`` of one paired test; ``best`` for the best row's own vs-best cell."""
     if best:
         return "best"
+    if test and "skipped" in test:
+        return "not run"  # why: under the table (skipped_lines)
     if not test or "p" not in test:
         return "-"
     return f"{format_p(test['p'])} ({test['diff']:+.2f})"
@@ -156,12 +158,24 @@ def verified_line(summary: dict) -> str:
     return f"Verified: {t['verified']} of {t['jobs']} jobs ({failed} FAILED, {not_run} not run)."
 
 
+def skipped_lines(summary: dict) -> list[str]:
+    """Each paired test that could not run, and why (never a silent blank)."""
+    lines = [
+        f"- #{r['job']} {metric} {which.replace('_', ' ')}: not run: {test['skipped']}"
+        for r in summary["jobs"]
+        for metric, tests in (r.get("paired") or {}).items()
+        for which, test in tests.items()
+        if isinstance(test, dict) and "skipped" in test
+    ]
+    return ["Paired tests not run:", *lines, ""] if lines else []
+
+
 def markdown(summary: dict) -> str:
     failures = [
         f"- #{r['job']} {' '.join(r['overrides'])}: {r['status']}: {r['error']}" for r in summary["jobs"] if r["status"] != "done"
     ]
     parts = [f"# Sweep {summary['group']}", "", table(summary), "", verified_line(summary), "", *paired_lines(summary)]
-    parts += storage_lines(summary)
+    parts += skipped_lines(summary) + storage_lines(summary)
     if failures:
         parts += ["", "Not done:", *failures]
     return "\n".join(parts) + "\n"

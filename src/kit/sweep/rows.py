@@ -7,8 +7,7 @@ from pathlib import Path
 from kit.core.errors import KitError
 from kit.core.jobdir import UNREADABLE, point_overrides, read_summary
 from kit.core.overrides import expand
-from kit.eval.samples import sample_scores
-from kit.sweep.paired import row_tests
+from kit.sweep.paired import logged_scores, row_tests
 
 
 def sweep_group(sweep_dir: Path) -> str:
@@ -73,8 +72,8 @@ def job_row(num: int, job_dir: Path, expected: list[str] | None) -> dict:
         train_s=(s.get("timings") or {}).get("train_s"),
         eval_s=(s.get("timings") or {}).get("eval_s"),
         verify=verify_cell(s.get("verify")),
-        logs=(s.get("eval") or {}).get("logs") or [],
-        base_logs=(s.get("eval") or {}).get("base_logs") or [],
+        logs=in_job((s.get("eval") or {}).get("logs") or [], s.get("job_dir"), job_dir),
+        base_logs=in_job((s.get("eval") or {}).get("base_logs") or [], s.get("job_dir"), job_dir),
     )
     if row["persistent_bytes"] is not None and row["other_checkpoint_bytes"] is not None:
         row["other_persistent_bytes"] = row["persistent_bytes"] - row["checkpoint_bytes"] + row["other_checkpoint_bytes"]
@@ -86,6 +85,20 @@ def verify_cell(entry: dict | None) -> str:
     if not entry:
         return "not run"
     return "passed" if entry.get("passed") else f"FAILED {entry.get('failed') or []}"
+
+
+def in_job(paths: list[str], recorded: str | None, job_dir: Path) -> list[str]:
+    """Logs the summary names inside the job dir it recorded, found in the job dir as it is now
+    (a sweep dir moved or copied since still reads its own logs)."""
+    if not recorded:
+        return list(paths)
+    out = []
+    for p in paths:
+        try:
+            out.append(str(job_dir / Path(p).relative_to(recorded)))
+        except ValueError:  # outside the job (an older kit's cached base logs): as recorded
+            out.append(p)
+    return out
 
 
 def swept(rows: list[dict]) -> list[str]:
@@ -146,15 +159,15 @@ def build(sweep_dir: Path, live: dict[int, str] | None = None) -> dict:
 
 
 def add_paired_tests(rows: list[dict]) -> None:
-    """``paired`` per done row: each headline metric's paired test against the base and against
-    the sweep's best row, on the per-sample scores of their Inspect logs (kit.sweep.paired)."""
+    """``paired`` per done row: each headline metric's paired test against the row's base and
+    against the sweep's best row, on the per-sample scores of their Inspect logs
+    (kit.sweep.paired); a test that cannot run says why (``skipped``)."""
     done = [r for r in rows if r["status"] == "done"]
-    base_logs = sorted({p for r in done for p in r.get("base_logs") or []})
     if not done:
         return
-    base = sample_scores(base_logs)
-    per_row = {r["job"]: sample_scores(r.get("logs") or []) for r in done}
-    for job, tests in row_tests(rows, base, per_row, headline_metrics(rows)).items():
+    bases = {r["job"]: logged_scores(r.get("base_logs") or [], "base") for r in done}
+    per_row = {r["job"]: logged_scores(r.get("logs") or [], "the job's") for r in done}
+    for job, tests in row_tests(rows, bases, per_row, headline_metrics(rows)).items():
         next(r for r in rows if r["job"] == job)["paired"] = tests
 
 

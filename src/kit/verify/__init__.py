@@ -3,11 +3,11 @@
 Checks (config ``verify.checks``; each a function ``check(ctx) -> dict`` in its own module):
 
 ==================  =====================================================================
-``logits``          probe-set logits: exported full model, PEFT merge_and_unload, in-memory merge, direct
+``logits``          probe-set logits of every eval path (merge, full model, in-memory merge, direct) vs an fp32 reference
 ``generation``      greedy tokens at batch 1 and in one padded batch; seeded sampling
 ``inspect``         Inspect scores and completions per strategy, two or more tasks in one run
 ``adapters``        many adapters on one resident base: bit-identical base, flat memory
-``adapter_folder``  the adapter fits the base, matches torchtune.yaml, reproduces the training model
+``adapter_folder``  the adapter fits the base, matches torchtune.yaml, is the training run's, bit for bit
 ==================  =====================================================================
 
 Tolerances depend on the dtype (kit/verify/tolerance.py). The report
@@ -33,7 +33,7 @@ from kit.verify.reference import (
     model_section,
     peft_adapter_from_tune,
 )
-from kit.verify.report import environment, write_report
+from kit.verify.report import apply_threads, environment, write_report
 from kit.verify.tolerance import Tolerance
 
 
@@ -98,7 +98,7 @@ def make_context(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, peers, 
         section=section,
         device=device,
         dtype=dtype,
-        tol=Tolerance(dtype, float(v.logit_ulps), float(v.logit_abs_floor), float(v.margin_ulps)),
+        tol=Tolerance(dtype, float(v.logit_ulps), float(v.logit_abs_floor), float(v.margin_ulps), float(v.rounding_factor)),
         peers=[Path(p) for p in peers],
     )
 
@@ -108,6 +108,7 @@ def verify_checkpoint(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, pe
     verify.json / verify.md; return the report."""
 
     names = list(checks) if checks is not None else check_names(cfg)
+    threads = apply_threads()  # `kit verify` alone gets the thread choice training gets
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kit-verify-") as tmp:
         ctx = make_context(cfg, job_dir, base, checkpoint, peers, Path(tmp))
@@ -124,6 +125,7 @@ def verify_checkpoint(cfg, job_dir: Path, base: Path, checkpoint: Checkpoint, pe
         "dtype": ctx.dtype,
         "checks": checks,
         "verified_configuration": environment(ctx.device),
+        "threads": threads,
         "seconds": round(time.perf_counter() - start, 2),
         "when": time.time(),
     }

@@ -1,9 +1,14 @@
 """What every check gets: the checkpoint, the probe set and the evaluation paths.
 
-Paths (all on the same probes, in the verify dtype):
-``peft_merge``      PEFT ``merge_and_unload`` of a base loaded in fp32, cast to the dtype
-                    (what ``eval=merge`` saves to its temporary folder and loads again;
-                    safetensors save/load is bit-exact, so it is done in memory). The reference.
+Paths (all on the same probes):
+``reference``       PEFT ``merge_and_unload`` of the adapter on a base loaded in fp32, whatever
+                    the verify dtype: what every eval path is compared with (kit/verify/tolerance.py)
+                    and what the training run's own model must reproduce (adapter_folder).
+``rounding``        bf16/fp16 only: the reference's weights rounded to the dtype, run in it; how
+                    far this dtype's rounding alone moves this model (the yardstick of the limits).
+``merge``           the model ``eval=merge`` evaluates, built by its own code
+                    (kit.lora.merge.merged_model: base loaded in the dtype, merged there, nothing
+                    cast after); in fp32 it is the reference.
 ``full``            the exported full model (``checkpointer=full`` jobs only).
 ``merge_in_memory`` the adapter merged into the resident base, restored bit-exactly after.
 ``direct``          the resident base with the unmerged adapter (``eval=direct``).
@@ -20,8 +25,11 @@ from kit.core.data import read_jsonl
 from kit.core.device import torch_dtype
 from kit.core.model.loader import load_model
 from kit.eval.session import current
+from kit.lora.merge import merged_model
 from kit.lora.resident import ResidentBase
-from kit.verify.tolerance import Tolerance
+from kit.verify.tolerance import Tolerance, rounding_yardstick
+
+REFERENCE = "reference"
 
 
 @dataclass
@@ -39,6 +47,7 @@ class VerifyContext:
     peers: list[Path] = field(default_factory=list)  # every adapter of this verify call
     _models: dict = field(default_factory=dict)
     _logits: dict = field(default_factory=dict)
+    _rounding: dict | None = None
 
     @property
     def torch_dtype(self):
@@ -46,27 +55,41 @@ class VerifyContext:
         return torch_dtype(self.dtype)
 
     @property
+    def fp32_tol(self) -> Tolerance:
+        """The fp32 rule, for comparisons made in fp32 whatever the verify dtype."""
+        t = self.tol
+        return Tolerance("fp32", t.logit_ulps, t.logit_abs_floor, t.margin_ulps, t.rounding_factor)
+
+    @property
+    def trust(self) -> bool:
+        return bool(self.cfg.model.trust_remote_code)
+
+    @property
     def resident(self):
         """The running session's resident base (shared with eval), else this context's own."""
-        trust = bool(self.cfg.model.trust_remote_code)
         session = current()
         if session is not None:
-            return session.resident(self.base, self.device, self.dtype, trust)
+            return session.resident(self.base, self.device, self.dtype, self.trust)
         if "resident" not in self._models:
-            self._models["resident"] = ResidentBase(self.base, self.device, self.dtype, trust)
+            self._models["resident"] = ResidentBase(self.base, self.device, self.dtype, self.trust)
         return self._models["resident"]
 
     @property
     def tokenizer(self):
         return self.resident.tokenizer
 
+    def eval_paths(self) -> list[str]:
+        """The paths an eval can take, compared with the reference by the logits check."""
+        return [*([] if self.tol.strict else ["merge"]), *(["full"] if self.full else []), "merge_in_memory", "direct"]
+
     def path_names(self) -> list[str]:
-        return ["peft_merge", *(["full"] if self.full else []), "merge_in_memory", "direct"]
+        """Every path that generates, ``merge`` first (the generation check's reference)."""
+        return ["merge", *(["full"] if self.full else []), "merge_in_memory", "direct"]
 
     @contextmanager
     def path(self, name: str):
         """The model that computes along one path (restored when the block ends)."""
-        if name in ("peft_merge", "full"):
+        if name in ("merge", "full"):
             yield self._loaded(name)
             return
         resident = self.resident
@@ -83,11 +106,8 @@ class VerifyContext:
             if name == "full":
                 model = load_model(self.full, dtype=self.dtype, device=self.device)
             else:
-                from peft import PeftModel
-
-                base = load_model(self.base, dtype="float32", device=self.device)
-                model = PeftModel.from_pretrained(base, self.adapter).merge_and_unload().to(self.torch_dtype)
-            self._models[name] = model
+                model = merged_model(self.base, self.adapter, self.device, self.dtype, self.trust)[0]
+            self._models[name] = model.eval()
         return self._models[name]
 
     # -- probes --------------------------------------------------------------
@@ -115,16 +135,44 @@ class VerifyContext:
         """Prompt ids ending in the generation prompt: what generation starts from."""
         return [self._ids(p, None) for p, _ in self.rows()]
 
-    def logits(self, name: str) -> list:
-        """Logits of each probe (batch 1, no padding) along one path; cached."""
-        if name not in self._logits:
-            import torch
+    def run(self, model) -> list:
+        """Logits of each probe (batch 1, no padding) through ``model``."""
+        import torch
 
-            with self.path(name) as model, torch.inference_mode():
-                self._logits[name] = [
-                    model(input_ids=torch.tensor([ids], device=self.device)).logits[0].float().cpu() for ids in self.probes()
-                ]
+        with torch.inference_mode():
+            return [model(input_ids=torch.tensor([ids], device=self.device)).logits[0].float().cpu() for ids in self.probes()]
+
+    def logits(self, name: str) -> list:
+        """Logits of each probe along one path; cached."""
+        if name == REFERENCE and self.tol.strict:
+            name = "merge"  # in fp32 the model eval=merge runs is the reference
+        if name not in self._logits:
+            if name in (REFERENCE, "rounding"):
+                self._reference_and_rounding()
+            else:
+                with self.path(name) as model:
+                    self._logits[name] = self.run(model)
         return self._logits[name]
+
+    def _reference_and_rounding(self) -> None:
+        """The fp32 reference's logits, then its own weights rounded to the dtype in place
+        (buffers left as a load in the dtype leaves them) for the yardstick; the model is then
+        freed, so at most one fp32 copy is held at a time."""
+        import torch
+
+        model = merged_model(self.base, self.adapter, self.device, "fp32", self.trust)[0].eval()
+        self._logits[REFERENCE] = self.run(model)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.data = p.data.to(self.torch_dtype)
+        self._logits["rounding"] = self.run(model)
+        del model
+
+    def rounding(self) -> dict:
+        """The yardstick of the bf16/fp16 limits (kit/verify/tolerance.py)."""
+        if self._rounding is None:
+            self._rounding = rounding_yardstick(self.logits(REFERENCE), self.logits("rounding"), self.tol)
+        return self._rounding
 
     def close(self) -> None:
         self._models.clear()

@@ -1,67 +1,54 @@
-"""``eval=auto`` (the default): the fastest strategy that gives the same answers, for
-this machine and this eval, recorded with the reason in ``summary.json``
-(``eval.strategy_chosen``, ``eval.why``).
+"""``eval=auto`` (the default): the strategy that gives the merged model's answers fastest, as
+measured on this machine for this base, dtype and adapter shape (kit.eval.auto_probe), recorded
+with the figures in ``summary.json`` (``eval.strategy_chosen``, ``eval.why``, ``eval.auto``).
 
 - a full checkpoint is already merged: ``merge`` (evaluates the folder, nothing merged);
-- vLLM installed, a GPU, and every LoRA target servable: ``vllm`` (its LoRA kernels
-  keep base speed, one server for every adapter);
-- a GPU: ``merge_in_memory`` (an eval runs one adapter at a time, so merging it into
-  the resident base gives base speed; restore is a device copy plus a checksum);
-- CPU: ``direct`` (no merge arithmetic and no second copy of the touched weights in
-  host memory; the unmerged LoRA costs r*(in+out) of in*out per layer, a few %).
+- an adapter: ``direct`` or ``merge_in_memory``, whichever has the smaller predicted time for
+  this eval's samples among those that generate the merged model's tokens on the probe samples
+  (measured once per base content, device, dtype and adapter shape, then cached). ``merge``
+  (never faster than ``merge_in_memory``) and ``vllm`` (a server of its own, not measured
+  here) are used only when named.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
-from kit.core.device import resolve_device
+from kit.core.device import resolve_device, resolve_dtype
+from kit.eval import auto_probe
 from kit.eval.context import EvalContext
+from kit.eval.session import session_scope
 from kit.eval.strategies import get_strategy
 from kit.eval.strategy import Strategy
-from kit.eval.vllm_lora import unservable_modules, vllm_installed
 
 
-def choose(ctx: EvalContext) -> tuple[str, str]:
-    """(strategy, why) for this checkpoint on this machine."""
+def choose(ctx: EvalContext) -> tuple[str, str, dict | None]:
+    """(strategy, why, the measured evidence) for this checkpoint on this machine."""
     if ctx.checkpoint_kind == "full":
-        return "merge", "full checkpoint: already merged, evaluated as a plain hf model"
-    device = resolve_device(ctx.eval_cfg.device)
-    if not device.startswith("cuda"):
-        return "direct", (
-            f"device {device}: unmerged adapter on the resident base, no merge arithmetic and "
-            "no snapshot copy of the touched weights"
+        return "merge", "full checkpoint: already merged, evaluated as a plain hf model", None
+    cfg = ctx.eval_cfg
+    device = resolve_device(cfg.device)
+    with session_scope() as session:  # the eval's own resident base: measuring loads nothing more
+        resident = session.resident(
+            ctx.base, device, resolve_dtype(cfg.dtype, device), bool(ctx.trust_remote_code), int(cfg.max_adapters)
         )
-    note = ""
-    if vllm_installed():
-        bad = unservable_modules(adapter_targets(ctx))
-        if not bad:
-            return "vllm", "vLLM installed and serves every LoRA target: base speed, one server for every adapter"
-        note = f"vLLM does not serve LoRA on {bad[0]!r}; "
-    return "merge_in_memory", (
-        f"{note}device {device}: one adapter per eval, merged into the resident base "
-        "(base speed), restored by a device copy checked by checksum"
-    )
+        record = auto_probe.measured(ctx, resident)
+    _, samples = auto_probe.task_samples(list(ctx.tasks), ctx.limit)
+    return auto_probe.decide(record, samples)
 
 
-def adapter_targets(ctx: EvalContext):
-    try:
-        return json.loads((ctx.checkpoint_path / "adapter_config.json").read_text()).get("target_modules")
-    except (OSError, ValueError):
-        return None  # a broken adapter fails in the chosen strategy, with its own one-line error
-
-
-def resolve(ctx: EvalContext) -> tuple[str, str]:
-    """(strategy, why) for any ``eval.strategy``: ``auto`` chooses, the others are as set."""
+def resolve(ctx: EvalContext) -> tuple[str, str, dict | None]:
+    """(strategy, why, evidence) for any ``eval.strategy``: ``auto`` measures, the others are as set."""
     name = str(ctx.eval_cfg.strategy)
-    return choose(ctx) if name == "auto" else (name, f"set by eval={name}")
+    return choose(ctx) if name == "auto" else (name, f"set by eval={name}", None)
 
 
 def evaluate(ctx: EvalContext) -> dict:
-    strategy, why = choose(ctx)
+    strategy, why, evidence = choose(ctx)
     result = get_strategy(strategy)(replace(ctx, strategy=strategy))
-    return {**result, "strategy_chosen": strategy, "why": why}
+    return {**result, "strategy_chosen": strategy, "why": why, "auto": evidence}
 
 
-STRATEGY = Strategy("auto", evaluate, "the fastest of the others for this machine and checkpoint (recorded in summary.json)")
+STRATEGY = Strategy(
+    "auto", evaluate, "the fastest strategy that gives the merged model's answers, measured on this machine (summary.json)"
+)
