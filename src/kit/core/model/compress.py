@@ -64,9 +64,7 @@ def nf4_tensor(parts: dict[str, torch.Tensor], shape: list[int], block: int):
     """The torchao NF4Tensor torchtune's ``linear_nf4`` computes with, rebuilt from its stored parts."""
     from torchao.dtypes.nf4tensor import NF4Tensor, SubclassTensorArgs
 
-    meta = SubclassTensorArgs(
-        torch.Size(shape), (shape[1], 1), 0, torch.bfloat16, torch.device("cpu"), False
-    )
+    meta = SubclassTensorArgs(torch.Size(shape), (shape[1], 1), 0, torch.bfloat16, torch.device("cpu"), False)
     n_blocks = shape[0] * shape[1] // block
     return NF4Tensor(
         meta, block, n_blocks, 256, parts["quantized_scalers"], parts["quantization_factor"],
