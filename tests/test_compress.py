@@ -84,7 +84,7 @@ def test_the_phase_records_kl_perplexity_and_bytes(tiny_base, tmp_path):
     from kit.core.identity import RunIdentity
     from kit.job.pipeline import run_job
 
-    settings = ["phase.compress.format=gguf_q4_0", "phase.compress.heldout_rows=8"]
+    settings = ["phase.compress.format=gguf_q4_0", "phase.compress.heldout_rows=8", "phase.compress.dequantized=true"]
     overrides = [f"model.path={tiny_base}", "logger=none", "phase=compress", *settings]
     cfg = compose("train", overrides)
     OmegaConf.resolve(cfg)
@@ -95,3 +95,9 @@ def test_the_phase_records_kl_perplexity_and_bytes(tiny_base, tmp_path):
     assert block["format"] == "gguf_q4_0" and block["bytes"] < block["source"]["bytes"]
     assert block["kl"] > 0 and block["ppl_compressed"] != block["ppl_source"] and block["tokens"] > 8
     assert read_manifest(tmp_path / "job" / "compressed")["sha256"] == block["sha256"]
+    # the dequantized base is a plain model folder computing with exactly the compressed weights
+    from kit.core.model.loader import load_model
+
+    model = load_model(block["dequantized"])
+    back = dequantized_state(tmp_path / "job" / "compressed")
+    assert all(torch.equal(p, back[n]) for n, p in model.state_dict().items() if n in back)

@@ -190,6 +190,7 @@ class CompressConfig:
     nf4_block_size: int = 64  # weights per NF4 block (torchtune's QLoRA uses 64)
     heldout_file: str = "${kit.bundled:parity_test.jsonl}"  # KL / perplexity text: prompt + response rows
     heldout_rows: int = 32  # rows of heldout_file measured (0: none, no KL/perplexity)
+    dequantized: bool = False  # also write <job>/dequantized/: dequant(Wq) as a plain base (model.path=...)
 
 
 @dataclass

@@ -222,3 +222,19 @@ def zstd_bytes(path: Path, level: int = 3) -> int | None:
         return None
     with open(path, "rb") as f:
         return len(zstandard.ZstdCompressor(level=level).compress(f.read()))
+
+
+def write_dequantized(folder: Path, out: Path) -> Path:
+    """A plain model folder of ``dequant(Wq)`` (source dtypes): a base later phases load as any other,
+    computing with exactly the compressed weights (its ``kit_compress.json`` names what it came from)."""
+    from safetensors.torch import save_file
+
+    manifest = read_manifest(folder)
+    state = {k: v.contiguous() for k, v in dequantized_state(folder).items()}
+    out.mkdir(parents=True, exist_ok=True)
+    for f in Path(folder).iterdir():
+        if f.is_file() and f.name not in (manifest["weights"], MANIFEST):
+            shutil.copy2(f, out / f.name)
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / MANIFEST).write_text(json.dumps({**manifest, "dequantized_from": str(folder)}, indent=2))
+    return out

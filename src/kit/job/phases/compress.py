@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from kit.core.data import read_jsonl
 from kit.core.errors import KitError
-from kit.core.model.compress import WEIGHTS, check_format, compress_folder, zstd_bytes
+from kit.core.model.compress import WEIGHTS, check_format, compress_folder, write_dequantized, zstd_bytes
 from kit.job.phase import JobContext, Phase
 
 
@@ -37,6 +37,8 @@ class CompressPhase(Phase):
             block |= {"path": str(out), "source": manifest["source"], "zstd_bytes": zstd_bytes(out / WEIGHTS)}
             block["ratio"] = manifest["source"]["bytes"] / manifest["bytes"]
             block |= measure(ctx, out, settings)
+            if settings.dequantized:
+                block["dequantized"] = str(write_dequantized(out, ctx.job.output("dequantized")))
             rec.update["compress"] = block
             rec.detail = compress_line(block)
         ctx.notes["compressed"] = out
