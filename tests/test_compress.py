@@ -101,3 +101,15 @@ def test_the_phase_records_kl_perplexity_and_bytes(tiny_base, tmp_path):
     model = load_model(block["dequantized"])
     back = dequantized_state(tmp_path / "job" / "compressed")
     assert all(torch.equal(p, back[n]) for n, p in model.state_dict().items() if n in back)
+
+
+def test_the_sweep_table_shows_size_and_quality_only_for_compress_jobs():
+    from kit.sweep.report import COMPRESS_HEAD, table
+    from kit.sweep.rows import compress_cell
+
+    entry = {"format": "int8", "bytes": 240240, "zstd_bytes": 223489, "ratio": 2.647, "kl": 1.56e-06, "load_s": 0.01}
+    row = {"job": 0, "overrides": ["phase.compress.format=int8"], "status": "done", "scores": {}, "base_scores": {}}
+    plain = table({"jobs": [row], "swept": []})
+    assert not any(h in plain for h in COMPRESS_HEAD)
+    shown = table({"jobs": [{**row, "compress": compress_cell(entry)}], "swept": []})
+    assert all(h in shown for h in COMPRESS_HEAD) and "240.24 KB" in shown and "1.56e-06" in shown
