@@ -113,3 +113,21 @@ def test_the_sweep_table_shows_size_and_quality_only_for_compress_jobs():
     assert not any(h in plain for h in COMPRESS_HEAD)
     shown = table({"jobs": [{**row, "compress": compress_cell(entry)}], "swept": []})
     assert all(h in shown for h in COMPRESS_HEAD) and "240.24 KB" in shown and "1.56e-06" in shown
+
+
+def test_int8_is_torchaos_int8_weight_only(tiny_base):
+    """int8's dequantized weights equal what torchao's Int8WeightOnlyConfig computes with (PEFT's int8 base)."""
+    import warnings
+
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    from kit.core.model.compress import dequantize_weight, quantize_weight
+
+    name, w = next((n, t) for n, t in read_state(tiny_base).items() if n.endswith("q_proj.weight"))
+    linear = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+    linear.weight.data.copy_(w)
+    with warnings.catch_warnings():  # its version-1 deprecation notice
+        warnings.simplefilter("ignore")
+        quantize_(linear, Int8WeightOnlyConfig())
+    ours = dequantize_weight(quantize_weight(w, "int8"), list(w.shape), "int8")
+    assert torch.equal(linear.weight.dequantize().float(), ours), name
