@@ -42,6 +42,7 @@ class Phase(StrEnum):  # the options of conf/phase/ (a LoRA's life); each lists 
     training = "training"
     modifier = "modifier"
     runtime = "runtime"
+    compress = "compress"
 
 
 class Check(StrEnum):  # kit.verify.CHECKS (the registry)
@@ -175,12 +176,31 @@ class VerifyConfig:  # conf/verify/default.yaml explains each key; kit.verify
     max_rss_growth_mib: float = MISSING
 
 
+class CompressFormat(StrEnum):  # kit.core.model.compress.FORMATS
+    nf4 = "nf4"
+    int8 = "int8"
+    gguf_q8_0 = "gguf_q8_0"
+    gguf_q4_0 = "gguf_q4_0"
+
+
+@dataclass
+class CompressConfig:
+    """``phase=compress``: the base (a merged job's ``<job>/merged`` or any model folder) quantized."""
+
+    format: CompressFormat = CompressFormat.nf4
+    nf4_block_size: int = 64  # weights per NF4 block (torchtune's QLoRA uses 64)
+    heldout_file: str = "${kit.bundled:parity_test.jsonl}"  # KL / perplexity text: prompt + response rows
+    heldout_rows: int = 32  # rows of heldout_file measured (0: none, no KL/perplexity)
+    dequantized: bool = False  # also write <job>/dequantized/: dequant(Wq) as a plain base (model.path=...)
+
+
 @dataclass
 class PhaseConfig:
     name: Phase = MISSING  # training | modifier | runtime (runtime: python -m kit serve)
     pipeline: List[str] = MISSING  # the job's phases in order, by name (kit.job.phases: train, export, ...)
     merge: bool = False  # training: merge the adapter into the base -> <job>/merged, a standalone model
     modifiers: Dict[str, ModifierSpec] = field(default_factory=dict)  # modifier: name -> spec
+    compress: CompressConfig = field(default_factory=CompressConfig)  # compress: format and measurement
 
 
 class RouterKind(str, Enum):

@@ -103,8 +103,21 @@ def table(summary: dict) -> str:
                 fmt(r.get("eval_s")),
             ]
         )
+    if any(r.get("compress") for r in rows):  # phase=compress: the size/quality columns
+        head += COMPRESS_HEAD
+        for r, cells in zip(rows, body):
+            cells += compress_cells(r.get("compress") or {})
     line = lambda cells: "| " + " | ".join(cells) + " |"
     return "\n".join([line(head), line(["---"] * len(head)), *map(line, body)])
+
+
+COMPRESS_HEAD = ["compressed bytes", "zstd bytes", "x smaller", "KL", "ppl source", "ppl compressed", "load s"]
+
+
+def compress_cells(c: dict) -> list[str]:
+    sizes = [human_bytes(c.get("bytes")), human_bytes(c.get("zstd_bytes"))]
+    kl = "-" if c.get("kl") is None else f"{c['kl']:.3g}"  # int8's KL is far below 0.001
+    return [*sizes, fmt(c.get("ratio")), kl, *(fmt(c.get(k)) for k in ("ppl_source", "ppl_compressed", "load_s"))]
 
 
 def storage_lines(summary: dict) -> list[str]:

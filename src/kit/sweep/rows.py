@@ -74,10 +74,19 @@ def job_row(num: int, job_dir: Path, expected: list[str] | None) -> dict:
         verify=verify_cell(s.get("verify")),
         logs=in_job((s.get("eval") or {}).get("logs") or [], s.get("job_dir"), job_dir),
         base_logs=in_job((s.get("eval") or {}).get("base_logs") or [], s.get("job_dir"), job_dir),
+        compress=compress_cell(s.get("compress")),
     )
     if row["persistent_bytes"] is not None and row["other_checkpoint_bytes"] is not None:
         row["other_persistent_bytes"] = row["persistent_bytes"] - row["checkpoint_bytes"] + row["other_checkpoint_bytes"]
     return row
+
+
+COMPRESS_FIELDS = ("format", "bytes", "zstd_bytes", "ratio", "kl", "ppl_source", "ppl_compressed", "load_s")
+
+
+def compress_cell(entry: dict | None) -> dict | None:
+    """phase=compress: the size/quality figures of the compressed base (None for other phases)."""
+    return {k: entry.get(k) for k in COMPRESS_FIELDS} if entry else None
 
 
 def verify_cell(entry: dict | None) -> str:
