@@ -18,6 +18,7 @@ from kit.core.results import Checkpoint, EvalResult
 from kit.eval.base_scores import base_scores
 from kit.eval.checks import check_adapter
 from kit.eval.context import EvalContext
+from kit.eval.resume import base_subject, checkpoint_subject, resume_scope
 from kit.eval.session import session_scope
 from kit.eval.strategies import auto, get_strategy
 
@@ -53,7 +54,9 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint,
     ctx = replace(ctx, strategy=strategy)
     with session_scope():  # the command's session, else one for this checkpoint and its base scores
         with timed(log, f"eval ({strategy})") as t, DiskWatch(ctx.tmp_root, ignore=(ctx.log_dir,)) as disk:
-            result = get_strategy(strategy)(ctx)
+            subject = checkpoint_subject(checkpoint.kind, checkpoint.path, checkpoint.content_hash, strategy)
+            with resume_scope(subject):  # a rerun reuses the samples an interrupted attempt scored
+                result = get_strategy(strategy)(ctx)
             t["detail"] = score_line(result["scores"])
         # measured, not declared: what the strategy wrote under its temp root and deleted again
         # (the Inspect log folder is left out: Inspect buffers samples there while it runs)
@@ -66,7 +69,8 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint,
         base_result, base_seconds = {"scores": {}}, None
         if cfg.eval.base_scores and strategy != "none":
             with timed(log, "base scores") as t:
-                base_result = base_scores(ctx)
+                with resume_scope(base_subject(base, strategy)):
+                    base_result = base_scores(ctx)
                 t["detail"] = score_line(base_result["scores"]) + (" (cached)" if base_result.get("cached") else "")
             base_seconds = t["seconds"]
     info = {k: v for k, v in result.items() if k not in ("scores",)}
@@ -76,6 +80,7 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint,
     info["base_scores_seconds"] = base_seconds
     # the base's Inspect logs (cached: where they were written): per-sample base scores for the paired tests
     info["base_logs"] = list(base_result.get("logs") or [])
+    info["checkpoint"] = checkpoint.to_json()  # what was evaluated: W&B's eval run uses its artifact
     return EvalResult(
         scores=result["scores"],
         base_scores=base_result["scores"],
