@@ -80,7 +80,8 @@ def evaluate(cfg: DictConfig, job_dir: Path, base: Path, checkpoint: Checkpoint,
     info["base_scores_seconds"] = base_seconds
     # the base's Inspect logs (cached: where they were written): per-sample base scores for the paired tests
     info["base_logs"] = list(base_result.get("logs") or [])
-    info["checkpoint"] = checkpoint.to_json()  # what was evaluated: W&B's eval run uses its artifact
+    # what was evaluated, on what: W&B's eval run uses their artifacts (kit.core.wandb_artifacts)
+    info["checkpoint"], info["base"] = checkpoint.to_json(), str(base)
     return EvalResult(
         scores=result["scores"],
         base_scores=base_result["scores"],

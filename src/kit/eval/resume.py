@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kit.core.device import resolve_device, resolve_dtype
-from kit.core.identity import adapter_hash, file_sha256
+from kit.core.identity import adapter_hash, file_sha256, files_stat
 from kit.core.jobdir import ATTEMPTS
 from kit.core.versions import stack_versions
 
@@ -53,15 +53,6 @@ def resume_scope(subject: dict | None):
         yield
     finally:
         _subject.reset(token)
-
-
-def files_stat(folder: Path) -> list[list]:
-    """(relative path, bytes, mtime in ns) of every file under ``folder``: a cheap identity for
-    folders too large to hash on every eval (a full model, a base). Retrained or copied anew, the
-    times differ and nothing is reused: safe, if sometimes less than possible."""
-    folder = Path(folder)
-    files = (p for p in folder.rglob("*") if p.is_file())
-    return sorted([p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files)
 
 
 def checkpoint_subject(kind: str, path: Path, content_hash: str | None, strategy: str) -> dict:

@@ -33,7 +33,7 @@ from kit.core.log import get as get_logger
 from kit.core.log import timed
 from kit.core.results import Checkpoint
 from kit.core.versions import stack_versions
-from kit.core.wandb_logger import log_eval, phase_run
+from kit.core.wandb_logger import log_checkpoint_artifact, log_eval, phase_run
 from kit.eval.evaluate import eval_entry, evaluate
 from kit.job.phases import execute_modifiers, merge_training
 from kit.job.preflight import check_inputs
@@ -143,19 +143,21 @@ def execute(cfg: DictConfig, job_dir: Path, base: Path, group: str, run_name: st
     if cfg.phase.name == "modifier":  # several adapters kept separate: kit/phases.py
         return execute_modifiers(cfg, job_dir, base, group, run_name)
     config, rid = plain_config(cfg), run_id(cfg)
-    with phase_run(cfg.logger, job_dir, "train", group, run_name, config, rid) as run, timed(log, "train") as t:
-        trained = train(cfg, base, job_dir, Path(cfg.dataset.train_file), run)
-        t["detail"] = loss_line(trained)
-    with timed(log, "export") as t:
-        checkpoint = export(str(cfg.checkpointer.kind.value), Path(trained["epoch_dir"]), job_dir, base)
-        keep_torchtune_adapter(Path(trained["epoch_dir"]), job_dir)  # the training model, for verify
-        shutil.rmtree(job_dir / SCRATCH)  # torchtune's per-epoch copies; the export persists
-        if cfg.phase.merge:  # the adapter becomes part of a standalone model and is deleted
-            checkpoint = merge_training(cfg, job_dir, base, checkpoint)
-        if checkpoint.kind == "adapter":  # its identity: kit eval / verify refuse it once changed
-            checkpoint = checkpoint.replace(content_hash=adapter_hash(checkpoint.path))
-        t["detail"] = f"{checkpoint.kind} checkpoint, {checkpoint.bytes} bytes"
-    export_seconds = t["seconds"]
+    with phase_run(cfg.logger, job_dir, "train", group, run_name, config, rid) as train_run:  # results: export inside
+        with timed(log, "train") as t:
+            trained = train(cfg, base, job_dir, Path(cfg.dataset.train_file), train_run)
+            t["detail"] = loss_line(trained)
+        with timed(log, "export") as t:
+            checkpoint = export(str(cfg.checkpointer.kind.value), Path(trained["epoch_dir"]), job_dir, base)
+            keep_torchtune_adapter(Path(trained["epoch_dir"]), job_dir)  # the training model, for verify
+            shutil.rmtree(job_dir / SCRATCH)  # torchtune's per-epoch copies; the export persists
+            if cfg.phase.merge:  # the adapter becomes part of a standalone model and is deleted
+                checkpoint = merge_training(cfg, job_dir, base, checkpoint)
+            if checkpoint.kind == "adapter":  # its identity: kit eval / verify refuse it once changed
+                checkpoint = checkpoint.replace(content_hash=adapter_hash(checkpoint.path))
+            t["detail"] = f"{checkpoint.kind} checkpoint, {checkpoint.bytes} bytes"
+        export_seconds = t["seconds"]
+        log_checkpoint_artifact(train_run, checkpoint, base)  # results: the train run's output, the base its input
     with phase_run(cfg.logger, job_dir, "eval", group, run_name, config, rid) as run:
         evaluated = evaluate(cfg, job_dir, base, checkpoint)
         result = {
