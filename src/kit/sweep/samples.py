@@ -19,11 +19,14 @@ def point_label(row: dict, swept: list[str]) -> str:
     return f"#{row['job']}" + (f" {own}" if own else "")
 
 
-def base_groups(done: list[dict]) -> dict[tuple, list[int]]:
-    """Distinct sets of base logs -> the jobs that share them (one group unless the base was swept)."""
-    groups: dict[tuple, list[int]] = {}
+def base_groups(done: list[dict]) -> dict[str, dict]:
+    """Each base model of the sweep -> the base logs to read (the first job's: parallel jobs may each
+    have scored the same base) and the jobs on it. One group unless the base was swept."""
+    groups: dict[str, dict] = {}
     for r in done:
-        groups.setdefault(tuple(sorted(r.get("base_logs") or [])), []).append(r["job"])
+        group = groups.setdefault(str(r.get("base_model") or sorted(r.get("base_logs") or [])), {"logs": [], "jobs": []})
+        group["jobs"].append(r["job"])
+        group["logs"] = group["logs"] or list(r.get("base_logs") or [])
     return groups
 
 
@@ -41,11 +44,12 @@ def points_by_sample(summary: dict, cap: int = SAMPLE_ROWS) -> dict:
     done = [r for r in summary["jobs"] if r["status"] == "done" and r.get("logs")]
     points, per_point = [], {}
     groups = base_groups(done)
-    for logs, jobs in groups.items():
-        if logs:
+    for group in groups.values():
+        if group["logs"]:
+            jobs = group["jobs"]
             pid = "base" if len(groups) == 1 else f"base #{jobs[0]}"
             points.append({"id": pid, "label": pid if len(groups) == 1 else f"base of {', '.join(f'#{j}' for j in jobs)}"})
-            per_point[pid] = read_all(list(logs))
+            per_point[pid] = read_all(group["logs"])
     for r in done:
         pid = str(r["job"])
         points.append({"id": pid, "label": point_label(r, summary["swept"]), "job": r["job"]})
