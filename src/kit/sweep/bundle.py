@@ -6,6 +6,8 @@ logs over HTTP, so serve the sweep dir (``python -m http.server``) or copy it to
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import tempfile
 from pathlib import Path
@@ -36,7 +38,8 @@ def write_bundle(sweep_dir: Path, summary: dict) -> Path | None:
                 shutil.copy2(path, Path(tmp) / name / Path(path).name)
         staged = sweep_dir / f".{BUNDLE}.tmp"
         shutil.rmtree(staged, ignore_errors=True)
-        bundle_log_dir(log_dir=tmp, output_dir=str(staged))
+        with contextlib.redirect_stdout(io.StringIO()):  # Inspect's progress lines name the staging folder
+            bundle_log_dir(log_dir=tmp, output_dir=str(staged))
     shutil.rmtree(out, ignore_errors=True)
     staged.rename(out)
     return out
