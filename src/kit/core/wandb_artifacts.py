@@ -120,11 +120,14 @@ def checkpoint_kind(checkpoint: dict) -> str:
     return "merged" if checkpoint.get("merged_from") else checkpoint["kind"]
 
 
-def checkpoint_artifact(run, checkpoint: dict, base: Path, kind: str | None = None, name: str | None = None):
+def checkpoint_artifact(
+    run, checkpoint: dict, base: Path, kind: str | None = None, name: str | None = None, run_id: str | None = None
+):
     """The artifact of a job's checkpoint; the same checkpoint gives the same artifact in every run
-    that builds it (train logs it, eval uses it). ``name`` default: ``<kind>-<the job's run id>``."""
+    that builds it (export logs it, eval uses it). ``name`` default: ``<kind>-<the job's run id>``
+    (``run_id``, default the run's own ``kit_run_id``: a ``kit eval`` run has its own and passes the job's)."""
     kind = kind or checkpoint_kind(checkpoint)
-    run_id = run.config.get("kit_run_id")
+    run_id = run_id or run.config.get("kit_run_id")
     name = name or f"{kind}-{run_id or (checkpoint.get('content_hash') or '')[:16] or Path(checkpoint['path']).name}"
     metadata = {
         "kit_run_id": run_id,
@@ -157,9 +160,12 @@ def log_checkpoint_artifact(
     return artifact.name
 
 
-def use_checkpoint_artifact(run, checkpoint, base: Path, kind: str | None = None, name: str | None = None) -> None:
-    """Mark the evaluated checkpoint and its base (the base is scored too) as inputs of an eval run."""
+def use_checkpoint_artifact(
+    run, checkpoint, base: Path, kind: str | None = None, name: str | None = None, run_id: str | None = None
+) -> None:
+    """Mark the evaluated checkpoint and its base (the base is scored too) as inputs of an eval run;
+    ``run_id``: the job's, when the eval run has another (``kit eval``)."""
     if run is None:
         return
-    use(run, checkpoint_artifact(run, as_json(checkpoint), base, kind, name))
+    use(run, checkpoint_artifact(run, as_json(checkpoint), base, kind, name, run_id))
     use(run, base_artifact(run, base))
