@@ -72,7 +72,7 @@ def test_wandb_sweep_run_and_job_runs_share_the_group(sweep):
     sweep_dir, _ = sweep
     jobs = [run_info(f) for f in sweep_dir.glob("*/wandb/offline-run-*/run-*.wandb")]
     (summary_run,) = [run_info(f) for f in sweep_dir.glob("wandb/offline-run-*/run-*.wandb")]
-    assert len(jobs) == 6 and {i["group"] for i in jobs} == {summary_run["group"]}
+    assert len(jobs) == 8 and {i["group"] for i in jobs} == {summary_run["group"]}
     assert sorted(i["job_type"] for i in jobs) == ["eval", "eval", "export", "export", "train", "train", "verify", "verify"]
     assert {i["name"] for i in jobs} >= {
         "checkpointer=full,trainer.epochs=1,trainer.max_steps_per_epoch=10,tasks.limit=20,logger.tags=[report_test]-eval"
