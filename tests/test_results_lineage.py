@@ -80,9 +80,9 @@ def test_every_eval_run_has_a_per_sample_table_of_checkpoint_and_base(report_swe
 
 
 def test_artifacts_link_base_export_checkpoint_and_eval(report_sweep):
-    """Export run (the phase that stores the checkpoint): the base in, the checkpoint out; eval run: the same checkpoint and base in (same
-    digests). The base is one artifact by content (never its weights), the adapter its own files,
-    the full model a fingerprint file only."""
+    """Export run (the phase that stores the checkpoint): the base in, the checkpoint out; eval run:
+    the same checkpoint and base in (same digests). The base is one artifact by content (never its
+    weights), the adapter its own files, the full model a fingerprint file only."""
     sweep_dir, _ = report_sweep
     base_digests = set()
     for n, kind, art_type in ((0, "adapter", "lora-adapter"), (1, "full", "model")):
@@ -162,6 +162,7 @@ def test_sweep_page_renders_the_table_and_a_sample_diff_in_chromium(report_sweep
     assert 'data-rendered="yes"' in html  # the page's script ran to the end
     points = html[html.index('<table id="points">') : html.index("</table>", html.index('<table id="points">'))]
     assert points.count("<tr>") == 3 and points.count("<td>done</td>") == 2
+    assert "Verified: 2 of 2 jobs (0 FAILED, 0 not run)." in html  # verify decides whether a score is a result
     s = job_summary(sweep_dir, 0)
     base, mine = log_samples(s["eval"]["base_logs"]), log_samples(s["eval"]["logs"])
     differing = sorted(k[0] for k in mine if mine[k] != base[k])
