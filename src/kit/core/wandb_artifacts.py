@@ -83,6 +83,9 @@ def model_artifact(run, kind: str, folder: Path, name: str, metadata: dict | Non
     lineage = read_json(folder / LINEAGE)
     if lineage:
         meta["lineage"] = lineage
+    if kind not in UPLOADED:  # in the metadata before the artifact copies it
+        ident = {"kind": kind, "fingerprint": fingerprint(folder), "config": read_json(folder / "config.json")}
+        meta["fingerprint"] = ident["fingerprint"]
     artifact = wandb.Artifact(slug(name), type=TYPES[kind], metadata=meta)
     if kind in UPLOADED:
         # immutable: no staging copy (kit never changes a checkpoint once exported; its content
@@ -90,8 +93,6 @@ def model_artifact(run, kind: str, folder: Path, name: str, metadata: dict | Non
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):  # add_dir would print a line per call
             artifact.add_file(str(path), name=path.relative_to(folder).as_posix(), policy="immutable", skip_cache=True)
         return artifact
-    ident = {"kind": kind, "fingerprint": fingerprint(folder), "config": read_json(folder / "config.json")}
-    meta["fingerprint"] = ident["fingerprint"]
     where = Path(run.dir).parent / "kit_artifacts"  # inside the offline run folder: synced with it
     where.mkdir(parents=True, exist_ok=True)
     path = where / f"{slug(name)}-{ident['fingerprint'][:16]}.json"
