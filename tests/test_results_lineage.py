@@ -125,7 +125,10 @@ def test_sweep_run_has_points_and_samples_tables(report_sweep):
     assert info["config"]["points"] == {"0": {"checkpointer": "adapter"}, "1": {"checkpointer": "full"}}
     points = table(sweep_file, "sweep/points")
     col = {c: i for i, c in enumerate(points["columns"])}
-    assert [(r[col["job"]], r[col["checkpointer"]]) for r in points["data"]] == [(0, "adapter"), (1, "full")]
+    assert [(r[col["job"]], r[col["checkpointer"]], r[col["verify"]]) for r in points["data"]] == [
+        (0, "adapter", "passed"),
+        (1, "full", "passed"),
+    ]
     for r in points["data"]:
         assert r[col["parity/mean"]] == job_summary(sweep_dir, r[col["job"]])["scores"]["parity"]["mean"]
     samples = table(sweep_file, "sweep/samples")

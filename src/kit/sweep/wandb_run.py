@@ -1,7 +1,7 @@
 """The sweep as its own W&B run (job_type ``sweep``), laid out to be read at once:
 
 - ``sweep/table``: the sweep summary's table, as printed;
-- ``sweep/points``: one row per finished job, each swept key its own column (numbers where they
+- ``sweep/points``: one row per finished job, its verify result, each swept key its own column (numbers where they
   are numbers), each score, the base's, the paired test against the base, bytes and seconds: ready
   for a parallel-coordinates or scatter panel over the sweep;
 - ``sweep/score_vs_<key>/<metric>`` (and ``sweep/storage_vs_<key>``): a chart of each score
@@ -86,12 +86,13 @@ def point_values(row: dict, swept: list[str]) -> dict:
 
 
 def points_table(summary: dict) -> tuple[list[str], list[list]]:
-    """(columns, rows) of the finished jobs: the job, each swept key, each headline score, its base
+    """(columns, rows) of the finished jobs: the job, its verify result, each swept key, each headline score, its base
     score, the paired test against the base (p, difference), storage and seconds."""
     rows = [r for r in summary["jobs"] if r["status"] == "done"]
     keys, metrics = summary["swept"], headline_metrics(rows)
     columns = [
         "job",
+        "verify",  # passed / FAILED / not run: whether the point's score is a result
         *keys,
         *metrics,
         *(f"base {m}" for m in metrics),
@@ -108,6 +109,7 @@ def points_table(summary: dict) -> tuple[list[str], list[list]]:
         data.append(
             [
                 r["job"],
+                str(r.get("verify") or "not run"),
                 *(values.get(k) for k in keys),
                 *((r.get("scores") or {}).get(m) for m in metrics),
                 *((r.get("base_scores") or {}).get(m) for m in metrics),
@@ -133,7 +135,7 @@ def charts(summary: dict, columns: list[str], data: list[list]) -> dict:
         at = columns.index(key)
         numeric = all(isinstance(row[at], (int, float)) for row in data)
         # the key first, then the figures (the job and the other keys are the points table's)
-        keep = [i for i, c in enumerate(columns) if c not in ("job", *keys)]
+        keep = [i for i, c in enumerate(columns) if c not in ("job", "verify", *keys)]
         cols = [key, *(columns[i] for i in keep)]
         rows = [[row[at] if numeric else str(row[at]), *(row[i] for i in keep)] for row in data]  # bars: text labels
         plot = wandb.plot.line if numeric else wandb.plot.bar
