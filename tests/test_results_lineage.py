@@ -182,3 +182,23 @@ def test_sweep_page_renders_the_table_and_a_sample_diff_in_chromium(report_sweep
         tmp_path / "profile",
     )
     assert taken.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", taken.stderr[-2000:]
+
+
+def test_sweep_page_is_self_contained(report_sweep):
+    """Without a browser: every src/href of the page is inside it (a data URI, an anchor, the
+    bundle's relative path), and the table has a row per job."""
+    from html.parser import HTMLParser
+
+    class Links(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.links, self.rows = [], 0
+
+        def handle_starttag(self, tag, attrs):
+            self.links += [v for k, v in attrs if k in ("src", "href") and v]
+            self.rows += tag == "tr"
+
+    page = Links()
+    page.feed((report_sweep[0] / "sweep_report.html").read_text())
+    assert page.links and all(v.startswith(("data:", "#", "inspect_bundle/")) for v in page.links), page.links
+    assert page.rows >= 3  # the points table: its head and both jobs
