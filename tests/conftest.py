@@ -78,6 +78,32 @@ def full_job(kit_cache, tmp_path_factory) -> Path:
     return train_once(kit_cache, tmp_path_factory, "full_job", *args)[0]
 
 
+@pytest.fixture(scope="session")
+def report_sweep(kit_cache, tmp_path_factory):
+    """A real sweep over both checkpointers through ``hydra/launcher=submitit_local``, W&B offline
+    (10 steps, 20 held-out samples): (sweep dir, the finished process). Shared by the sweep report's
+    tests and the per-sample tables, lineage and sweep page tests."""
+    work = tmp_path_factory.mktemp("report")
+    sweep_dir = work / "sweep"
+    proc = run_kit(
+        [
+            "train",
+            "-m",
+            "checkpointer=adapter,full",
+            f"hydra.sweep.dir={sweep_dir}",
+            "trainer.epochs=1",
+            "trainer.max_steps_per_epoch=10",
+            "tasks.limit=20",
+            "hydra/launcher=submitit_local",
+            "logger.tags=[report_test]",
+        ],
+        kit_cache,
+        work,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep_dir, proc
+
+
 def copy_job(job: Path, dest: Path) -> Path:
     """A copy of a finished job dir to evaluate or damage without touching the original."""
     import shutil

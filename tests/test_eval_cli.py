@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import copy_job, run_kit
-from wandb_records import run_info
+from wandb_records import artifacts, run_info
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +42,11 @@ def test_sweep_eval_direct_appends_results_and_loads_the_base_once(sweep_copy, k
         evals = [r for r in runs if r["job_type"] == "eval"]
         assert len(evals) == 1 and evals[0]["group"] == s["group"]
         assert evals[0]["summary"]["scores/parity/mean"] == entry["scores"]["parity"]["mean"]
+        # the kit eval run (its own W&B id) uses the artifact the job's export run names by the job's run id
+        files = (sweep_copy / job / "wandb").glob("offline-run-*/run-*.wandb")
+        (eval_file,) = [f for f in files if run_info(f)["job_type"] == "eval"]
+        used = {a["name"]: a for a in artifacts(eval_file) if a["used"]}
+        assert used[f"adapter-{s['run_id']}"]["metadata"]["content_hash"] == s["checkpoint"]["content_hash"]
 
 
 def test_sweep_eval_vllm_one_server_for_all_adapters(sweep_copy, kit_cache, tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import OFFLINE, run_kit
+from wandb_records import artifacts, run_info
 
 pytestmark = pytest.mark.slow
 KEY = "test-key-7"
@@ -253,8 +254,7 @@ def test_serve_refuses_modifiers_of_another_base_and_bad_config(modifier_job, ki
             "train",
             "phase.merge=true",
             "trainer.epochs=1",
-            "eval=none",
-            "logger=none",
+            "eval=none",  # W&B offline (the default): the merge run's artifact is checked below
             "verify.after_train=false",
             f"hydra.run.dir={other}",
         ],
@@ -267,6 +267,14 @@ def test_serve_refuses_modifiers_of_another_base_and_bad_config(modifier_job, ki
     assert not (other / "adapter").exists() and summary["checkpoint"]["kind"] == "full"
     assert lineage["base"]["path"] == summary["base_model"] and lineage["lora"]["rank"] == 8
     assert lineage["fingerprint"] != lineage["base"]["fingerprint"]
+    # W&B lineage: the merge run produced the merged model (by fingerprint, never its weights), the base its input
+    runs = {run_info(f)["job_type"]: f for f in (other / "wandb").glob("offline-run-*/run-*.wandb")}
+    assert {"train", "merge"} <= set(runs) and "export" not in runs  # the adapter export would log is merged, deleted
+    made = {a["type"]: a for a in artifacts(runs["merge"])}
+    assert made["merged-model"]["name"] == f"merged-{summary['run_id']}" and not made["merged-model"]["used"]
+    assert made["merged-model"]["metadata"]["fingerprint"] == lineage["fingerprint"]
+    assert made["merged-model"]["metadata"]["lineage"]["lora"]["rank"] == 8 and made["base-model"]["used"]
+    assert list(made["merged-model"]["files"]) == ["kit_model.json"]
     refused = run_kit(
         ["serve", f"serve.registry={modifier_job}", f"serve.base={other / 'merged'}", "serve.port=0"], kit_cache, tmp_path
     )

@@ -40,6 +40,6 @@ def test_two_point_rank_sweep(kit_cache, tmp_path):
     assert table.strip() in proc.stdout
     # W&B: all runs of the sweep share one group, tagged by the experiment
     infos = [run_info(f) for f in sweep.glob("*/wandb/offline-run-*/run-*.wandb")]
-    assert len(infos) == 6 and len({i["group"] for i in infos}) == 1
+    assert len(infos) == 8 and len({i["group"] for i in infos}) == 1
     assert all(i["tags"] == ["rank_sweep"] for i in infos)
-    assert sorted(i["job_type"] for i in infos) == ["eval", "eval", "train", "train", "verify", "verify"]
+    assert sorted(i["job_type"] for i in infos) == ["eval", "eval", "export", "export", "train", "train", "verify", "verify"]

@@ -13,26 +13,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def sweep(kit_cache, tmp_path_factory):
-    work = tmp_path_factory.mktemp("report")
-    sweep_dir = work / "sweep"
-    proc = run_kit(
-        [
-            "train",
-            "-m",
-            "checkpointer=adapter,full",
-            f"hydra.sweep.dir={sweep_dir}",
-            "trainer.epochs=1",
-            "trainer.max_steps_per_epoch=10",
-            "tasks.limit=20",
-            "hydra/launcher=submitit_local",
-            "logger.tags=[report_test]",
-        ],
-        kit_cache,
-        work,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return sweep_dir, proc
+def sweep(report_sweep):
+    return report_sweep  # conftest: the sweep is shared with test_results_lineage.py
 
 
 def summary(sweep_dir: Path) -> dict:
@@ -115,8 +97,8 @@ def test_wandb_sweep_run_and_job_runs_share_the_group(sweep):
     sweep_dir, _ = sweep
     jobs = [run_info(f) for f in sweep_dir.glob("*/wandb/offline-run-*/run-*.wandb")]
     (summary_run,) = [run_info(f) for f in sweep_dir.glob("wandb/offline-run-*/run-*.wandb")]
-    assert len(jobs) == 6 and {i["group"] for i in jobs} == {summary_run["group"]}
-    assert sorted(i["job_type"] for i in jobs) == ["eval", "eval", "train", "train", "verify", "verify"]
+    assert len(jobs) == 8 and {i["group"] for i in jobs} == {summary_run["group"]}
+    assert sorted(i["job_type"] for i in jobs) == ["eval", "eval", "export", "export", "train", "train", "verify", "verify"]
     assert {i["name"] for i in jobs} >= {
         "checkpointer=full,trainer.epochs=1,trainer.max_steps_per_epoch=10,tasks.limit=20,logger.tags=[report_test]-eval"
     }

@@ -83,7 +83,7 @@ def test_inspect_log_opens_and_matches_summary(default_job):
 def test_wandb_offline_runs_train_and_eval(default_job):
     files = sorted((default_job / "wandb").glob("offline-run-*/run-*.wandb"))
     runs = {info["job_type"]: info for info in map(run_info, files)}
-    assert set(runs) == {"train", "eval", "verify"}
+    assert set(runs) == {"train", "export", "eval", "verify"}
     s = summary(default_job)
     assert runs["train"]["group"] == runs["eval"]["group"] == runs["verify"]["group"] == s["group"]
     assert runs["verify"]["summary"]["verify/passed"] is True and s["verify"]["passed"]

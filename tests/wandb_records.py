@@ -77,3 +77,37 @@ def run_info(path: Path) -> dict:
                 key = item.key or "/".join(item.nested_key)
                 info["summary"][key] = json.loads(item.value_json)
     return info
+
+
+def artifacts(path: Path) -> list[dict]:
+    """Every artifact record of one run file: what the run logged (``used`` False: its output) or
+    marked as used (``use_after_commit``: its input; W&B records the use on sync)."""
+    import json
+
+    out = []
+    for r in records(path):
+        if r.WhichOneof("record_type") != "artifact":
+            continue
+        a = r.artifact
+        out.append(
+            {
+                "run_id": a.run_id,
+                "name": a.name,
+                "type": a.type,
+                "digest": a.digest,
+                "used": a.use_after_commit,
+                "metadata": json.loads(a.metadata) if a.metadata else {},
+                "files": {e.path: {"digest": e.digest, "size": e.size, "local_path": e.local_path} for e in a.manifest.contents},
+            }
+        )
+    return out
+
+
+def table(path: Path, key: str) -> dict:
+    """A W&B Table logged under ``key`` in one run file, read from the run's files folder:
+    {"columns": [...], "data": [[...], ...]}."""
+    import json
+
+    info = run_info(path)
+    ref = info["summary"].get(f"{key}/path") or info["history"][f"{key}/path"][-1]
+    return json.loads((Path(path).parent / "files" / ref).read_text())

@@ -67,7 +67,7 @@ def evaluate_job(job_dir: Path, cfg, summary: dict, peers: list[Path]) -> dict:
     ) as rec:
         evaluated = evaluate(request, job_dir, base, checkpoint, peers)
         entry = eval_entry(request, evaluated, "kit eval")
-        log_scores(rec.run, entry)
+        log_scores(rec.run, entry, summary.get("run_id"))
         rec.change = lambda s: s.evals.append(entry)
     return entry
 

@@ -73,6 +73,15 @@ def adapter_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def files_stat(folder: Path) -> list[list]:
+    """(relative path, bytes, mtime in ns) of every file under ``folder``: a cheap identity for a
+    folder too large to hash each time it is used (a full model, a base). The same bytes written
+    again read as another folder: safe for caches and resumes, if sometimes less than possible."""
+    folder = Path(folder)
+    files = (p for p in folder.rglob("*") if p.is_file())
+    return sorted([p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files)
+
+
 def changed_adapter(what: str, folder: Path, recorded: str | None) -> str | None:
     """One line when the adapter in ``folder`` is not the one recorded (None: same, or none recorded)."""
     if not recorded:

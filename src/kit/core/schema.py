@@ -130,6 +130,7 @@ class EvalConfig:
     tmp_dir: Optional[str] = None  # where merge writes its temporary model (default: job dir)
     max_adapters: int = 4  # adapters kept attached to a resident base (LRU beyond)
     check_restore: bool = True  # merge_in_memory: fingerprint the base after each restore
+    resume: bool = True  # reuse the samples an interrupted attempt of the same eval scored (kit.eval.resume)
     vllm: VllmConfig = field(default_factory=VllmConfig)
 
 

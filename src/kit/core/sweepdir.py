@@ -17,7 +17,7 @@ from kit.core.errors import KitError
 MANIFEST = "manifest.json"
 LAUNCH = "launch.json"
 MULTIRUN = "multirun.yaml"  # Hydra's record of the sweep command
-REPORT = ("sweep_summary.json", "sweep_summary.md", "sweep_summary.png")
+REPORT = ("sweep_summary.json", "sweep_summary.md", "sweep_summary.png", "sweep_report.html")
 
 
 def read_manifest(sweep_dir: Path) -> dict:

@@ -7,10 +7,14 @@ With ``logger=none`` every call here is a no-op.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 from kit.core.identity import phase_run_id
+from kit.core.wandb_artifacts import log_checkpoint_artifact as log_artifact_of
+from kit.core.wandb_artifacts import use_checkpoint_artifact
+from kit.core.wandb_tables import log_sample_tables
 
 
 @contextmanager
@@ -65,13 +69,15 @@ def flat_scores(summary: dict) -> dict:
     return flat
 
 
-def log_scores(run, entry: dict) -> None:
-    """One ``kit eval`` result (an ``evals`` entry) into its eval run's summary."""
+def log_scores(run, entry: dict, job_run_id: str | None = None) -> None:
+    """One ``kit eval`` result (an ``evals`` entry) into its eval run's summary; ``job_run_id``: the
+    job's run id, which names the checkpoint's artifact (the eval run's own id is another)."""
     if run is None:
         return
     flat = {**flat_scores(entry), "eval/strategy": entry["strategy"], "timings/eval_s": entry["eval"]["seconds"]}
     run.log({k: v for k, v in flat.items() if not isinstance(v, str)})
     run.summary.update(flat)
+    log_samples_and_lineage(run, entry.get("eval"), job_run_id)
 
 
 def log_eval(run, summary: dict) -> None:
@@ -89,3 +95,30 @@ def log_eval(run, summary: dict) -> None:
         flat[f"timings/{key}"] = value
     run.log(flat)
     run.summary.update(flat)
+    log_samples_and_lineage(run, summary.get("eval"))
+
+
+def log_samples_and_lineage(run, info: dict | None, job_run_id: str | None = None) -> None:
+    """The eval's per-sample tables (kit.core.wandb_tables) and its inputs: the evaluated
+    checkpoint's artifact and the base's (kit.core.wandb_artifacts). ``info``: the eval result's
+    ``eval`` entry (its logs, base logs, checkpoint and base). W&B extras never fail an eval whose
+    scores are in: a failure here is one warning line."""
+    if not info:
+        return
+    try:
+        log_sample_tables(run, info)
+        if info.get("checkpoint") and info.get("base") and info["checkpoint"]["kind"] != "modifiers":
+            use_checkpoint_artifact(run, info["checkpoint"], Path(info["base"]), info.get("artifact_kind"), run_id=job_run_id)
+    except Exception as e:  # logged, never raised: the scores are already recorded
+        print(f"kit: warning: W&B sample tables / artifacts not logged ({type(e).__name__}: {e})", file=sys.stderr)
+
+
+def log_checkpoint_artifact(run, checkpoint, base: Path, kind: str | None = None, name: str | None = None, inputs=()) -> None:
+    """What a job stored (adapter, full, merged, modifier, compressed model) as an artifact logged
+    by ``run``, the base (and ``inputs``) as that run's inputs: kit.core.wandb_artifacts."""
+    if run is None:
+        return
+    try:
+        log_artifact_of(run, checkpoint, base, kind, name, inputs)
+    except Exception as e:  # logged, never raised: the checkpoint is already on disk
+        print(f"kit: warning: W&B artifact of {checkpoint} not logged ({type(e).__name__}: {e})", file=sys.stderr)

@@ -19,6 +19,7 @@ from kit.core.results import Checkpoint, EvalResult
 from kit.eval.base_scores import base_scores
 from kit.eval.checks import check_adapter
 from kit.eval.context import EvalContext
+from kit.eval.resume import base_subject, checkpoint_subject, resume_scope
 from kit.eval.session import session_scope
 from kit.eval.strategies import auto, get_strategy
 from kit.eval.strategies.vllm import STANDIN, real_vllm
@@ -77,7 +78,9 @@ def evaluate(
         ctx = replace(ctx, strategy=strategy)
         shown = shown_name(strategy, eval_cfg)
         with timed(log, f"eval ({shown})") as t, DiskWatch(ctx.tmp_root, ignore=(ctx.log_dir,)) as disk:
-            result = get_strategy(strategy)(ctx)
+            subject = checkpoint_subject(checkpoint.kind, checkpoint.path, checkpoint.content_hash, strategy)
+            with resume_scope(subject):  # a rerun reuses the samples an interrupted attempt scored
+                result = get_strategy(strategy)(ctx)
             t["detail"] = score_line(result["scores"])
         # measured, not declared: what the strategy wrote under its temp root and deleted again
         # (the Inspect log folder is left out: Inspect buffers samples there while it runs)
@@ -90,7 +93,8 @@ def evaluate(
         base_result, base_seconds = {"scores": {}}, None
         if eval_cfg.base_scores and strategy != "none":
             with timed(log, "base scores") as t:
-                base_result = base_scores(ctx)
+                with resume_scope(base_subject(base, strategy)):
+                    base_result = base_scores(ctx)
                 t["detail"] = score_line(base_result["scores"]) + (" (cached)" if base_result.get("cached") else "")
             base_seconds = t["seconds"]
     info = {k: v for k, v in result.items() if k not in ("scores",)}
@@ -103,6 +107,8 @@ def evaluate(
     info["base_scores_seconds"] = base_seconds
     # the base's Inspect logs, copied into this job (inspect_logs/base/): per-sample base scores for the paired tests
     info["base_logs"] = list(base_result.get("logs") or [])
+    # what was evaluated, on what: W&B's eval run uses their artifacts (kit.core.wandb_artifacts)
+    info["checkpoint"], info["base"] = checkpoint.to_json(), str(base)
     return EvalResult(
         scores=result["scores"],
         base_scores=base_result["scores"],

@@ -9,6 +9,7 @@ from pathlib import Path
 from kit.core.device import resolve_device, torch_dtype
 from kit.core.errors import Interrupted, KitError
 from kit.core.model.families import load_args as family_load_args
+from kit.eval import resume
 
 
 def load_task_specs(specs: list[str]) -> None:
@@ -116,13 +117,28 @@ def max_connections(eval_cfg) -> int:
 
 
 def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=None, server: bool = False) -> dict:
-    """Evaluate an Inspect ``Model`` on the tasks; returns scores, log files, seconds. ``server``: an
-    OpenAI-compatible server (vLLM, kit serve), where a missing temperature means 1.0, not greedy."""
+    """Evaluate an Inspect ``Model`` on the tasks; returns scores, log files, seconds, and what was
+    resumed. ``server``: an OpenAI-compatible server (vLLM, kit serve), where a missing temperature
+    means 1.0, not greedy. One Inspect eval per task (Inspect runs a call's tasks one after the
+    other anyway): each log carries its own identity, and each task resumes on its own
+    (kit.eval.resume)."""
+    start = time.perf_counter()
+    scores, logs, resumed = {}, [], []
+    for spec in task_specs:
+        plan = resume.plan(spec, log_dir, eval_cfg, limit)
+        started = time.time() - 1
+        found = inspect_eval_one(model, plan, log_dir, eval_cfg, limit, server)
+        scores.update(scores_from_logs(found, [spec], log_dir, started))
+        logs += [str(log.location) for log in found]
+        resumed += [r for r in (resume.reused(plan, log) for log in found) if r]
+    return {"scores": scores, "logs": logs, "seconds": time.perf_counter() - start, "resumed": resumed}
+
+
+def inspect_eval_one(model, plan, log_dir: Path, eval_cfg, limit, server: bool):
     from inspect_ai import eval as inspect_eval
 
-    start, started = time.perf_counter(), time.time() - 1
-    logs = inspect_eval(
-        [inspect_spec(s) for s in task_specs],
+    return inspect_eval(
+        plan.task(inspect_spec(plan.spec)),
         model=model,
         log_dir=str(log_dir),
         display="none",
@@ -134,16 +150,12 @@ def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=Non
         seed=int(eval_cfg.seed),
         max_connections=max_connections(eval_cfg),
         fail_on_error=True,
+        metadata=plan.metadata(),  # the run identity a later attempt resumes by
         # Inspect 0.3.285 starts a control-channel HTTP server (uvicorn) per eval by default; uvicorn
         # captures SIGINT while it serves, and a Ctrl-C during the eval was seen to be swallowed (the
         # eval ran on to a "done" job). kit uses no control channel: off, so Ctrl-C stops the eval.
         ctl_server=False,
     )
-    return {
-        "scores": scores_from_logs(logs, task_specs, log_dir, started),
-        "logs": [str(log.location) for log in logs],
-        "seconds": time.perf_counter() - start,
-    }
 
 
 def hf_model(path: Path, name: str, eval_cfg, trust_remote_code: bool = False):

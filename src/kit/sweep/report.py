@@ -17,10 +17,11 @@ from pathlib import Path
 
 from kit.core.significance import format_p
 from kit.core.sweepdir import REPORT
+from kit.sweep.html import write_page
 from kit.sweep.plot import plot
 from kit.sweep.rows import build, headline_metrics
 
-FILES = REPORT  # sweep_summary.{json,md,png} (kit.core.sweepdir)
+FILES = REPORT  # sweep_summary.{json,md,png} and sweep_report.html (kit.core.sweepdir)
 
 
 # ---------------------------------------------------------------- table
@@ -207,5 +208,12 @@ def write(sweep_dir: Path, live: dict[int, str] | None = None) -> dict:
     (sweep_dir / FILES[1]).write_text(md)
     if any(r["status"] == "done" for r in summary["jobs"]):
         plot(summary, sweep_dir / FILES[2])
+    write_html(sweep_dir, summary)
     print(md)
     return summary
+
+
+def write_html(sweep_dir: Path, summary: dict) -> Path:
+    """The page a browser opens with no W&B and no server (kit.sweep.html)."""
+    notes = [verified_line(summary), "", *paired_lines(summary), *storage_lines(summary)]
+    return write_page(sweep_dir, summary, table(summary), notes, sweep_dir / FILES[2])

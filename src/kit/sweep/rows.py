@@ -75,6 +75,7 @@ def job_row(num: int, job_dir: Path, expected: list[str] | None) -> dict:
         logs=in_job((s.get("eval") or {}).get("logs") or [], s.get("job_dir"), job_dir),
         base_logs=in_job((s.get("eval") or {}).get("base_logs") or [], s.get("job_dir"), job_dir),
         compress=compress_cell(s.get("compress")),
+        base_model=s.get("base_model"),
     )
     if row["persistent_bytes"] is not None and row["other_checkpoint_bytes"] is not None:
         row["other_persistent_bytes"] = row["persistent_bytes"] - row["checkpoint_bytes"] + row["other_checkpoint_bytes"]

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from kit.core.identity import adapter_hash
+from kit.core.wandb_logger import log_checkpoint_artifact
 from kit.job.phase import JobContext, Phase
 from kit.train.export import export
 from kit.train.recipe_config import SCRATCH
@@ -19,7 +20,10 @@ class ExportPhase(Phase):
     def run(self, ctx: JobContext) -> None:
         kind = str(getattr(ctx.cfg.checkpointer.kind, "value", ctx.cfg.checkpointer.kind))
         epoch_dir = Path(ctx.trained["epoch_dir"])
-        with ctx.record("export") as rec:
+        # its W&B run produces the checkpoint's artifact (base as input); a job that merges logs the
+        # merged model instead (the adapter is deleted then, and an adapter artifact uploads its files)
+        merging = bool(ctx.cfg.phase.get("merge"))
+        with ctx.record("export", job_type=None if merging else "export") as rec:
             checkpoint = export(kind, epoch_dir, ctx.job, ctx.base)
             keep_torchtune_adapter(epoch_dir, ctx.job)  # the training model, for verify
             shutil.rmtree(ctx.job / SCRATCH)  # torchtune's per-epoch copies; the export persists
@@ -27,6 +31,7 @@ class ExportPhase(Phase):
                 checkpoint = checkpoint.replace(content_hash=adapter_hash(checkpoint.path))
             rec.detail = f"{checkpoint.kind} checkpoint, {checkpoint.bytes} bytes"
             rec.update["checkpoint"] = checkpoint.to_json()
+            log_checkpoint_artifact(rec.run, checkpoint, ctx.base)
         ctx.checkpoint = checkpoint
 
 

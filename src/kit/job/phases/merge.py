@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kit.core.identity import LINEAGE, base_fingerprint, file_sha256, read_lineage
 from kit.core.results import Checkpoint
+from kit.core.wandb_logger import log_checkpoint_artifact
 from kit.job.phase import JobContext, Phase
 from kit.lora.merge import merge_to_folder
 from kit.train.export import folder_bytes
@@ -29,10 +30,11 @@ class MergePhase(Phase):
         return bool(cfg.phase.get("merge"))
 
     def run(self, ctx: JobContext) -> None:
-        with ctx.record("merge") as rec:
+        with ctx.record("merge", job_type="merge") as rec:  # its W&B run produces the merged model's artifact
             ctx.checkpoint = merge_training(ctx, ctx.checkpoint)
             rec.detail = f"standalone model, {ctx.checkpoint.bytes} bytes"
             rec.update["checkpoint"] = ctx.checkpoint.to_json()
+            log_checkpoint_artifact(rec.run, ctx.checkpoint, ctx.base)
 
 
 def merge_training(ctx: JobContext, checkpoint: Checkpoint) -> Checkpoint:

@@ -18,7 +18,7 @@ from kit.core.identity import RunIdentity, adapter_hash, base_fingerprint, file_
 from kit.core.jobdir import JobDir
 from kit.core.record import record
 from kit.core.results import Checkpoint
-from kit.core.wandb_logger import log_eval
+from kit.core.wandb_logger import log_checkpoint_artifact, log_eval
 from kit.eval.evaluate import EvalRequest, evaluate
 from kit.eval.inspect_runner import load_task_specs
 from kit.eval.strategies import get_strategy
@@ -113,8 +113,9 @@ def train_modifier(ctx: JobContext, root: Path, name: str, fingerprint: str) -> 
     with record(f"modifier {name}: train ({budget})", job_type="train", keep=False, **part) as rec:
         trained = train(own, ctx.base, sub, dataset, rec.run)
         rec.detail = loss_line(trained)
-    checkpoint = export("adapter", Path(trained["epoch_dir"]), sub, ctx.base)
-    shutil.rmtree(sub / SCRATCH)
+        checkpoint = export("adapter", Path(trained["epoch_dir"]), sub, ctx.base)
+        shutil.rmtree(sub / SCRATCH)
+        log_checkpoint_artifact(rec.run, checkpoint, ctx.base, kind="modifier")  # this train run made it
     with record(f"modifier {name}: eval", job_type="eval", keep=False, announce=False, **part) as rec:
         evaluated = evaluate(EvalRequest.of(own), sub.path, ctx.base, checkpoint)
         log_eval(
@@ -122,6 +123,7 @@ def train_modifier(ctx: JobContext, root: Path, name: str, fingerprint: str) -> 
             {
                 "scores": evaluated.scores,
                 "base_scores": evaluated.base_scores,
+                "eval": {**evaluated.info, "artifact_kind": "modifier"},  # per-sample tables, lineage
                 "checkpoint": checkpoint.to_json(),
                 "storage": {"persistent_bytes": folder_bytes(sub.path), "temp_peak_bytes": evaluated.temp_peak_bytes},
                 "timings": {"train_s": trained["seconds"], "eval_s": evaluated.seconds},
