@@ -1,0 +1,312 @@
+"""kit's fused unmerged LoRA (kit.lora.fused) and decode loop (kit.lora.decode) against PEFT and HF
+``generate``, on tiny random models built here from transformers' own config classes, one per family
+(Qwen2, Llama tied and untied, Mistral and Gemma2 with sliding windows shorter than the prompts,
+Phi-3 with its fused qkv_proj/gate_up_proj, Qwen3 with q/k norms), with adapters that use
+rank_pattern/alpha_pattern, rsLoRA and an lm_head target.
+
+PEFT is the reference: the fused path must give PEFT's logits (fp32: within kit verify's fp32 tolerance,
+kit/verify/tolerance.py; bf16: no top-1 flip beyond a near-tie and at most twice PEFT's own bf16 error,
+plus one bf16 step of the row's largest logit), for one adapter, for a batch mixing adapters and the
+base row by row, and merged in place. Greedy tokens of kit's decode loop equal HF ``generate``'s, also
+when rows join and leave a running batch. The output layers are scaled so that logits are peaked:
+random-init models have near-flat logits, where two numerically close paths pick different tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kit.lora.resident import ResidentBase
+from kit.verify.tolerance import Tolerance, compare_logits
+
+VOCAB = 512
+FP32 = Tolerance("fp32", 512, 1e-5, 4)  # conf/verify/default.yaml
+BF16 = Tolerance("bf16", 512, 1e-5, 4)
+SMALL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+ATTN_MLP = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def family_config(family: str):
+    import transformers as tf
+
+    common = dict(vocab_size=VOCAB, max_position_embeddings=256, bos_token_id=0, eos_token_id=2, pad_token_id=0, **SMALL)
+    if family == "qwen2":
+        return tf.Qwen2Config(**common, tie_word_embeddings=False)
+    if family == "llama_tied":
+        return tf.LlamaConfig(**common, tie_word_embeddings=True)
+    if family == "llama":
+        return tf.LlamaConfig(**common, tie_word_embeddings=False)
+    if family == "mistral":
+        return tf.MistralConfig(**common, sliding_window=8)
+    if family == "gemma2":
+        return tf.Gemma2Config(**common, head_dim=8, sliding_window=8, query_pre_attn_scalar=8)
+    if family == "phi3":
+        return tf.Phi3Config(**common)
+    if family == "qwen3":
+        return tf.Qwen3Config(**common, head_dim=8, tie_word_embeddings=False)
+    raise ValueError(family)
+
+
+FAMILIES = ["qwen2", "llama_tied", "llama", "mistral", "gemma2", "phi3", "qwen3"]
+
+
+def targets(family: str) -> list[str]:
+    return ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"] if family == "phi3" else ATTN_MLP
+
+
+def build_base(family: str, out: Path) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    from kit.core.model.tiny import build_tokenizer
+
+    out.mkdir(parents=True)
+    build_tokenizer(out, VOCAB)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(family_config(family), dtype=torch.float32).eval()
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(12)  # peaked logits (see the module docstring)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def build_adapter(base: Path, family: str, out: Path, seed: int, kind: str) -> Path:
+    """kind "patterns": r4 with rank/alpha patterns; "rslora_head": r8, rsLoRA, lm_head too; "small": r2 on q/v only."""
+    from peft import LoraConfig, get_peft_model
+
+    from kit.core.model.loader import load_model
+
+    names = targets(family)
+    if kind == "patterns":
+        first, last = names[0], names[-1]
+        config = LoraConfig(r=4, lora_alpha=8, target_modules=names, rank_pattern={first: 2, last: 6}, alpha_pattern={last: 3})
+    elif kind == "rslora_head":
+        config = LoraConfig(r=8, lora_alpha=4, use_rslora=True, target_modules=[*names, "lm_head"])
+    else:
+        config = LoraConfig(r=2, lora_alpha=2, target_modules=[names[0], names[1]] if family == "phi3" else ["q_proj", "v_proj"])
+    model = get_peft_model(load_model(base), config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    model.save_pretrained(out, save_embedding_layers=False)  # LoRA tensors only, as kit's exports
+    return out
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory):
+    """Per family: the base folder and three adapters (patterns, rsLoRA + lm_head, small)."""
+    where = tmp_path_factory.mktemp("families")
+    made = {}
+    for f in FAMILIES:
+        base = build_base(f, where / f / "base")
+        kinds = ["patterns", "rslora_head", "small"]
+        made[f] = (base, [build_adapter(base, f, where / f / k, i + 1, k) for i, k in enumerate(kinds)])
+    return made
+
+
+PROMPTS = [[5, 9, 17, 33, 65, 129, 7, 11, 200, 300, 13, 19], [40, 41, 42], [100, 101, 102, 103, 104, 105, 106]]
+
+
+def padded(prompts=PROMPTS):
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return ids, mask
+
+
+def forward_logits(resident, name, ids, mask):
+    with resident.lock, torch.inference_mode():
+        resident.activate(name)
+        return resident.forward_model(name)(input_ids=ids, attention_mask=mask).logits.float()
+
+
+def real_rows(logits, mask):
+    """Logits at the real (not padded) positions, one tensor per row."""
+    return [logits[b][mask[b].bool()] for b in range(logits.shape[0])]
+
+
+def assert_close(ref, got, tol=FP32):
+    figures = compare_logits(ref, got, tol)
+    assert figures["passed"], figures
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fused_logits_equal_peft_and_decode_equals_generate(families, family):
+    base, adapters = families[family]
+    fused = ResidentBase(base, "cpu", "fp32", max_adapters=4)
+    peft = ResidentBase(base, "cpu", "fp32", max_adapters=4, fused=False)
+    ids, mask = padded()
+    names = []
+    for adapter in adapters:
+        names.append(fused.attach(adapter))
+        assert peft.attach(adapter) == names[-1]
+        assert names[-1] in fused.fused.slot_of, "plain LoRA adapters compute through the fused path"
+    for name in [*names, None]:
+        ref, got = forward_logits(peft, name, ids, mask), forward_logits(fused, name, ids, mask)
+        assert_close(real_rows(ref, mask), real_rows(got, mask))
+        if name is not None:  # the adapter matters: far more than rounding
+            assert (ref - forward_logits(peft, None, ids, mask)).abs().max() > 0.1
+    # greedy tokens: kit's decode loop on the fused path == HF generate on PEFT's
+    for name in (names[1], None):
+        settings = dict(max_new_tokens=12, do_sample=False, pad_token_id=0, eos_token_id=2, return_dict_in_generate=True)
+        expected = peft.generate(name, input_ids=ids, attention_mask=mask, **settings).sequences
+        with torch.inference_mode():
+            got = fused.generate(name, input_ids=ids, attention_mask=mask, **settings).sequences
+        assert fused.decoder() is not None and torch.equal(got, expected), (got, expected)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma2", "phi3"])
+def test_mixed_rows_equal_each_adapter_alone(families, family):
+    """One forward where each row has its own adapter (or the base): PEFT's logits per row."""
+    base, adapters = families[family]
+    fused = ResidentBase(base, "cpu", "fp32", max_adapters=4)
+    peft = ResidentBase(base, "cpu", "fp32", max_adapters=4, fused=False)
+    names = [fused.attach(a) for a in adapters]
+    [peft.attach(a) for a in adapters]
+    rows = [names[0], None, names[2], names[1], names[0]]
+    prompts = [PROMPTS[i % 3] for i in range(len(rows))]
+    ids, mask = padded(prompts)
+    ref = torch.cat([forward_logits(peft, n, ids[i : i + 1], mask[i : i + 1]) for i, n in enumerate(rows)])
+    with fused.lock, torch.inference_mode():
+        fused.activate(names[0])
+        f = fused.fused
+        f.use_rows([f.slot_of[n] if n else None for n in rows])
+        assert f.mode == "mixed"
+        got = fused.model(input_ids=ids, attention_mask=mask).logits.float()
+    assert_close(real_rows(ref, mask), real_rows(got, mask))
+
+
+def test_rows_join_and_leave_a_running_batch(families):
+    """Continuous batching at the decoder: a row admitted mid-way (another adapter, longer prompt)
+    and a row leaving early change no row's greedy tokens against each row run alone."""
+    base, adapters = families["mistral"]  # sliding window 8 < the rows' lengths
+    resident = ResidentBase(base, "cpu", "fp32", max_adapters=4)
+    names = [resident.attach(a) for a in adapters]
+    slots = [resident.fused.slot_of[n] for n in names]
+    plan = [(PROMPTS[0], slots[0], 0, 10), (PROMPTS[1], None, 0, 3), (PROMPTS[2], slots[1], 4, 10)]  # prompt, slot, join, tokens
+
+    def greedy(rows):
+        decoder, out, step = resident.decoder(), {i: [] for i in range(len(rows))}, 0
+        decoder.clear()
+        with resident.lock:
+            resident.activate(names[0])
+            pending = dict(enumerate(rows))
+            logits = None
+            while pending or decoder.rows:
+                if logits is not None:
+                    for tag, t in zip(decoder.tags(), logits.argmax(-1).tolist()):
+                        out[tag].append(t)
+                    for tag in [t for t in decoder.tags() if len(out[t]) == rows[t][3]]:
+                        decoder.drop(tag)
+                joining = [t for t, r in pending.items() if r[2] <= step]
+                fed = [out[t][-1] for t in decoder.tags()]
+                logits = decoder.step(fed) if decoder.rows else None
+                if joining:
+                    new = decoder.admit([rows[t][0] for t in joining], [rows[t][1] for t in joining], joining)
+                    logits = new if logits is None else torch.cat([logits, new])
+                    for t in joining:
+                        pending.pop(t)
+                step += 1
+                if logits is None:
+                    break
+        return out
+
+    together = greedy(plan)
+    for i, row in enumerate(plan):
+        assert greedy([(row[0], row[1], 0, row[3])])[0] == together[i], i
+
+
+def test_bf16_fused_within_its_bound(families):
+    """bf16: fused and PEFT both against the fp32 PEFT reference; the fused error is bounded by PEFT's own."""
+    base, adapters = families["qwen2"]
+    ref_model = ResidentBase(base, "cpu", "fp32", fused=False)
+    peft16 = ResidentBase(base, "cpu", "bf16", fused=False)
+    fused16 = ResidentBase(base, "cpu", "bf16")
+    ids, mask = padded()
+    for adapter in adapters[:2]:
+        name = ref_model.attach(adapter)
+        peft16.attach(adapter), fused16.attach(adapter)
+        ref = real_rows(forward_logits(ref_model, name, ids, mask), mask)
+        p16 = real_rows(forward_logits(peft16, name, ids, mask), mask)
+        f16 = real_rows(forward_logits(fused16, name, ids, mask), mask)
+        assert_close(ref, f16, BF16)
+        peft_err = max(float((a - b).abs().max()) for a, b in zip(ref, p16))
+        fused_err = max(float((a - b).abs().max()) for a, b in zip(ref, f16))
+        step = torch.finfo(torch.bfloat16).eps * max(float(r.abs().max()) for r in ref)
+        assert fused_err <= 2 * peft_err + step, (fused_err, peft_err, step)
+
+
+def test_in_place_merge_equals_peft_merge_and_restores_bit_exactly(families):
+    base, adapters = families["phi3"]
+    fused = ResidentBase(base, "cpu", "fp32")
+    peft = ResidentBase(base, "cpu", "fp32", fused=False)
+    before = fused.fingerprint()
+    ids, mask = padded()
+    for adapter in adapters:
+        name = fused.attach(adapter)
+        peft.attach(adapter)
+        with fused.lock, peft.lock, torch.inference_mode():
+            fused.activate(name, merged=True)
+            peft.activate(name, merged=True)
+            assert fused.merged_by == "fused" and peft.merged_by == "peft"
+            got = fused.forward_model(name)(input_ids=ids, attention_mask=mask).logits
+            ref = peft.forward_model(name)(input_ids=ids, attention_mask=mask).logits
+            for n, p in fused.model.named_parameters():
+                if "lora_" not in n:
+                    q = dict(peft.model.named_parameters())[n]
+                    assert torch.allclose(p, q, atol=1e-5), n
+        assert_close(real_rows(ref, mask), real_rows(got, mask))
+        with fused.lock:
+            fused.restore()
+        assert fused.fingerprint() == before
+
+
+def test_unsupported_adapters_stay_on_peft(families, tmp_path):
+    """A DoRA adapter is PEFT's alone (no fused slot) and still computes PEFT's own logits."""
+    from peft import LoraConfig, get_peft_model
+
+    from kit.core.model.loader import load_model
+
+    base, _ = families["qwen2"]
+    model = get_peft_model(load_model(base), LoraConfig(r=4, use_dora=True, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.3)
+    model.save_pretrained(tmp_path / "dora")
+    fused = ResidentBase(base, "cpu", "fp32")
+    name = fused.attach(tmp_path / "dora")
+    assert name not in fused.fused.slot_of
+    peft = ResidentBase(base, "cpu", "fp32", fused=False)
+    peft.attach(tmp_path / "dora")
+    ids, mask = padded()
+    assert torch.equal(forward_logits(fused, name, ids, mask), forward_logits(peft, name, ids, mask))
+    assert json.loads((tmp_path / "dora" / "adapter_config.json").read_text())["use_dora"]
+
+
+@pytest.mark.gpu
+def test_cuda_graph_decode_matches_eager(families):
+    """On CUDA: the recorded decode step gives the eager loop's greedy tokens, switching adapters
+    and mixing them re-records nothing."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    base, adapters = families["qwen2"]
+    graphs = ResidentBase(base, "cuda", "fp32", max_adapters=4, cuda_graphs=True)
+    eager = ResidentBase(base, "cuda", "fp32", max_adapters=4, cuda_graphs=False)
+    names = [graphs.attach(a) for a in adapters]
+    [eager.attach(a) for a in adapters]
+    ids, mask = (t.cuda() for t in padded())
+    settings = dict(max_new_tokens=12, do_sample=False, pad_token_id=0, eos_token_id=2)
+    for name in [*names, None, names[0]]:
+        want = eager.generate(name, input_ids=ids, attention_mask=mask, **settings)
+        got = graphs.generate(name, input_ids=ids, attention_mask=mask, **settings)
+        assert torch.equal(got, want), name
+    recorded = graphs.decoder().captures
+    assert recorded > 0
+    graphs.generate(names[1], input_ids=ids, attention_mask=mask, **settings)
+    assert graphs.decoder().captures == recorded, "another adapter replays the same graphs"
