@@ -289,24 +289,51 @@ def test_unsupported_adapters_stay_on_peft(families, tmp_path):
     assert json.loads((tmp_path / "dora" / "adapter_config.json").read_text())["use_dora"]
 
 
-@pytest.mark.gpu
-def test_cuda_graph_decode_matches_eager(families):
-    """On CUDA: the recorded decode step gives the eager loop's greedy tokens, switching adapters
-    and mixing them re-records nothing."""
-    if not torch.cuda.is_available():
+def mixed_greedy(resident, slots, steps=8):
+    """Greedy tokens of rows with their own LoRA slots, decoded together by the low-level loop."""
+    decoder = resident.decoder()
+    decoder.clear()
+    with resident.lock:
+        resident.activate(None)
+        logits = decoder.admit([PROMPTS[i % 3] for i in range(len(slots))], slots, list(range(len(slots))))
+        out = [[] for _ in slots]
+        for _ in range(steps):
+            picked = logits.argmax(-1).tolist()
+            for tag, t in zip(decoder.tags(), picked):
+                out[tag].append(t)
+            logits = decoder.step(picked)
+    decoder.clear()
+    return out
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_recorded_decode_step_matches_eager(families, device, tmp_path):
+    """The decode step recorded once (CUDA: a CUDA graph; CPU: the same fixed buffers, re-run) gives
+    the eager loop's greedy tokens, one adapter or mixed per row; another adapter of the same ranks
+    replays the recorded steps (its weights are copied into the fixed buffers), nothing is re-recorded."""
+    if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     base, adapters = families["qwen2"]
-    graphs = ResidentBase(base, "cuda", "fp32", max_adapters=4, cuda_graphs=True)
-    eager = ResidentBase(base, "cuda", "fp32", max_adapters=4, cuda_graphs=False)
-    names = [graphs.attach(a) for a in adapters]
-    [eager.attach(a) for a in adapters]
-    ids, mask = (t.cuda() for t in padded())
+    recorded = ResidentBase(base, device, "fp32", max_adapters=4, cuda_graphs=True)
+    eager = ResidentBase(base, device, "fp32", max_adapters=4, cuda_graphs=False)
+    twin = build_adapter(base, "qwen2", tmp_path / "twin", 9, "patterns")  # adapter 0's ranks, other weights
+    names = [recorded.attach(a) for a in [*adapters, twin]]
+    [eager.attach(a) for a in [*adapters, twin]]
+    ids, mask = (t.to(device) for t in padded())
     settings = dict(max_new_tokens=12, do_sample=False, pad_token_id=0, eos_token_id=2)
-    for name in [*names, None, names[0]]:
+    for name in [names[0], None, names[2]]:
         want = eager.generate(name, input_ids=ids, attention_mask=mask, **settings)
-        got = graphs.generate(name, input_ids=ids, attention_mask=mask, **settings)
+        got = recorded.generate(name, input_ids=ids, attention_mask=mask, **settings)
         assert torch.equal(got, want), name
-    recorded = graphs.decoder().captures
-    assert recorded > 0
-    graphs.generate(names[1], input_ids=ids, attention_mask=mask, **settings)
-    assert graphs.decoder().captures == recorded, "another adapter replays the same graphs"
+    decoder = recorded.decoder()
+    assert decoder.capture and decoder.captures > 0
+    before = decoder.captures
+    assert recorded.fused.ranks(names[0]) == recorded.fused.ranks(names[3])
+    got = recorded.generate(names[3], input_ids=ids, attention_mask=mask, **settings)
+    assert decoder.captures == before, "an adapter of the same ranks replays the recorded steps"
+    assert torch.equal(got, eager.generate(names[3], input_ids=ids, attention_mask=mask, **settings))
+    assert not torch.equal(got, eager.generate(names[0], input_ids=ids, attention_mask=mask, **settings))
+    slots = [recorded.fused.slot_of[n] for n in names[:3]]
+    mix = [slots[0], None, slots[1], slots[2], slots[0]]
+    eager_slots = [eager.fused.slot_of[n] for n in names[:3]]
+    assert mixed_greedy(recorded, mix) == mixed_greedy(eager, [eager_slots[slots.index(s)] if s is not None else None for s in mix])

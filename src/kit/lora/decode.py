@@ -260,7 +260,9 @@ class Decoder:
         self.capacity, self.length = rows, MIN_LENGTH
         self.cache = RowCache(self.layers, rows, self.length)
         self.rows: list[Row] = []
-        self.capture = capture and self.device.type == "cuda"
+        # capture on a CPU runs the same fixed-buffer path, "replaying" by running the step again
+        # (how tests exercise everything but the CUDA graph itself)
+        self.capture = capture
         self.graphs: dict = {}
         self.captures = 0  # graphs recorded (tests and benchmarks read it)
         self._static = None
@@ -375,10 +377,13 @@ class Decoder:
     def _buffers(self):
         import torch
 
+        slots = self.fused.slots if self.fused is not None else 1
+        if self._static is not None and self._static["onehot"].shape[1] != slots:
+            self._static = None  # more LoRA slots than when the buffers were made
+            self.graphs.clear()
         if self._static is None:
             dev, c = self.device, self.capacity
-            slots = self.fused.slots if self.fused is not None else 1
-            dtype = self.fused.groups[0].A.dtype if self.fused is not None and self.fused.groups else torch.float32
+            dtype = next(self.model.parameters()).dtype
             self._static = {
                 "ids": torch.zeros(c, 1, dtype=torch.long, device=dev),
                 "positions": torch.zeros(c, 1, dtype=torch.long, device=dev),
@@ -387,7 +392,7 @@ class Decoder:
                 "onehot": torch.zeros(c, slots, dtype=dtype, device=dev),
                 "logits": None,
             }
-            self._pool = torch.cuda.graph_pool_handle()
+            self._pool = torch.cuda.graph_pool_handle() if self.device.type == "cuda" else None
         return self._static
 
     def _replay(self, tokens: list[int], slots: list[int]):
@@ -414,7 +419,8 @@ class Decoder:
             graph.replay()
         return buf["logits"][:n].clone()
 
-    def _lora_mode(self, slots: list[int | None], buf) -> str | None:
+    def _lora_mode(self, slots: list[int | None], buf):
+        """Set the LoRA rows for this step; the part of the graph key they decide."""
         fused = self.fused
         if fused is None or not fused.groups or fused.mode is None:
             return None
@@ -422,7 +428,8 @@ class Decoder:
         if fused.mode == "mixed":
             hot = fused.onehot.squeeze(-1)
             buf["onehot"][: hot.shape[0]].copy_(hot)
-        return fused.mode
+        ranks = fused.ranks(fused.active) if fused.mode == "single" else None
+        return fused.mode, ranks
 
     def _body(self, bucket: int, kv_len: int, buf) -> None:
         if self.fused is not None and self.fused.mode == "mixed":
@@ -440,6 +447,11 @@ class Decoder:
         """Warm up on a side stream (this computes the step: its writes are the step's own), then record."""
         import torch
 
+        self.captures += 1
+        if self.device.type != "cuda":
+            self._body(bucket, kv_len, buf)
+            return _Rerun(lambda: self._body(bucket, kv_len, buf))
+
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -449,7 +461,6 @@ class Decoder:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
             self._body(bucket, kv_len, buf)
-        self.captures += 1
         return graph
 
     # -- generate() for a batch ------------------------------------------------------------------
@@ -499,6 +510,13 @@ class Decoder:
         rows = torch.tensor([input_ids[t].tolist() + new[t] for t in tags], device=input_ids.device)
         done = settings.stopping(rows, logits)
         return [t for t, d in zip(tags, done.tolist()) if d]
+
+
+class _Rerun:
+    """A recorded step off CUDA: replay runs the same step code on the same fixed buffers."""
+
+    def __init__(self, body):
+        self.replay = body
 
 
 def choose(logits, settings: Settings, step: int, eos, generators=None):

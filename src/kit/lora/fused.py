@@ -6,28 +6,32 @@ term is computed once the weights are loaded. Per group of LoRA layers that read
 input (``q_proj``/``k_proj``/``v_proj``; ``gate_proj``/``up_proj``; every other layer alone,
 ``lm_head`` and Phi-3's fused ``qkv_proj``/``gate_up_proj`` included):
 
-- the adapters' A matrices are stacked in one buffer per group, ``A[slot, member, rank, in]``,
-  and the B matrices per member in ``B[out, slot, rank]``, both in the base dtype, B already
-  multiplied by the layer's scaling, ranks zero-padded to the group's largest (zeros add
-  exactly nothing);
+- per adapter, the members' A matrices are stacked in one ``[members * r, in]`` matrix and
+  the B matrices kept per member, in the base dtype, B already multiplied by the layer's
+  scaling (``r``: the adapter's largest rank in the group; smaller ranks zero-padded, zeros
+  add exactly nothing), so an adapter computes the same bits whatever else is attached;
 - one **shrink** GEMM per group (``x @ A.T`` for every member at once), then per member one
   **expand** added into the base layer's output in place (``y.addmm_(s, B.T)``): one kernel,
   no full-size temporary, no separate scale or add.
 
 Modes (``FusedLora.mode``): ``None`` PEFT's own forward (merges, DoRA and other variants,
 ``adapter_names``); ``"base"`` the base layers only (the bare base, or weights merged in
-place); ``"single"`` one adapter for every row; ``"mixed"`` a slot per row: the shrink runs
-over every slot's A at once, a one-hot row mask keeps each row's own slot, and one expand
-per member runs over every slot's B, so a batch mixing adapters costs one GEMM pair per
-member, with no Python loop over adapters and no gather of weights per row (the cost is
-S x the LoRA FLOPs, which are r(in+out)/(in*out) of the base's: about 1% per slot at r16).
+place); ``"single"`` one adapter for every row; ``"mixed"`` a slot per row: every slotted
+adapter's A stacked in ``A[slot, member, R, in]`` and its B in ``B[out, slot, R]`` (R: the
+group's largest rank), the shrink runs over every slot at once, a one-hot row mask keeps
+each row's own slot's columns, and one expand per member runs over every slot's B: a batch
+mixing adapters costs one GEMM pair per member, no Python loop over adapters and no gather
+of weights per row (the cost: S x the LoRA FLOPs, which are r(in+out)/(in*out) of the
+base's, about 1% per slot at r16; each adapter's bytes are read once per step).
 
 The member that finds the group's shrink already computed for the same input tensor (by
 identity) reuses it; one called with another input computes it afresh, so a family that
 calls its projections in another order or on other inputs stays correct.
 
-``static=True`` (CUDA graphs): ``"single"`` mode reads a fixed copy of the active slot,
-so a graph recorded once serves every adapter (switching copies weights, never re-records).
+``static=True`` (CUDA graphs): ``"single"`` mode reads a fixed copy of the active adapter
+(one per set of ranks), so a graph recorded once serves every adapter of those ranks
+(switching copies weights, never re-records); ``"mixed"`` reads the slot buffers and a
+fixed row mask.
 """
 
 from __future__ import annotations
@@ -64,17 +68,25 @@ class Group:
     layers: list  # their PEFT LoRA layers
     in_features: int
     outs: list[int]
-    rank: int  # padded rank R
-    A: object = None  # [S, k, R, in]
-    B: list = field(default_factory=list)  # per member [out, S, R]
-    A1: object = None  # static: [k, R, in], the active slot's copy
-    B1: list = field(default_factory=list)  # static: per member [out, R]
+    cur: tuple | None = None  # "single": (A [k*r, in], [B per member], r)
+    rank: int = 0  # "mixed": padded rank R of the slot buffers
+    A: object = None  # "mixed": [S, k, R, in]
+    B: list = field(default_factory=list)  # "mixed": per member [out, S, R]
     x: object = None  # the input the cached shrink was computed from
     s: object = None
 
     @property
     def k(self) -> int:
         return len(self.layers)
+
+
+@dataclass
+class Weights:
+    """One adapter in one group, at its own rank r: A [k, r, in], B per member [out, r] (scaled)."""
+
+    rank: int
+    A: object
+    B: list
 
 
 class FusedLora:
@@ -84,13 +96,15 @@ class FusedLora:
         self.static = static
         self.mode: str | None = None
         self.groups: list[Group] = []
-        self.slot_of: dict[str, int] = {}  # adapter -> slot
-        self.written: dict[int, int] = {}  # slot -> generation of its content
-        self.version = 0  # bumps when buffers are reallocated: recorded graphs are then stale
-        self.active: int | None = None  # slot of "single" mode
-        self._copied: tuple | None = None  # (slot, generation, version) held in A1/B1
+        self.slot_of: dict[str, int] = {}  # adapter -> slot (its row index in "mixed")
+        self.weights: dict[str, list[Weights]] = {}  # adapter -> per group
+        self.generation: dict[str, int] = {}  # adapter -> times its weights were written
+        self.version = 0  # bumps when a buffer graphs read is reallocated (recorded graphs are stale)
+        self.active: str | None = None  # the adapter of "single" mode
         self.onehot = None  # "mixed": [rows, S, 1] in the base dtype
         self._per_token: dict = {}  # tokens per row -> onehot repeated for every token
+        self._copies: dict = {}  # static: ranks -> [per group Weights, the (adapter, generation) held]
+        self._mixed_ok = False  # slot buffers hold every slotted adapter
         self._layout = None
         self._lock = threading.RLock()
 
@@ -124,88 +138,70 @@ class FusedLora:
             groups.append(members)
         return groups
 
-    # -- buffers -------------------------------------------------------------------------------
+    # -- adapters in and out -------------------------------------------------------------------
 
     def load(self, name: str) -> int:
-        """Give adapter ``name`` a slot and copy its weights in (rebuilding the buffers when
-        PEFT added LoRA layers or a larger rank arrived); returns the slot."""
+        """Copy adapter ``name``'s weights out of PEFT (regrouping when PEFT added LoRA layers)
+        and give it a slot; returns the slot."""
         with self._lock:
-            if name in self.slot_of:
-                self._write(name, self.slot_of[name])
-                return self.slot_of[name]
-            used = set(self.slot_of.values())
-            free = [s for s in range(self.slots) if s not in used]
-            grow = not free  # more adapters attached than slots (the owner raised its cap)
-            if grow:
-                free, self.slots = [self.slots], self.slots + 1
-            self.slot_of[name] = free[0]
-            if grow or self._needs_rebuild():
-                self._rebuild()
+            if name not in self.slot_of:
+                used = set(self.slot_of.values())
+                free = [s for s in range(self.slots) if s not in used]
+                if not free:  # more adapters attached than slots (the owner raised its cap)
+                    free, self.slots = [self.slots], self.slots + 1
+                    self._drop_mixed()
+                self.slot_of[name] = free[0]
+            layers = self._lora_layers()
+            layout = tuple(sorted(n for n, m in layers.items() if _is_linear_lora(m)))
+            if layout != self._layout:
+                self._regroup(layers, layout)
             else:
-                self._write(name, free[0])
-            return free[0]
+                self._take(name)
+            self._mixed_ok = False
+            return self.slot_of[name]
 
     def free(self, name: str) -> None:
         with self._lock:
-            slot = self.slot_of.pop(name, None)
-            if slot is not None and self.active == slot:
+            self.slot_of.pop(name, None)
+            self.weights.pop(name, None)
+            self._mixed_ok = False
+            if self.active == name:
                 self.mode, self.active = "base", None  # nothing computes an evicted adapter
 
-    def _ranks(self, layers: dict, names: list[str]) -> int:
-        return max([layers[n].r[a] for n in names for a in self.slot_of if a in layers[n].r] + [1])
-
-    def _needs_rebuild(self) -> bool:
-        layers = self._lora_layers()
-        layout = tuple(sorted(n for n, m in layers.items() if _is_linear_lora(m)))
-        if layout != self._layout:
-            return True
-        return any(self._ranks(layers, g.names) > g.rank for g in self.groups)
-
-    def _rebuild(self) -> None:
-        """New buffers for the current LoRA layers, every slotted adapter copied in again."""
-        import torch
-
-        with torch.inference_mode(False):  # plain tensors: written in place later, in or out of inference mode
-            self._allocate()
-        for name, slot in self.slot_of.items():
-            self._write(name, slot)
-        self._hook()
-
-    def _allocate(self) -> None:
-        import torch
-
-        layers = self._lora_layers()
+    def _regroup(self, layers: dict, layout: tuple) -> None:
         self._unhook()
         self.groups = []
         for names in self._grouping(layers):
             members = [layers[n] for n in names]
-            weight = members[0].get_base_layer().weight
-            g = Group(names, members, members[0].in_features, [m.out_features for m in members], self._ranks(layers, names))
-            opts = {"dtype": weight.dtype, "device": weight.device}
-            g.A = torch.zeros(self.slots, g.k, g.rank, g.in_features, **opts)
-            g.B = [torch.zeros(out, self.slots, g.rank, **opts) for out in g.outs]
-            if self.static:
-                g.A1 = torch.zeros(g.k, g.rank, g.in_features, **opts)
-                g.B1 = [torch.zeros(out, g.rank, **opts) for out in g.outs]
-            self.groups.append(g)
-        self._layout = tuple(sorted(n for n, m in layers.items() if _is_linear_lora(m)))
-        self.version += 1
-        self._copied = None
+            self.groups.append(Group(names, members, members[0].in_features, [m.out_features for m in members]))
+        self._layout = layout
+        self._copies = {}
+        self._drop_mixed()
+        for name in self.slot_of:
+            self._take(name)
+        self._hook()
 
-    def _write(self, name: str, slot: int) -> None:
+    def _take(self, name: str) -> None:
+        """Adapter ``name``'s weights per group at its own rank, in the base dtype, B scaled."""
         import torch
 
-        with torch.no_grad():
+        per_group = []
+        with torch.inference_mode(False), torch.no_grad():  # plain tensors: copied and read in any mode
             for g in self.groups:
-                g.A[slot].zero_()
+                ranks = [layer.r[name] for layer in g.layers if name in layer.lora_A]
+                r = max(ranks, default=1)
+                weight = g.layers[0].get_base_layer().weight
+                opts = {"dtype": weight.dtype, "device": weight.device}
+                A = torch.zeros(g.k, r, g.in_features, **opts)
+                B = [torch.zeros(out, r, **opts) for out in g.outs]
                 for m, layer in enumerate(g.layers):
-                    g.B[m][:, slot].zero_()
-                    if name not in layer.lora_A or not plain_lora_layer(layer, name):
-                        continue
-                    r = layer.r[name]
-                    g.A[slot, m, :r].copy_(layer.lora_A[name].weight)
-                    g.B[m][:, slot, :r].copy_(layer.lora_B[name].weight.float() * layer.scaling[name])
-        self.written[slot] = self.written.get(slot, 0) + 1
+                    if name in layer.lora_A:
+                        rm = layer.r[name]
+                        A[m, :rm].copy_(layer.lora_A[name].weight)
+                        B[m][:, :rm].copy_(layer.lora_B[name].weight.float() * layer.scaling[name])
+                per_group.append(Weights(r, A, B))
+        self.weights[name] = per_group
+        self.generation[name] = self.generation.get(name, 0) + 1
 
     # -- modes ---------------------------------------------------------------------------------
 
@@ -214,10 +210,33 @@ class FusedLora:
         if name is None:
             self.mode, self.active = "base", None
             return
-        slot = self.slot_of[name]
-        self.mode, self.active = "single", slot
-        if self.static:
-            self._copy_active(slot)
+        per_group = self._copy(name) if self.static else self.weights[name]
+        for g, w in zip(self.groups, per_group):
+            g.cur = (w.A.view(g.k * w.rank, g.in_features), w.B, w.rank)
+        self.mode, self.active = "single", name
+
+    def ranks(self, name: str) -> tuple:
+        """The adapter's rank per group: adapters with equal ranks share static buffers (and graphs)."""
+        return tuple(w.rank for w in self.weights[name])
+
+    def _copy(self, name: str) -> list[Weights]:
+        """static: the fixed buffers for this adapter's ranks, holding its weights."""
+        import torch
+
+        key = self.ranks(name)
+        if key not in self._copies:
+            with torch.inference_mode(False):
+                made = [Weights(w.rank, w.A.clone(), [b.clone() for b in w.B]) for w in self.weights[name]]
+            self._copies[key] = [made, None]
+        made, held = self._copies[key]
+        if held != (name, self.generation[name]):
+            with torch.no_grad():
+                for dst, src in zip(made, self.weights[name]):
+                    dst.A.copy_(src.A)
+                    for d, s in zip(dst.B, src.B):
+                        d.copy_(s)
+            self._copies[key][1] = (name, self.generation[name])
+        return made
 
     def use_rows(self, slots: list[int | None]) -> None:
         """A slot per row (None: the base) for the next forwards over ``len(slots)`` rows;
@@ -227,13 +246,9 @@ class FusedLora:
         distinct = set(slots)
         if len(distinct) == 1:
             only = next(iter(distinct))
-            if only is None:
-                self.mode, self.active = "base", None
-            else:
-                self.mode, self.active = "single", only
-                if self.static:
-                    self._copy_active(only)
+            self.use(None if only is None else next(n for n, s in self.slot_of.items() if s == only))
             return
+        self._ensure_mixed()
         weight = self.groups[0].A
         hot = torch.zeros(len(slots), self.slots, dtype=weight.dtype)
         for row, slot in enumerate(slots):
@@ -254,18 +269,36 @@ class FusedLora:
             self._per_token[n] = self.onehot.repeat_interleave(n // rows, dim=0)
         return self._per_token[n]
 
-    def _copy_active(self, slot: int) -> None:
-        key = (slot, self.written.get(slot), self.version)
-        if self._copied == key:
-            return
+    def _drop_mixed(self) -> None:
+        for g in self.groups:
+            g.A, g.B, g.rank = None, [], 0
+        self._mixed_ok = False
+        self.version += 1
+
+    def _ensure_mixed(self) -> None:
+        """Fill the slot buffers (reallocated only when a larger rank or more slots arrived)."""
         import torch
 
-        with torch.no_grad():
-            for g in self.groups:
-                g.A1.copy_(g.A[slot])
-                for m in range(g.k):
-                    g.B1[m].copy_(g.B[m][:, slot])
-        self._copied = key
+        if self._mixed_ok:
+            return
+        with torch.inference_mode(False), torch.no_grad():
+            for gi, g in enumerate(self.groups):
+                R = max([self.weights[n][gi].rank for n in self.slot_of] + [1])
+                if g.A is None or R > g.rank:
+                    weight = g.layers[0].get_base_layer().weight
+                    opts = {"dtype": weight.dtype, "device": weight.device}
+                    g.rank, g.A = R, torch.zeros(self.slots, g.k, R, g.in_features, **opts)
+                    g.B = [torch.zeros(out, self.slots, R, **opts) for out in g.outs]
+                    self.version += 1
+                g.A.zero_()
+                for b in g.B:
+                    b.zero_()
+                for name, slot in self.slot_of.items():
+                    w = self.weights[name][gi]
+                    g.A[slot, :, : w.rank].copy_(w.A)
+                    for m, b in enumerate(g.B):
+                        b[:, slot, : w.rank].copy_(w.B[m])
+        self._mixed_ok = True
 
     # -- merging in place ----------------------------------------------------------------------
 
@@ -274,13 +307,12 @@ class FusedLora:
         resident weight (read and written once, no ``B @ A`` temporary); returns the layer count."""
         import torch
 
-        slot = self.slot_of[name]
         count = 0
         with torch.no_grad():
-            for g in self.groups:
+            for g, w in zip(self.groups, self.weights[name]):
                 for m, layer in enumerate(g.layers):
                     if name in layer.lora_A:
-                        layer.get_base_layer().weight.addmm_(g.B[m][:, slot], g.A[slot, m])
+                        layer.get_base_layer().weight.addmm_(w.B[m], w.A[m])
                         count += 1
         return count
 
@@ -302,17 +334,15 @@ class FusedLora:
 
     def shrink(self, g: Group, x2d):
         if self.mode == "single":
-            A = g.A1 if self.static else g.A[self.active]
-            return x2d @ A.view(g.k * g.rank, g.in_features).T
+            return x2d @ g.cur[0].T
         return x2d @ g.A.view(self.slots * g.k * g.rank, g.in_features).T
 
     def expand(self, g: Group, m: int, s, y2d) -> None:
-        R = g.rank
         if self.mode == "single":
-            B = g.B1[m] if self.static else g.B[m][:, self.active]
-            y2d.addmm_(s[:, m * R : (m + 1) * R], B.T)
+            _, B, r = g.cur
+            y2d.addmm_(s[:, m * r : (m + 1) * r], B[m].T)
             return
-        n = s.shape[0]
+        n, R = s.shape[0], g.rank
         sm = s.view(n, self.slots, g.k, R)[:, :, m] * self._token_mask(n)  # each row keeps its own slot's columns
         y2d.addmm_(sm.view(n, self.slots * R), g.B[m].view(g.outs[m], self.slots * R).T)
 

@@ -180,8 +180,10 @@ class ResidentBase:
         self.spares: OrderedDict[str, tuple[dict, object]] = OrderedDict()  # signature -> evicted LoRA modules
         self.max_spares = 2  # spare module sets kept (one per signature): memory stays bounded
         self.use_fused = fused  # False: PEFT's own forward, merge and HF generate (the reference)
+        # decode steps recorded as CUDA graphs (default: on CUDA); True on a CPU runs the same
+        # fixed-buffer path with steps re-run instead of replayed (tests)
         on_cuda = str(next(self.model.parameters()).device).startswith("cuda")
-        self.cuda_graphs = on_cuda if cuda_graphs is None else (bool(cuda_graphs) and on_cuda)
+        self.cuda_graphs = on_cuda if cuda_graphs is None else bool(cuda_graphs)
         self.fused = None  # kit.lora.fused.FusedLora, made with the PEFT wrapper
         self._decoder = None  # kit.lora.decode.Decoder, made on first use
         self.merged_by = None  # "fused" (addmm_ into the weights) or "peft" (merge_adapter)
