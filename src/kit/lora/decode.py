@@ -341,7 +341,8 @@ class Decoder:
         need = max(r.offset + r.tokens for r in self.rows) + 1
         self.reserve(n, need)
         slots = [r.offset + r.tokens for r in self.rows]
-        if self.capture:
+        peft_forward = self.fused is not None and self.fused.mode is None  # PEFT's own Python: never recorded
+        if self.capture and not peft_forward:
             logits = self._replay(tokens, slots)
         else:
             dev = self.device

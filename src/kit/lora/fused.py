@@ -257,7 +257,7 @@ class FusedLora:
         self.set_onehot(hot.to(weight.device))
 
     def set_onehot(self, hot) -> None:
-        """"mixed" mode with this per-row [rows, S] slot mask (a captured graph passes its own buffer)."""
+        """ "mixed" mode with this per-row [rows, S] slot mask (a captured graph passes its own buffer)."""
         self.mode, self.onehot, self._per_token = "mixed", hot.unsqueeze(-1), {}
 
     def _token_mask(self, n: int):

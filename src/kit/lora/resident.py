@@ -50,6 +50,10 @@ REUSE_KEYS = (
 )
 
 
+class AdapterBusy(Exception):
+    """No adapter can be evicted for a new one: every attached one is in use (``keep``)."""
+
+
 def adapter_name(folder: Path) -> str:
     """A PEFT adapter name for a folder: no dots (they are module paths in PEFT)."""
     return "kit_" + hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:12]
@@ -195,14 +199,17 @@ class ResidentBase:
 
     # -- adapters ---------------------------------------------------------
 
-    def attach(self, folder: Path, allow_pickle: bool = False) -> str:
-        """Load an adapter onto the resident base (no-op if attached); returns its PEFT name."""
+    def attach(self, folder: Path, allow_pickle: bool = False, keep=()) -> str:
+        """Load an adapter onto the resident base (no-op if attached); returns its PEFT name.
+        Adapters named in ``keep`` are not evicted for it (AdapterBusy when only they could be)."""
         folder = Path(folder)
         name = adapter_name(folder)
         with self.lock:
             if name in self.attached:
                 self.attached.move_to_end(name)
                 return name
+            if len(self.attached) >= self.max_adapters and all(n in keep for n in self.attached):
+                raise AdapterBusy(name)
             self.restore()  # PEFT unmerges by arithmetic when adapters change; keep it exact
             config, shapes = read_adapter(folder, allow_pickle, read_all=False)
             sig = signature(config, shapes)
@@ -217,7 +224,7 @@ class ResidentBase:
             self.adapter_loads += 1
             self._fuse(name)
             while len(self.attached) > self.max_adapters:
-                self.detach(next(iter(self.attached)))
+                self.detach(next(n for n in self.attached if n not in keep and n != name))
             return name
 
     def _fuse(self, name: str) -> None:

@@ -35,11 +35,12 @@ class ModifierStore:
             for name in names:
                 self.adapter(name)
 
-    def adapter(self, name: str) -> str:
-        """The PEFT adapter name of modifier ``name``, attaching it if it is not attached."""
+    def adapter(self, name: str, keep=()) -> str:
+        """The PEFT adapter name of modifier ``name``, attaching it if it is not attached; the
+        adapters in ``keep`` (rows in flight use them) are not evicted for it (AdapterBusy)."""
         start = time.perf_counter()
         loads = self.resident.adapter_loads
-        peft_name = self.resident.attach(self.folders[name])
+        peft_name = self.resident.attach(self.folders[name], keep=keep)
         if self.resident.adapter_loads != loads:
             self.attach_seconds[name] = time.perf_counter() - start
         return peft_name
