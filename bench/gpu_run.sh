@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# kit on a lent GPU machine in ONE device call (about 6-8 minutes), figures into $OUT.
+# kit on a lent GPU machine in ONE device call (about 8-9 minutes), figures into $OUT.
 #
-#   device tool: run(command="bash bench/gpu_run.sh", carry=[".whl"], timeout_s=560)
+#   device tool: run(command="bash bench/gpu_run.sh", carry=[".whl"], timeout_s=590)
 #
 # .whl/ (ignored by .git/info/exclude) holds Python 3.12 manylinux wheels of what the GPU image
 # lacks or has in another version (transformers 4.57.6, peft 0.18.1, huggingface-hub 0.36.2,
@@ -12,20 +12,25 @@
 #
 # Steps, each under `timeout`, each with its own log; a failed step does not stop the next:
 #   A  the default job: python -m kit train logger=none (bf16 on CUDA, eval=auto, verify)
-#   B  bench/scale.py --shape qwen7b --adapters 2, merge_in_memory and direct first, merge last
-#      (KIT_GPU_MERGE=0 leaves merge out); each strategy's row is also printed to scale.log
-#      as soon as it is measured, so a step cut short still reports what it finished
-#   C  tests/test_bf16.py (fp32 LoRA + AdamW state over a bf16 base, and a short bf16 job
-#      through the CLI, on CUDA there)
+#   B  bench/scale.py --shape qwen7b --adapters 2: merge_in_memory, direct (fused LoRA, kit's decode
+#      loop, CUDA-graph decode steps), peft (PEFT's unmerged forward + HF generate: the reference),
+#      base_loop (the bare base in kit's loop), merge last (KIT_GPU_MERGE=0 leaves it out): set-up per
+#      adapter, tok/s and decode time per token vs the bare base at b1/b32; each strategy's row is
+#      also printed to scale.log as soon as it is measured, so a step cut short still reports it
+#   C  tests/test_bf16.py (fp32 LoRA + AdamW state over a bf16 base, and a short bf16 job through
+#      the CLI) and tests/test_fused_lora.py (fused vs PEFT logits, decode loop vs HF generate, and
+#      the CUDA-graph decode step against the eager one), on CUDA there
+#   E  bench/serve.py against real `kit serve` on the GPU: base / one / mixed modifiers requests/s as
+#      ratios, mixed-batch vs switching server, over three synthetic rank-8 modifiers on a
+#      random-weight qwen0_5b-shaped base (bench/scale.py's builder); over D's modifiers when D ran
 #   D  (not in the default steps) +experiment=modifiers: the three modifiers trained and scored on
 #      every task in bf16
-#   E  (not in the default steps) bench/serve.py against real `kit serve` over D's modifiers
 #   a second call: KIT_GPU_STEPS=DE KIT_GPU_BUDGET=330 bash bench/gpu_run.sh
-# $OUT (flat, 7 files): env.txt jobA.log jobA_summary.json jobA_verify.md scale.log
-#   scale-<shape>.json stepC.log
+# $OUT (flat, 8 files): env.txt jobA.log jobA_summary.json scale.log scale-<shape>.json stepC.log
+#   serve.log serve.json
 #
-# Knobs: KIT_GPU_BUDGET (s, whole script, default 480), KIT_GPU_SHAPE (default qwen7b),
-# KIT_GPU_MERGE (default 1), KIT_GPU_STEPS (default ABC), KIT_GPU_PY (default python3),
+# Knobs: KIT_GPU_BUDGET (s, whole script, default 570), KIT_GPU_SHAPE (default qwen7b),
+# KIT_GPU_MERGE (default 1), KIT_GPU_STEPS (default ABCE), KIT_GPU_SERVE_SHAPE (E's base, default qwen0_5b), KIT_GPU_PY (default python3),
 # KIT_GPU_SKIP_INSTALL=1 (use KIT_GPU_PY's own packages / the caller's PYTHONPATH),
 # KIT_GPU_PIP_FLAGS (extra flags for the install, e.g. --python-version 3.12 ... to try it on 3.11).
 # CPU dry run of every command, path and copy:
@@ -35,9 +40,9 @@ cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
-BUDGET=${KIT_GPU_BUDGET:-480}
+BUDGET=${KIT_GPU_BUDGET:-570}
 SHAPE=${KIT_GPU_SHAPE:-qwen7b}
-STEPS=${KIT_GPU_STEPS:-ABC}
+STEPS=${KIT_GPU_STEPS:-ABCE}
 PY=${KIT_GPU_PY:-python3}
 K=/tmp/k
 SITE=$K/site-packages
@@ -132,7 +137,7 @@ if [[ $STEPS == *A* ]]; then
     JOB=/tmp/jobA
     rm -rf "$JOB"  # a finished job dir is skipped by kit, not re-run
     run A 150 "$OUT/jobA.log" "$PY" -m kit train logger=none "hydra.run.dir=$JOB"
-    for f in summary.json verify.md; do
+    for f in summary.json; do
         cp "$JOB/$f" "$OUT/jobA_$f" 2>/dev/null || say "A: no $JOB/$f"
     done
     tr '\r' '\n' <"$OUT/jobA.log" | grep -v -e 'it/s]' -e '^[[:space:]]*$' | tail -n 25
@@ -149,10 +154,10 @@ fi
 
 # -- B: eval strategies at the scale of a 7B model -------------------------------------------
 if [[ $STEPS == *B* ]]; then
-    strategies=merge_in_memory,direct
+    strategies=merge_in_memory,direct,peft,base_loop
     [ "${KIT_GPU_MERGE:-1}" = 1 ] && strategies=$strategies,merge
     rm -rf "$K/scale_tmp" "$K/scale-$SHAPE.json" && mkdir -p "$K/scale_tmp"
-    run B 300 "$OUT/scale.log" "$PY" -c '
+    run B 270 "$OUT/scale.log" "$PY" -c '
 import json, sys
 sys.argv = ["bench/scale.py", *sys.argv[1:]]
 sys.path.insert(0, "bench")
@@ -176,7 +181,7 @@ fi
 
 # -- C: bf16 training tests on CUDA ----------------------------------------------------------
 if [[ $STEPS == *C* ]]; then
-    run C 90 "$OUT/stepC.log" "$PY" -m pytest tests/test_bf16.py -q -x -p no:cacheprovider
+    run C 120 "$OUT/stepC.log" "$PY" -m pytest tests/test_bf16.py tests/test_fused_lora.py -q -p no:cacheprovider
     [ -f "$OUT/stepC.log" ] && tail -n 8 "$OUT/stepC.log"
 fi
 
@@ -189,11 +194,24 @@ if [[ $STEPS == *D* ]]; then
     tr '\r' '\n' <"$OUT/jobD.log" | grep -E '^kit: |^  ' | tail -n 30
 fi
 
-# -- E: kit serve on the GPU over D's modifiers: bench/serve.py ------------------------------
+# -- E: kit serve on the GPU: bench/serve.py ----------------------------------------------------
 if [[ $STEPS == *E* ]]; then
     registry=/tmp/jobD
-    [ -f "$registry/modifiers.json" ] || registry=""  # serve.py then trains 1-epoch modifiers itself
-    run E 150 "$OUT/serve.log" "$PY" bench/serve.py ${registry:+--registry "$registry"} --requests 32 \
+    if [ -f "$registry/modifiers.json" ]; then
+        serve_args=(--registry "$registry")
+    else  # synthetic modifiers on a random base of a real shape (no training)
+        base=$K/serve_base
+        rm -rf "$base"
+        timeout 120 "$PY" -c '
+import sys
+from pathlib import Path
+sys.path.insert(0, "bench")
+import scale
+scale.build_base(sys.argv[1], Path(sys.argv[2]), "cuda", "bfloat16")
+' "${KIT_GPU_SERVE_SHAPE:-qwen0_5b}" "$base" >>"$OUT/serve.log" 2>&1 || say "E: base build failed"
+        serve_args=(--base "$base")
+    fi
+    run E 150 "$OUT/serve.log" "$PY" bench/serve.py "${serve_args[@]}" --requests 32 \
         --device cuda --concurrency 8 --new-tokens 16 --rounds 2
     cp bench/results/serve.json "$OUT/serve.json" 2>/dev/null || say "E: no serve.json"
     tail -n 25 "$OUT/serve.log"
