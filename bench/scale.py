@@ -3,7 +3,8 @@ as a ratio to the bare base, on a random-weight base of a real model's shape.
 
     .venv/bin/python bench/scale.py --shape SHAPE [--adapters N]   (SHAPE: tiny, qwen0_5b, qwen1_5b, qwen7b,
         qwen3_8b, llama3_2_3b, mistral7b, gemma2_9b, phi3_mini, phi4_mini)
-        [--strategies merge,merge_in_memory,direct,peft,base_loop,vllm] [--batches 1,32] [--new-tokens 8] [--rounds 2]
+        [--strategies merge,merge_in_memory,peft_merge,direct,peft,base_loop,vllm] [--batches 1,32]
+        [--new-tokens 8] [--rounds 2]
 
 Nothing is downloaded: the base is built from the shape's config with kit's own
 512-token tokenizer (``kit.core.model.tiny.build_tokenizer``), directly on the device in
@@ -16,7 +17,8 @@ Strategies: ``merge_in_memory`` and ``direct`` as kit runs them (``ResidentBase.
 the fused LoRA path, merges by ``addmm_`` in place, kit's decode loop, CUDA-graph decode
 steps on a GPU); ``peft``: the unmerged adapter through PEFT's own forward and HF
 ``generate`` (what ``direct`` was before the fused path: the reference it is compared
-with); ``base_loop``: the bare base through kit's decode loop (what ``direct`` costs over
+with); ``peft_merge``: ``merge_in_memory`` through PEFT's ``merge_adapter`` (a ``B @ A``
+temporary per module: what it was before the in-place ``addmm_`` merge); ``base_loop``: the bare base through kit's decode loop (what ``direct`` costs over
 the base in the same loop); ``merge`` (to disk) and ``vllm``.
 
 Per strategy:
@@ -517,8 +519,9 @@ def measure_strategy(name: str, base: Path, adapters: list[Path], bare, inputs, 
         resident = generate = None
         gc.collect()
         return row
-    merged = name == "merge_in_memory"
-    row, resident = bench_resident(base, adapters, merged, device, short, fused=name != "peft")
+    merged = name in ("merge_in_memory", "peft_merge")
+    fused = name not in ("peft", "peft_merge")  # PEFT's own forward / merge_adapter: the before figures
+    row, resident = bench_resident(base, adapters, merged, device, short, fused=fused)
     with resident.lock:
         last = resident.attach(adapters[-1])
         prepare = lambda: resident.activate(last, merged=merged, check=False)  # noqa: E731
@@ -528,7 +531,7 @@ def measure_strategy(name: str, base: Path, adapters: list[Path], bare, inputs, 
             generate = lambda **kw: resident.forward_model(last).generate(**kw)  # noqa: E731
         row["throughput"] = ratios(bare, generate, prepare, inputs, args.new_tokens, args.rounds)
         resident.restore(check=True)
-        decoder = resident.decoder() if hasattr(resident, "decoder") and name != "peft" else None
+        decoder = resident.decoder() if hasattr(resident, "decoder") and fused else None
         row["cuda_graphs_recorded"] = decoder.captures if decoder is not None else 0
     resident = prepare = generate = None  # free the base before the next strategy builds its own
     gc.collect()
@@ -569,7 +572,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     p.add_argument("--adapters", type=int, default=2)
-    p.add_argument("--strategies", default="merge,merge_in_memory,direct,peft,base_loop,vllm")
+    p.add_argument("--strategies", default="merge,merge_in_memory,peft_merge,direct,peft,base_loop,vllm")
     p.add_argument("--batches", default="1,32")
     p.add_argument("--new-tokens", type=int, default=8)
     p.add_argument("--rounds", type=int, default=2)
