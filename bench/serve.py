@@ -90,7 +90,7 @@ def synthetic_registry(base: Path, where: Path, rank: int = 8) -> Path:
     from safetensors.torch import save_file
 
     sys.path.insert(0, str(ROOT / "src"))
-    from kit.core.identity import base_fingerprint
+    from kit.core.identity import adapter_hash, base_fingerprint
     from kit.runtime.registry import write_registry
 
     cfg = json.loads((base / "config.json").read_text())
@@ -117,7 +117,14 @@ def synthetic_registry(base: Path, where: Path, rank: int = 8) -> Path:
         config |= {"bias": "none", "target_modules": list(sizes), "base_model_name_or_path": None}
         (folder / "adapter_config.json").write_text(json.dumps(config))
         entries.append(
-            {"name": name, "path": f"modifiers/{name}", "rank": rank, "base_fingerprint": fingerprint, "keywords": RULES[name]}
+            {
+                "name": name,
+                "path": f"modifiers/{name}",
+                "rank": rank,
+                "content_hash": adapter_hash(folder),  # as phase=modifier writes it: kit serve checks it
+                "base_fingerprint": fingerprint,
+                "keywords": RULES[name],
+            }
         )
     write_registry(where, base, fingerprint, entries, None)
     return where
