@@ -18,8 +18,9 @@ the fused LoRA path, merges by ``addmm_`` in place, kit's decode loop, CUDA-grap
 steps on a GPU); ``peft``: the unmerged adapter through PEFT's own forward and HF
 ``generate`` (what ``direct`` was before the fused path: the reference it is compared
 with); ``peft_merge``: ``merge_in_memory`` through PEFT's ``merge_adapter`` (a ``B @ A``
-temporary per module: what it was before the in-place ``addmm_`` merge); ``base_loop``: the bare base through kit's decode loop (what ``direct`` costs over
-the base in the same loop); ``merge`` (to disk) and ``vllm``.
+temporary per module: what it was before the in-place ``addmm_`` merge); ``base_loop``:
+the bare base through kit's decode loop (what ``direct`` costs over the base in the same
+loop); ``merge`` (to disk) and ``vllm``.
 
 Per strategy:
 - set-up per adapter: median over ``2 x N`` switches (every adapter twice, one
