@@ -26,6 +26,8 @@ def family_config(family: str):
         return tf.LlamaConfig(**common, tie_word_embeddings=False)
     if family == "mistral":
         return tf.MistralConfig(**common, sliding_window=8)
+    if family == "gemma":
+        return tf.GemmaConfig(**common, head_dim=8)
     if family == "gemma2":
         return tf.Gemma2Config(**common, head_dim=8, sliding_window=8, query_pre_attn_scalar=8)
     if family == "phi3":
@@ -35,7 +37,7 @@ def family_config(family: str):
     raise ValueError(family)
 
 
-FAMILIES = ["qwen2", "llama_tied", "llama", "mistral", "gemma2", "phi3", "qwen3"]
+FAMILIES = ["qwen2", "llama_tied", "llama", "mistral", "gemma", "gemma2", "phi3", "qwen3"]
 
 
 def targets(family: str) -> list[str]:

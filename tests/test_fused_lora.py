@@ -1,8 +1,8 @@
 """kit's fused unmerged LoRA (kit.lora.fused) and decode loop (kit.lora.decode) against PEFT and HF
 ``generate``, on tiny random models built here from transformers' own config classes, one per family
-(Qwen2, Llama tied and untied, Mistral and Gemma2 with sliding windows shorter than the prompts,
-Phi-3 with its fused qkv_proj/gate_up_proj, Qwen3 with q/k norms), with adapters that use
-rank_pattern/alpha_pattern, rsLoRA and an lm_head target.
+(Qwen2, Llama tied and untied, Gemma with its scaled embeddings, Mistral and Gemma2 with sliding
+windows shorter than the prompts, Phi-3 with its fused qkv_proj/gate_up_proj, Qwen3 with q/k norms),
+with adapters that use rank_pattern/alpha_pattern, rsLoRA and an lm_head target.
 
 PEFT is the reference: the fused path must give PEFT's logits (fp32: within kit verify's fp32 tolerance,
 kit/verify/tolerance.py; bf16: no top-1 flip beyond a near-tie and at most twice PEFT's own bf16 error,

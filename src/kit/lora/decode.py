@@ -23,7 +23,7 @@ extra rows writing into free cache rows) and a key length bucket is recorded onc
 are copied into fixed buffers first, adapter weights live in fixed buffers (switching
 adapters copies weights, never re-records). The prefill runs eagerly (its length varies).
 The same step code runs eagerly on the CPU, where tests compare its tokens with HF
-``generate``; ``tests/test_fused_lora.py::test_cuda_graph_decode_matches_eager`` and
+``generate``; ``tests/test_fused_lora.py::test_recorded_decode_step_matches_eager`` and
 ``bench/gpu_run.sh`` exercise the capture.
 
 ``plan(model, kwargs)`` says whether a ``generate`` call's settings are ones this loop
