@@ -17,6 +17,8 @@ from kit.runtime.registry import Modifier, Registry
 from kit.runtime.serve.engine import Engine, Job
 from kit.runtime.serve.store import ModifierStore
 
+pytestmark = pytest.mark.slow  # it serves (an engine thread decoding requests): not the unit layer
+
 NAMES = ["patterns", "rslora_head", "small"]
 
 
