@@ -34,7 +34,8 @@ Per strategy:
   as a ratio to the bare base (plain HF ``generate``) measured in the same rounds
   (median over rounds that run the strategy and the bare base in turn), and the
   decode time per token (a ``--new-tokens`` run minus a 1-token run, over the
-  tokens between: the prefill taken out) and its ratio to the bare base's;
+  tokens between: the prefill taken out) and its ratio to the bare base's (per round,
+  against the bare base's run just before it: the median and the range over rounds);
 - temporary disk; peak memory (CUDA: max allocated during the strategy; CPU: the
   process's peak RSS so far, a coarse figure).
 
@@ -358,13 +359,19 @@ def ratios(bare, generate, prepare, inputs_by_batch: dict, new_tokens: int, roun
                 "decode_ms_per_token": 1000 * max(t_full - t_one, 0.0) / max(new_tokens - 1, 1),
             }
         base, strat = row["base"], row["strategy"]
+        paired = sorted(  # per round: the strategy's decode time over the bare base's just before it
+            max(fs - os_, 0.0) / max(fb - ob, 1e-9)
+            for fs, os_, fb, ob in zip(full["strategy"], first["strategy"], full["base"], first["base"])
+        )
         out[f"b{batch}"] = {
             "tok_s": strat["tok_s"],
             "base_tok_s": base["tok_s"],
             "ratio": strat["tok_s"] / base["tok_s"],
             "decode_ms_per_token": strat["decode_ms_per_token"],
             "base_decode_ms_per_token": base["decode_ms_per_token"],
-            "decode_time_ratio": strat["decode_ms_per_token"] / max(base["decode_ms_per_token"], 1e-9),
+            "decode_time_ratio": statistics.median(paired),  # robust to the machine's drift between rounds
+            "decode_time_ratio_range": [paired[0], paired[-1]],
+            "decode_time_ratio_of_medians": strat["decode_ms_per_token"] / max(base["decode_ms_per_token"], 1e-9),
         }
     return out
 
@@ -548,7 +555,7 @@ def table(result: dict) -> str:
         f"{result['load_average'][0]:.1f} -> {result['load_average_after'][0]:.1f}",
         "",
         "| strategy | set-up s / adapter (median) | breakdown s (median per switch) | once | "
-        + " | ".join(f"b{b} tok/s (vs base) | b{b} decode ms/token (vs base)" for b in result["batches"])
+        + " | ".join(f"b{b} tok/s (vs base) | b{b} decode ms/token (vs base, range over rounds)" for b in result["batches"])
         + " | temp disk | peak mem |",
         "|---|---|---|---|" + "---|---|" * len(result["batches"]) + "---|---|",
     ]
@@ -559,7 +566,8 @@ def table(result: dict) -> str:
         parts = ", ".join(f"{k} {v:.3f}" for k, v in r["breakdown_s"].items())
         once = ", ".join(f"{k} {v:.2f}" for k, v in r.get("once_s", {}).items()) or "-"
         speeds = " | ".join(
-            f"{t['tok_s']:.1f} ({t['ratio']:.2f}x) | {t['decode_ms_per_token']:.1f} ({t['decode_time_ratio']:.2f}x)"
+            f"{t['tok_s']:.1f} ({t['ratio']:.2f}x) | {t['decode_ms_per_token']:.1f} ({t['decode_time_ratio']:.2f}x, "
+            f"{t['decode_time_ratio_range'][0]:.2f}-{t['decode_time_ratio_range'][1]:.2f})"
             for t in r["throughput"].values()
         )
         lines.append(
