@@ -3,7 +3,8 @@ as a ratio to the bare base, on a random-weight base of a real model's shape.
 
     .venv/bin/python bench/scale.py --shape SHAPE [--adapters N]   (SHAPE: tiny, qwen0_5b, qwen1_5b, qwen7b,
         qwen3_8b, llama3_2_3b, mistral7b, gemma2_9b, phi3_mini, phi4_mini)
-        [--strategies merge,merge_in_memory,direct,vllm] [--batches 1,32] [--new-tokens 8] [--rounds 2]
+        [--strategies merge,merge_in_memory,peft_merge,direct,peft,base_loop,vllm] [--batches 1,32]
+        [--new-tokens 8] [--rounds 2]
 
 Nothing is downloaded: the base is built from the shape's config with kit's own
 512-token tokenizer (``kit.core.model.tiny.build_tokenizer``), directly on the device in
@@ -12,16 +13,29 @@ every strategy loads it as it would a real base. The N adapters are all-linear
 LoRA on the decoder layers (q, k, v, o, gate, up, down; Phi: its fused qkv_proj and
 gate_up_proj), ranks 16 and 64 in turn, with non-zero A and B.
 
+Strategies: ``merge_in_memory`` and ``direct`` as kit runs them (``ResidentBase.generate``:
+the fused LoRA path, merges by ``addmm_`` in place, kit's decode loop, CUDA-graph decode
+steps on a GPU); ``peft``: the unmerged adapter through PEFT's own forward and HF
+``generate`` (what ``direct`` was before the fused path: the reference it is compared
+with); ``peft_merge``: ``merge_in_memory`` through PEFT's ``merge_adapter`` (a ``B @ A``
+temporary per module: what it was before the in-place ``addmm_`` merge); ``base_loop``:
+the bare base through kit's decode loop (what ``direct`` costs over the base in the same
+loop); ``merge`` (to disk) and ``vllm``.
+
 Per strategy:
 - set-up per adapter: median over ``2 x N`` switches (every adapter twice, one
   attached at a time, so every switch is a real load), split into phases by timing
   kit's own functions: ``read`` (read_adapter + check_fits), ``attach`` (the PEFT
-  load), ``snapshot`` (the pristine copy, first merge only), ``merge``,
-  ``restore`` (of the previous adapter's merge), ``check`` (after the restore);
-  ``merge`` (to disk): ``merge_to_folder`` and the reload;
+  load), ``fuse`` (copying the adapter into the fused LoRA buffers), ``snapshot``
+  (the pristine copy, first merge only), ``merge``, ``restore`` (of the previous
+  adapter's merge), ``check`` (after the restore); ``merge`` (to disk):
+  ``merge_to_folder`` and the reload;
 - tokens/s at each batch size, every sequence forced to ``--new-tokens`` tokens,
-  as a ratio to the bare base measured in the same rounds (median over rounds
-  that run the strategy and the bare base in turn);
+  as a ratio to the bare base (plain HF ``generate``) measured in the same rounds
+  (median over rounds that run the strategy and the bare base in turn), and the
+  decode time per token (a ``--new-tokens`` run minus a 1-token run, over the
+  tokens between: the prefill taken out) and its ratio to the bare base's (per round,
+  against the bare base's run just before it: the median and the range over rounds);
 - temporary disk; peak memory (CUDA: max allocated during the strategy; CPU: the
   process's peak RSS so far, a coarse figure).
 
@@ -262,6 +276,13 @@ def resident_phases(cuda: bool) -> Phases:
     p.wrap(resident.ResidentBase, "_load", "attach")
     p.wrap(resident.ResidentBase, "_refill", "attach")  # copy into spare LoRA modules
     p.wrap(resident.ResidentBase, "_stash", "attach")  # evict into the spares
+    try:
+        from kit.lora import fused
+
+        p.wrap(fused.FusedLora, "load", "fuse")  # the fused LoRA buffers
+        p.wrap(fused.FusedLora, "merge", "merge")  # the in-place addmm_ merge
+    except ImportError:  # kit before the fused path
+        pass
     p.wrap(snapshot.Snapshot, "take", "snapshot")
     p.wrap(tuners.BaseTuner, "merge_adapter", "merge")
     p.wrap(snapshot.Snapshot, "restore", "restore")
@@ -299,7 +320,8 @@ def prompts(tokenizer, batch: int, device: str):
     return tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
 
 
-def tok_s(model, inputs, new_tokens: int) -> float:
+def timed_generate(generate, inputs, new_tokens: int) -> float:
+    """Seconds for one ``generate`` call of ``new_tokens`` forced tokens."""
     import torch
 
     cuda = inputs["input_ids"].is_cuda
@@ -307,26 +329,50 @@ def tok_s(model, inputs, new_tokens: int) -> float:
         torch.cuda.synchronize()
     start = time.perf_counter()
     with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        out = generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
     if cuda:
         torch.cuda.synchronize()
-    return (out.shape[1] - inputs["input_ids"].shape[1]) * out.shape[0] / (time.perf_counter() - start)
+    assert out.shape[1] - inputs["input_ids"].shape[1] == new_tokens, out.shape
+    return time.perf_counter() - start
 
 
-def ratios(bare, model, prepare, inputs_by_batch: dict, new_tokens: int, rounds: int) -> dict:
-    """tok/s of ``model`` and its ratio to ``bare`` per batch size; rounds alternate the two."""
+def ratios(bare, generate, prepare, inputs_by_batch: dict, new_tokens: int, rounds: int) -> dict:
+    """Per batch size: tok/s of ``generate`` and of the bare base's ``generate`` (rounds alternate the
+    two), their ratio, and the decode time per token (a run of ``new_tokens`` minus a 1-token run)."""
     out = {}
     for batch, inputs in inputs_by_batch.items():
-        speeds = {"base": [], "strategy": []}
+        full, first = {"base": [], "strategy": []}, {"base": [], "strategy": []}
         for r in range(rounds + 1):
-            for name, m in (("base", bare), ("strategy", model)):
+            for name, gen in (("base", bare.generate), ("strategy", generate)):
                 if name == "strategy":
                     prepare()
-                s = tok_s(m, inputs, new_tokens)
+                t_full = timed_generate(gen, inputs, new_tokens)
+                t_one = timed_generate(gen, inputs, 1)
                 if r:  # round 0 warms up
-                    speeds[name].append(s)
-        base, strat = statistics.median(speeds["base"]), statistics.median(speeds["strategy"])
-        out[f"b{batch}"] = {"tok_s": strat, "base_tok_s": base, "ratio": strat / base}
+                    full[name].append(t_full)
+                    first[name].append(t_one)
+        row = {}
+        for name in ("base", "strategy"):
+            t_full, t_one = statistics.median(full[name]), statistics.median(first[name])
+            row[name] = {
+                "tok_s": batch * new_tokens / t_full,
+                "decode_ms_per_token": 1000 * max(t_full - t_one, 0.0) / max(new_tokens - 1, 1),
+            }
+        base, strat = row["base"], row["strategy"]
+        paired = sorted(  # per round: the strategy's decode time over the bare base's just before it
+            max(fs - os_, 0.0) / max(fb - ob, 1e-9)
+            for fs, os_, fb, ob in zip(full["strategy"], first["strategy"], full["base"], first["base"])
+        )
+        out[f"b{batch}"] = {
+            "tok_s": strat["tok_s"],
+            "base_tok_s": base["tok_s"],
+            "ratio": strat["tok_s"] / base["tok_s"],
+            "decode_ms_per_token": strat["decode_ms_per_token"],
+            "base_decode_ms_per_token": base["decode_ms_per_token"],
+            "decode_time_ratio": statistics.median(paired),  # robust to the machine's drift between rounds
+            "decode_time_ratio_range": [paired[0], paired[-1]],
+            "decode_time_ratio_of_medians": strat["decode_ms_per_token"] / max(base["decode_ms_per_token"], 1e-9),
+        }
     return out
 
 
@@ -335,12 +381,15 @@ def median_phases(per_switch: list[dict]) -> dict:
     return {k: statistics.median(t.get(k, 0.0) for t in per_switch) for k in names}
 
 
-def bench_resident(base: Path, adapters: list[Path], merged: bool, device: str, dtype: str) -> tuple[dict, object]:
-    """merge_in_memory (merged=True) or direct: 2 x N switches, one adapter attached at a time."""
+def bench_resident(
+    base: Path, adapters: list[Path], merged: bool, device: str, dtype: str, fused: bool = True
+) -> tuple[dict, object]:
+    """merge_in_memory (merged=True), direct or peft (fused=False): 2 x N switches, one adapter attached at a time."""
     from kit.lora.resident import ResidentBase
 
     start = time.perf_counter()
-    resident = ResidentBase(base, device, dtype, max_adapters=1)
+    kwargs = {"fused": fused} if "fused" in inspect.signature(ResidentBase).parameters else {}
+    resident = ResidentBase(base, device, dtype, max_adapters=1, **kwargs)
     load_s = time.perf_counter() - start
     phases = resident_phases(device.startswith("cuda"))
     try:
@@ -464,18 +513,35 @@ def measure_strategy(name: str, base: Path, adapters: list[Path], bare, inputs, 
         return {"skipped": "vllm: run bench/eval_strategies.py on the GPU machine (vLLM's own engine)"}
     if name == "merge":
         row, model = bench_merge(base, adapters, device, DTYPES[short].torch_name)
-        row["throughput"] = ratios(bare, model, lambda: None, inputs, args.new_tokens, args.rounds)
+        row["throughput"] = ratios(bare, model.generate, lambda: None, inputs, args.new_tokens, args.rounds)
         del model
         gc.collect()
         return row
-    merged = name == "merge_in_memory"
-    row, resident = bench_resident(base, adapters, merged, device, short)
+    if name == "base_loop":  # the bare base through kit's decode loop
+        from kit.lora.resident import ResidentBase
+
+        resident = ResidentBase(base, device, short)
+        generate = lambda **kw: resident.generate(None, **kw)  # noqa: E731
+        row = {"setup_s": 0.0, "breakdown_s": {}, "temp_bytes": 0}
+        row["throughput"] = ratios(bare, generate, lambda: None, inputs, args.new_tokens, args.rounds)
+        resident = generate = None
+        gc.collect()
+        return row
+    merged = name in ("merge_in_memory", "peft_merge")
+    fused = name not in ("peft", "peft_merge")  # PEFT's own forward / merge_adapter: the before figures
+    row, resident = bench_resident(base, adapters, merged, device, short, fused=fused)
     with resident.lock:
         last = resident.attach(adapters[-1])
         prepare = lambda: resident.activate(last, merged=merged, check=False)  # noqa: E731
-        row["throughput"] = ratios(bare, resident.forward_model(last), prepare, inputs, args.new_tokens, args.rounds)
+        if hasattr(resident, "generate"):  # kit's own path: fused LoRA, decode loop, CUDA graphs
+            generate = lambda **kw: resident.generate(last, merged, False, **kw)  # noqa: E731
+        else:  # kit before the fused path
+            generate = lambda **kw: resident.forward_model(last).generate(**kw)  # noqa: E731
+        row["throughput"] = ratios(bare, generate, prepare, inputs, args.new_tokens, args.rounds)
         resident.restore(check=True)
-    resident = prepare = None  # free the base before the next strategy builds its own
+        decoder = resident.decoder() if hasattr(resident, "decoder") and fused else None
+        row["cuda_graphs_recorded"] = decoder.captures if decoder is not None else 0
+    resident = prepare = generate = None  # free the base before the next strategy builds its own
     gc.collect()
     return row
 
@@ -489,9 +555,9 @@ def table(result: dict) -> str:
         f"{result['load_average'][0]:.1f} -> {result['load_average_after'][0]:.1f}",
         "",
         "| strategy | set-up s / adapter (median) | breakdown s (median per switch) | once | "
-        + " | ".join(f"b{b} tok/s (vs base)" for b in result["batches"])
+        + " | ".join(f"b{b} tok/s (vs base) | b{b} decode ms/token (vs base, range over rounds)" for b in result["batches"])
         + " | temp disk | peak mem |",
-        "|---|---|---|---|" + "---|" * len(result["batches"]) + "---|---|",
+        "|---|---|---|---|" + "---|---|" * len(result["batches"]) + "---|---|",
     ]
     for name, r in result["strategies"].items():
         if "skipped" in r:
@@ -499,7 +565,11 @@ def table(result: dict) -> str:
             continue
         parts = ", ".join(f"{k} {v:.3f}" for k, v in r["breakdown_s"].items())
         once = ", ".join(f"{k} {v:.2f}" for k, v in r.get("once_s", {}).items()) or "-"
-        speeds = " | ".join(f"{t['tok_s']:.1f} ({t['ratio']:.2f}x)" for t in r["throughput"].values())
+        speeds = " | ".join(
+            f"{t['tok_s']:.1f} ({t['ratio']:.2f}x) | {t['decode_ms_per_token']:.1f} ({t['decode_time_ratio']:.2f}x, "
+            f"{t['decode_time_ratio_range'][0]:.2f}-{t['decode_time_ratio_range'][1]:.2f})"
+            for t in r["throughput"].values()
+        )
         lines.append(
             f"| {name} | {r['setup_s']:.3f} | {parts} | {once} | {speeds} | "
             f"{r['temp_bytes'] / 1e9:.2f} GB | {r['peak_memory_bytes'] / 2**30:.1f} GiB |"
@@ -511,7 +581,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     p.add_argument("--adapters", type=int, default=2)
-    p.add_argument("--strategies", default="merge,merge_in_memory,direct,vllm")
+    p.add_argument("--strategies", default="merge,merge_in_memory,peft_merge,direct,peft,base_loop,vllm")
     p.add_argument("--batches", default="1,32")
     p.add_argument("--new-tokens", type=int, default=8)
     p.add_argument("--rounds", type=int, default=2)

@@ -1,8 +1,9 @@
 """What one misbehaving client costs the others on ``kit serve``: p50/p95 latency of well-behaved clients.
 
-    .venv/bin/python bench/serve_load.py [--registry DIR] [--clients 64] [--requests 4] [--seconds 120]
+    .venv/bin/python bench/serve_load.py [--registry DIR | --base smollm2|FOLDER] [--clients 64] [--requests 4]
 
-Without ``--registry`` it first trains the bundled three modifiers (as ``bench/serve.py`` does).
+Without ``--registry`` it first makes the modifiers as ``bench/serve.py`` does (``--base``: synthetic
+modifiers on that base; else the bundled three trained on the tiny model).
 Against one real ``kit serve`` subprocess on 127.0.0.1 (defaults, mixed batching), in one run:
 
 - ``idle``: one well-behaved client alone, sequential requests (the idle-server latency);
@@ -13,8 +14,8 @@ Against one real ``kit serve`` subprocess on 127.0.0.1 (defaults, mixed batching
   message, resent as soon as it is answered), a client that hangs up mid-generation
   (200 forced tokens, gone after 0.3 s), and 60 connections that open and stall;
 - ``load+huge``, ``load+hang_up``, ``load+slow,stall``: the same, one kind of misbehaviour at a time;
-- ``load+long``: the clients beside one in-limit long generation (200 forced tokens, resent), for
-  the record: batches are not continuous, so a long row holds its batch's successors (not a goal).
+- ``load+long``: the clients beside one in-limit long generation (200 forced tokens, resent): with
+  continuous batching the long row keeps one place and the others come and go around it.
 
 The misbehaving clients run in a process of their own, as real clients would (not sharing the
 measuring process's GIL).
@@ -39,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import ENV, PROMPTS, ROOT, start_server, train_modifiers  # noqa: E402
+from serve import ENV, PROMPTS, ROOT, make_registry, start_server  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "serve_load.json"
 
@@ -194,6 +195,7 @@ def misbehave(url: str, kinds: list[str]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--registry", type=Path)
+    p.add_argument("--base", help="smollm2 or an HF folder: three synthetic modifiers on it (no training)")
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--requests", type=int, default=4)
     p.add_argument("--idle-requests", type=int, default=20)
@@ -203,7 +205,7 @@ def main() -> None:
     if args.misbehave:
         return misbehave(args.url, args.misbehave.split(","))
     with tempfile.TemporaryDirectory() as tmp:
-        registry = args.registry or train_modifiers(Path(tmp))
+        registry = make_registry(args, Path(tmp))
         proc, url = start_server(registry, "serve.client_timeout_s=5")
         report = {"settings": vars(args) | {"registry": str(registry)}, "load_average_before": os.getloadavg()}
         try:

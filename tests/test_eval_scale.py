@@ -48,17 +48,14 @@ def logits(resident, name, merged):
 
 
 def fresh_logits(base, adapter):
-    """The adapter on a base of its own, loaded by PEFT: what a refill must reproduce."""
-    from peft import PeftModel
-
-    from kit.core.model.loader import load_model, load_tokenizer
-
-    model = PeftModel.from_pretrained(load_model(base), adapter, is_trainable=False)
-    with torch.inference_mode():
-        return model(**load_tokenizer(base)(PROMPT, return_tensors="pt")).logits.clone()
+    """The adapter on a resident base of its own, freshly loaded by PEFT (and copied into its
+    fused LoRA slot): what a refill must reproduce bit for bit. That the fused path computes
+    PEFT's own logits is tests/test_fused_lora.py's."""
+    fresh = ResidentBase(base, "cpu", "fp32")
+    return logits(fresh, fresh.attach(adapter), merged=False)
 
 
-def test_refilled_spare_modules_compute_exactly_as_a_fresh_peft_load(tiny_base, adapters):
+def test_refilled_spare_modules_compute_exactly_as_a_fresh_load(tiny_base, adapters):
     resident = ResidentBase(tiny_base, "cpu", "fp32", max_adapters=1)
     a0, a1, a2 = adapters  # ranks 4, 8, 4: a2 takes over a0's evicted modules
     resident.attach(a0)

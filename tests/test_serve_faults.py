@@ -155,9 +155,10 @@ def test_generation_deadline_answers_504(modifier_job, kit_cache):
         assert proc.wait(timeout=60) == 0
 
 
-def test_long_answers_yield_to_waiting_requests_unchanged(url):
-    """A long greedy answer set aside for waiting requests (serve.preempt_tokens) continues later
-    with the same tokens as when it runs alone; the short requests are not held for its batch."""
+def test_short_requests_do_not_wait_for_long_answers(url):
+    """Continuous batching: short requests sent while three long greedy answers run join them at the
+    next step and end before them; the long answers have the same tokens as when each runs alone.
+    (Setting a long row aside when every place is taken: tests/test_serve_engine.py.)"""
     import httpx
 
     cases = [
@@ -168,21 +169,27 @@ def test_long_answers_yield_to_waiting_requests_unchanged(url):
     long = lambda m, p: {"model": m, "prompt": p, "max_tokens": 120, "min_tokens": 120}
     post = lambda path, body: httpx.post(f"{url}{path}", json=body, headers=AUTH, timeout=300).json()
     alone = [post("/completions", long(m, p))["choices"][0]["text"] for m, p in cases]
-    before = health(url)["preempted"]
-    together, short = {}, []
-    threads = [
-        threading.Thread(target=lambda i=i, m=m, p=p: together.update({i: post("/completions", long(m, p))}))
-        for i, (m, p) in enumerate(cases)
-    ]
+    together, short, ended = {}, [], []
+
+    def run_long(i, m, p):
+        together[i] = post("/completions", long(m, p))
+        ended.append(("long", time.monotonic()))
+
+    def run_short():
+        short.append(post("/chat/completions", hi))
+        ended.append(("short", time.monotonic()))
+
+    threads = [threading.Thread(target=run_long, args=(i, m, p)) for i, (m, p) in enumerate(cases)]
     [t.start() for t in threads]
     assert wait_until(lambda: health(url)["busy"])
     hi = {"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    shorts = [threading.Thread(target=lambda: short.append(post("/chat/completions", hi))) for _ in range(4)]
+    shorts = [threading.Thread(target=run_short) for _ in range(4)]
     [t.start() for t in shorts]
     [t.join() for t in shorts + threads]
     assert [together[i]["choices"][0]["text"] for i in range(3)] == alone
     assert all(r["choices"][0]["finish_reason"] for r in short) and len(short) == 4
-    assert health(url)["preempted"] > before
+    last_short = max(t for kind, t in ended if kind == "short")
+    assert last_short < min(t for kind, t in ended if kind == "long"), "a short request waited for a long answer"
 
 
 # -- 2: one client's bad request fails only itself -------------------------------------------------

@@ -1,7 +1,13 @@
 """One base model resident in memory; many LoRA adapters attached to it in turn.
 
-Used by ``eval=direct`` (unmerged PEFT), ``eval=merge_in_memory`` (merged into
-the resident weights, then restored bit-exactly) and the vLLM stand-in server.
+Used by ``eval=direct`` (unmerged), ``eval=merge_in_memory`` (merged into the resident
+weights, then restored bit-exactly), ``kit serve``, ``kit verify`` and the vLLM stand-in
+server. PEFT loads every adapter; plain LoRA adapters (no DoRA, LoRA bias or other
+variant) then compute through kit's fused path (kit.lora.fused: one shrink GEMM per group
+of projections sharing an input, the expand added in place, a LoRA slot per batch row),
+merge in place with one ``addmm_`` per layer, and generate through kit's decode loop
+(kit.lora.decode; a decode step recorded once as a CUDA graph on a GPU). Other adapters
+use PEFT's own forward, merge and HF ``generate``.
 Whoever loads a base owns it: a command's ``EvalSession``
 (kit.eval.session) keeps one per process run and closes it; the server
 and verify hold theirs. It is never reloaded when the adapter changes. At most
@@ -42,6 +48,10 @@ REUSE_KEYS = (
     "layer_replication",
     "target_parameters",
 )
+
+
+class AdapterBusy(Exception):
+    """No adapter can be evicted for a new one: every attached one is in use (``keep``)."""
 
 
 def adapter_name(folder: Path) -> str:
@@ -148,6 +158,8 @@ class ResidentBase:
         trust_remote_code: bool = False,
         max_adapters: int = 4,
         snapshot_on_device: bool = True,
+        fused: bool = True,
+        cuda_graphs: bool | None = None,
     ):
         self.base = Path(base)
         self.device = device
@@ -171,6 +183,14 @@ class ResidentBase:
         self.signatures: dict[str, str] = {}  # attached adapter -> signature()
         self.spares: OrderedDict[str, tuple[dict, object]] = OrderedDict()  # signature -> evicted LoRA modules
         self.max_spares = 2  # spare module sets kept (one per signature): memory stays bounded
+        self.use_fused = fused  # False: PEFT's own forward, merge and HF generate (the reference)
+        # decode steps recorded as CUDA graphs (default: on CUDA); True on a CPU runs the same
+        # fixed-buffer path with steps re-run instead of replayed (tests)
+        on_cuda = str(next(self.model.parameters()).device).startswith("cuda")
+        self.cuda_graphs = on_cuda if cuda_graphs is None else bool(cuda_graphs)
+        self.fused = None  # kit.lora.fused.FusedLora, made with the PEFT wrapper
+        self._decoder = None  # kit.lora.decode.Decoder, made on first use
+        self.merged_by = None  # "fused" (addmm_ into the weights) or "peft" (merge_adapter)
 
     def fingerprint(self) -> str:
         """sha256 of every base weight, bit-exact (LoRA weights excluded)."""
@@ -179,14 +199,17 @@ class ResidentBase:
 
     # -- adapters ---------------------------------------------------------
 
-    def attach(self, folder: Path, allow_pickle: bool = False) -> str:
-        """Load an adapter onto the resident base (no-op if attached); returns its PEFT name."""
+    def attach(self, folder: Path, allow_pickle: bool = False, keep=()) -> str:
+        """Load an adapter onto the resident base (no-op if attached); returns its PEFT name.
+        Adapters named in ``keep`` are not evicted for it (AdapterBusy when only they could be)."""
         folder = Path(folder)
         name = adapter_name(folder)
         with self.lock:
             if name in self.attached:
                 self.attached.move_to_end(name)
                 return name
+            if len(self.attached) >= self.max_adapters and all(n in keep for n in self.attached):
+                raise AdapterBusy(name)
             self.restore()  # PEFT unmerges by arithmetic when adapters change; keep it exact
             config, shapes = read_adapter(folder, allow_pickle, read_all=False)
             sig = signature(config, shapes)
@@ -199,9 +222,27 @@ class ResidentBase:
             self.signatures[name] = sig
             self.attached[name] = folder
             self.adapter_loads += 1
+            self._fuse(name)
             while len(self.attached) > self.max_adapters:
-                self.detach(next(iter(self.attached)))
+                self.detach(next(n for n in self.attached if n not in keep and n != name))
             return name
+
+    def _fuse(self, name: str) -> None:
+        """Copy a plain LoRA adapter into a fused slot (others stay PEFT-only)."""
+        if not self.use_fused:
+            return
+        if self.fused is None:
+            from kit.lora.fused import FusedLora
+
+            self.fused = FusedLora(self.model, self.max_adapters, static=self.cuda_graphs)
+        if is_plain_lora(self.signatures[name]) and self.fused.supports(name):
+            self.fused.load(name)
+
+    def fused_for(self, name: str | None) -> bool:
+        """Whether ``name`` (None: the bare base) computes through the fused path."""
+        if self.fused is None:
+            return name is None
+        return name is None or name in self.fused.slot_of
 
     def _load(self, folder: Path, name: str) -> None:
         from peft import PeftModel
@@ -260,6 +301,8 @@ class ResidentBase:
             self.restore()
             if len(self.peft.peft_config) == 1:  # PEFT needs one adapter left; keep it, unused
                 return
+            if self.fused is not None:
+                self.fused.free(name)
             if is_plain_lora(self.signatures.get(name)):
                 self._stash(name)
                 if self.peft.active_adapter == name or name in getattr(self.peft, "active_adapters", []):
@@ -278,20 +321,62 @@ class ResidentBase:
         if merged and name is not None:
             if self.merged != name:
                 self.restore(check)
-                self.peft.set_adapter(name)
                 self._snapshot_for(name)
-                self.peft.base_model.merge_adapter(adapter_names=[name])
+                if self.fused is not None and name in self.fused.slot_of:
+                    self.fused.merge(name)  # one addmm_ per layer into the resident weights
+                    self.fused.use(None)  # the LoRA layers now compute the (merged) base weights only
+                    self.merged_by = "fused"
+                else:
+                    if self.fused is not None:
+                        self.fused.mode = None  # PEFT's forward knows what it merged
+                    self.peft.set_adapter(name)
+                    self.peft.base_model.merge_adapter(adapter_names=[name])
+                    self.merged_by = "peft"
                 self.merged = name
             return
         self.restore(check)
+        if self.fused is not None and self.fused_for(name):
+            self.fused.use(name)
+            return
+        if self.fused is not None:
+            self.fused.mode = None  # PEFT's own forward for this adapter
         if name is not None:
             self.peft.set_adapter(name)
 
     def forward_model(self, name: str | None):
         """The module whose ``generate``/``forward`` computes with the active adapter."""
+        if self.fused is not None and self.fused.mode is not None:
+            return self.model  # the fused LoRA layers follow the mode activate() set
         if name is None and self.peft is not None:
             return _BaseOnly(self.peft)
         return self.peft if self.peft is not None else self.model
+
+    # -- generation ------------------------------------------------------------------------
+
+    def decoder(self):
+        """kit's decode loop on this base (kit.lora.decode), or None where it cannot run it."""
+        from kit.lora.decode import Decoder, unsupported
+
+        if self._decoder is None and unsupported(self.model) is None:
+            self._decoder = Decoder(self.model, self.fused, capture=self.cuda_graphs)
+        if self._decoder is not None:
+            self._decoder.fused = self.fused  # made after the decoder when the first adapter came later
+        return self._decoder
+
+    def generate(self, name: str | None, merged: bool = False, check: bool = True, **kwargs):
+        """``generate(**kwargs)`` with ``name`` active (merged or not): kit's decode loop when it
+        reproduces the call (kit.lora.decode.plan), else HF ``generate`` on the same model."""
+        from kit.lora.decode import plan
+
+        with self.lock:
+            self.activate(name, merged, check)
+            loop = self.use_fused and (self.merged is not None or self.fused_for(name))
+            settings = plan(self.model, kwargs) if loop else None
+            decoder = self.decoder() if settings is not None else None
+            if decoder is None:
+                return self.forward_model(name).generate(**kwargs)
+            slot = None if name is None or self.merged is not None else self.fused.slot_of[name]
+            return decoder.generate(kwargs["input_ids"], kwargs.get("attention_mask"), slot, settings)
 
     def _targets(self, name: str) -> list[str]:
         """Names of the base layers the adapter's LoRA layers wrap."""
@@ -322,10 +407,11 @@ class ResidentBase:
 
         snap = self.snapshots[self._merged_targets]
         snap.restore(self.model)  # the saved bits, not PEFT's unmerge arithmetic (it drifts in bf16)
-        for module in self.model.modules():  # and PEFT's bookkeeping to match: nothing merged
-            if isinstance(module, LoraLayer):
-                module.merged_adapters.clear()
-        self.merged = None
+        if self.merged_by == "peft":
+            for module in self.model.modules():  # and PEFT's bookkeeping to match: nothing merged
+                if isinstance(module, LoraLayer):
+                    module.merged_adapters.clear()
+        self.merged = self.merged_by = None
         if check:
             differ = snap.verify(self.model)
             if differ:
@@ -336,7 +422,7 @@ class ResidentBase:
 
 
 class _BaseOnly:
-    """``generate`` on the PEFT model with every adapter disabled: the bare base."""
+    """``generate`` and the forward of the PEFT model with every adapter disabled: the bare base."""
 
     def __init__(self, peft_model):
         self.peft = peft_model
@@ -344,3 +430,7 @@ class _BaseOnly:
     def generate(self, *args, **kwargs):
         with self.peft.disable_adapter():
             return self.peft.generate(*args, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        with self.peft.disable_adapter():
+            return self.peft(*args, **kwargs)

@@ -43,7 +43,9 @@ class AdapterView:
 
     ``generate`` runs on Inspect's batch thread; it takes the resident lock and
     switches adapter first, so requests for different adapters never mix in a batch
-    (Inspect batches by the identity of this object's ``generate``).
+    (Inspect batches by the identity of this object's ``generate``). It runs kit's decode
+    loop over the fused LoRA path when that reproduces the call (greedy or plain sampling;
+    a CUDA-graph decode step on a GPU), else HF ``generate`` (``ResidentBase.generate``).
     """
 
     def __init__(self, resident, adapter: str | None, merged: bool, check_restore: bool):
@@ -54,9 +56,9 @@ class AdapterView:
         return self.resident.model.device
 
     def generate(self, *args, **kwargs):
-        with self.resident.lock:
-            self.resident.activate(self.adapter, self.merged, self.check_restore)
-            return self.resident.forward_model(self.adapter).generate(*args, **kwargs)
+        if args:  # positional input_ids, as HF generate takes them
+            kwargs["input_ids"] = args[0]
+        return self.resident.generate(self.adapter, self.merged, self.check_restore, **kwargs)
 
 
 class PeftAPI(HuggingFaceAPI):

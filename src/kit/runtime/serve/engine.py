@@ -1,27 +1,34 @@
-"""Generation on the resident base with per-request modifiers.
+"""Generation on the resident base with per-request modifiers: continuous batching.
 
-Every request becomes a ``Job`` on one queue, served by one worker thread, so
-the model is only ever touched by that thread and nothing is reloaded between
-requests for different modifiers:
+Every request becomes a ``Job`` on one queue, served by one worker thread, so the model is
+only ever touched by that thread and nothing is reloaded between requests for different
+modifiers. The worker runs kit's decode loop (kit.lora.decode) over the fused LoRA path
+(kit.lora.fused):
 
-``switch``  one job at a time: activate its modifier (PEFT ``set_adapter``), generate.
-``mixed``   jobs that arrive within ``batch_wait_ms`` of each other run as ONE batch,
-            each row with its own modifier (PEFT ``generate(adapter_names=[...])``;
-            ``__base__`` rows use the bare base). Greedy jobs only; a sampled job
-            runs on its own so its seed means what it says.
+``mixed``   up to ``max_batch`` rows decode together, each with its own modifier (a LoRA
+            slot per row; ``base`` rows use none) and its own sampling (greedy, or
+            temperature/top_p from a generator seeded by the request's own ``seed``, so a
+            sampled answer does not depend on its batch mates). A row that ends frees its
+            place at once and a waiting request is prefilled into it before the next step:
+            a long answer never holds short ones behind it. Requests that arrive within
+            ``batch_wait_ms`` of an idle server share their prefill.
+``switch``  one request at a time (the same loop with one row).
 
-Each row is watched after every generated token (``RowWatch``): it ends on its own
-end-of-turn token, its own ``max_tokens``, a ``stop`` string, its deadline, or when
-its client has gone (``Job.cancel``), and its answer is handed back at once rather
-than when the longest row of the batch ends. A greedy row that has run
-``preempt_tokens`` tokens in its batch while others wait is set aside and continues
-(from its prompt and the tokens so far) at the back of the queue, so one long
-answer does not hold everyone queued behind its batch. A batch that fails is re-run
-row by row, so one bad request fails alone. Prompts arrive as token ids, already checked
-against the model's context by the caller.
+Each row is watched after every generated token (``Engine.step``): it ends on its own
+end-of-turn token, its own ``max_tokens``, a ``stop`` string, its deadline, or when its
+client has gone (``Job.cancel``), and its answer is handed back at once. When every place
+is taken and requests wait, a row that has run ``preempt_tokens`` tokens since it was
+(re)admitted is set aside and continues later from its prompt and its tokens so far (its
+sampling generator goes with it), at the back of the queue. A modifier is attached when a
+request for it is admitted, never evicting one that rows in flight use (it waits for room
+instead); a modifier that fails to attach fails its own request alone, and a step that
+fails is retried row by row, so one bad request fails alone. Prompts arrive as token ids,
+already checked against the model's context by the caller. Adapters the fused path does
+not compute (DoRA, ...) run alone through PEFT; a base the decode loop cannot run
+(kit.lora.decode.unsupported) is served one request at a time through HF ``generate``.
 
-``bench/serve.py`` measures which batching is faster; ``bench/serve_load.py`` what
-one misbehaving client costs the others.
+``bench/serve.py`` measures requests/s for base, one and mixed modifiers;
+``bench/serve_load.py`` what one misbehaving client costs the others.
 """
 
 from __future__ import annotations
@@ -29,10 +36,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+from kit.lora.resident import AdapterBusy
+
 FINISHING = threading.Lock()
 
 
@@ -66,8 +75,10 @@ class Job:
     cancelled: bool = False
     ids: list[int] = field(default_factory=list)  # generated so far
     sent: int = 0  # characters of answer text already given to on_text
-    run_start: int = 0  # len(ids) when its current batch began
-    paused: bool = False  # set aside for waiting requests; continues in a later batch
+    run_start: int = 0  # len(ids) when it was last admitted
+    paused: bool = False  # set aside for waiting requests; continues when admitted again
+    generator: object = None  # sampled rows: a torch.Generator seeded with the request's seed
+    retried: bool = False  # its step failed once beside others: it now runs alone
 
     @property
     def todo_max(self) -> int:
@@ -176,17 +187,21 @@ class Engine:
         self.decoder = Decoder(self.resident.tokenizer)
         self.batching = batching
         self.wait = batch_wait_ms / 1000
-        self.max_batch = max_batch
+        self.max_batch = max_batch if batching == "mixed" else 1
         self.preempt_tokens = preempt_tokens  # 0: a row runs to its end once started
         self.preempted = 0
         self.jobs: queue.Queue[Job] = queue.Queue()
-        self.carry: Job | None = None  # a job that did not fit the last batch: it opens the next one
-        self.batches = 0  # generate calls, for stats and tests
+        self.waiting: deque[Job] = deque()  # taken off the queue, not yet admitted
+        self.active: list[Job] = []  # rows in the decode loop
+        self.batches = 0  # prefill calls (rows admitted together), for stats and tests
         self.rows = 0
+        self.steps = 0  # decode steps
         self.busy = False
         self.cancelled = 0  # rows stopped because their client left
         self.timed_out = 0  # rows stopped at their deadline
         self.live: dict[int, Job] = {}  # submitted and not yet finished (stop_all answers them)
+        pad = self.resident.tokenizer.pad_token_id
+        self.pad = pad if pad is not None else self.resident.tokenizer.eos_token_id
         threading.Thread(target=self._work, name="kit-serve-engine", daemon=True).start()
 
     def submit(self, job: Job) -> Job:
@@ -215,15 +230,50 @@ class Engine:
     # -- worker ------------------------------------------------------------------------
 
     def _work(self) -> None:
+        with self.resident.lock:
+            loop = self.resident.decoder()
         while True:
-            batch = [j for j in self._next_batch() if self._still_wanted(j)]
-            if not batch:
+            if loop is None:  # a base kit's loop cannot run: one request at a time through HF generate
+                job = self._take(block=True)
+                if job is not None and self._still_wanted(job):
+                    self.busy = True
+                    try:
+                        self._run_alone(job)
+                    finally:
+                        self.busy = False
                 continue
-            self.busy = True
+            self._collect(block=not self.active)
+            self.busy = bool(self.active or self.waiting)
             try:
-                self._run_isolated(batch)
+                with self.resident.lock:
+                    self._turn(loop)
+            except BaseException as e:  # a bug must not stop the worker: the rows in flight fail, the server goes on
+                self._step_failed(loop, e)
             finally:
-                self.busy = False
+                self.busy = bool(self.active)
+
+    def _take(self, block: bool) -> Job | None:
+        try:
+            return self.jobs.get(block=block)
+        except queue.Empty:
+            return None
+
+    def _collect(self, block: bool) -> None:
+        """Move queued jobs to ``waiting``; an idle server waits for the first and then
+        ``batch_wait_ms`` for company (they share a prefill)."""
+        if block and not self.waiting:
+            self.waiting.append(self.jobs.get())
+            deadline = time.monotonic() + self.wait
+            while len(self.waiting) < self.max_batch:
+                try:
+                    self.waiting.append(self.jobs.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+        while True:
+            job = self._take(block=False)
+            if job is None:
+                return
+            self.waiting.append(job)
 
     def _still_wanted(self, job: Job) -> bool:
         if job.cancelled:
@@ -242,86 +292,187 @@ class Engine:
         job.finish(error=DeadlineExceeded(job.timeout))
         return True
 
-    def _run_isolated(self, batch: list[Job]) -> None:
-        """One batch; if it fails, its unfinished rows again one by one: a bad row fails alone."""
-        for job in batch:
-            job.run_start, job.paused = len(job.ids), False
-        try:
-            self._run(batch)
-        except BaseException as e:  # the request fails; the server goes on
-            left = [j for j in batch if not j.done.is_set()]
-            if len(batch) == 1 or not left:
-                for job in left:
-                    job.finish(error=e)
+    # -- one turn: admit, step, hand back ------------------------------------------------
+
+    def _turn(self, loop) -> None:
+        import torch
+
+        with torch.inference_mode():
+            self._preempt(loop)
+            fresh = self._admissions()
+            logits = self._advance(loop, fresh)
+            if logits is None:
                 return
-            for job in left:
-                job.ids = job.ids[: job.run_start]
-                self._run_isolated([job])
-            return
-        for job in batch:
-            if job.paused and not job.done.is_set():
-                self.jobs.put(job)  # continues behind those who waited
-            elif not job.done.is_set():  # the watcher never ended it (generate stopped first)
-                self._end(job, "length")
+            self.steps += 1
+            for job, token in zip(list(self.active), self._choose(logits)):
+                if job.done.is_set() or self.step(job, token):
+                    self._leave(loop, job)
 
-    def _next_batch(self) -> list[Job]:
-        first, self.carry = self.carry or self.jobs.get(), None
-        if self.batching != "mixed" or not first.greedy:
-            return [first]
-        batch, deadline = [first], time.monotonic() + self.wait
-        while len(batch) < self.max_batch:
+    def _admissions(self) -> list[tuple[Job, int | None]]:
+        """Waiting jobs that get a place now, each with its LoRA slot (modifiers attached here)."""
+        exclusive = any(j.retried or not self._fused(j) for j in self.active)
+        admitted, keep = [], {self.resident_name(j) for j in self.active if j.modifier}
+        for job in list(self.waiting):
+            if exclusive or len(self.active) + len(admitted) >= self.max_batch:
+                break
+            if not self._still_wanted(job):
+                self.waiting.remove(job)
+                continue
             try:
-                job = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
+                name = self.store.adapter(job.modifier, keep=keep) if job.modifier else None
+            except AdapterBusy:
+                continue  # every attached modifier is in use: it waits for a row to end
+            except Exception as e:  # a modifier that cannot be loaded fails its own request
+                self.waiting.remove(job)
+                job.finish(error=e)
+                continue
+            alone = job.retried or (name is not None and not self._fused(job))
+            if alone and (admitted or self.active):
+                continue  # runs once the loop is empty
+            self.waiting.remove(job)
+            admitted.append((job, None if name is None or alone else self.resident.fused.slot_of[name]))
+            if name:
+                keep.add(name)
+            if alone:
                 break
-            if not job.greedy or not self._fits(batch, job):
-                self.carry = job  # first in the next batch: never sent to the back of the queue
-                break
-            batch.append(job)
-        return batch
+        return admitted
 
-    def _fits(self, batch: list[Job], job: Job) -> bool:
-        """At most ``max_loaded`` distinct modifiers (all stay attached at once)."""
-        names = {j.modifier for j in batch if j.modifier} | ({job.modifier} if job.modifier else set())
-        return len(names) <= self.store.max_loaded
+    def resident_name(self, job: Job) -> str:
+        from kit.lora.resident import adapter_name
 
-    def _run(self, batch: list[Job]) -> None:
+        return adapter_name(self.store.folders[job.modifier])
+
+    def _fused(self, job: Job) -> bool:
+        fused = self.resident.fused
+        return job.modifier is None or (fused is not None and self.resident_name(job) in fused.slot_of)
+
+    def _advance(self, loop, fresh):
+        """One decode step for the running rows, then the prefill of the admitted ones; the
+        next-token logits of every row, in ``self.active`` order (None: no rows)."""
+        import torch
+
+        loop.fused = self.resident.fused  # made when the first modifier was attached (maybe just now)
+        parts = []
+        if self.active:
+            self._modes(fresh)
+            try:
+                parts.append(loop.step([j.ids[-1] if j.ids else j.prompt_ids[-1] for j in self.active]))
+            except Exception as e:
+                self._step_failed(loop, e)
+                return None
+        if fresh:
+            parts.append(self._prefill(loop, fresh))
+        parts = [p for p in parts if p is not None]
+        return torch.cat(parts) if parts else None
+
+    def _modes(self, fresh) -> None:
+        """The resident's LoRA mode for this turn: per-row slots, or one non-fused adapter through PEFT."""
+        rows = list(self.active) + [j for j, _ in fresh]
+        solo = [j for j in rows if j.modifier and not self._fused(j)]
+        self.resident.activate(self.resident_name(solo[0]) if solo else None)
+
+    def _prefill(self, loop, fresh):
+        """Admit the new rows together; if that fails, each alone (a bad row fails alone)."""
+        import torch
+
+        self._modes(fresh)
+        try:
+            logits = loop.admit([j.prompt_ids + j.ids for j, _ in fresh], [s for _, s in fresh], [j for j, _ in fresh])
+        except Exception as e:
+            if len(fresh) == 1:
+                fresh[0][0].finish(error=e)
+                return None
+            kept = [self._prefill(loop, [f]) for f in fresh]
+            kept = [k for k in kept if k is not None]
+            return torch.cat(kept) if kept else None
+        for job, _ in fresh:
+            job.run_start, job.paused = len(job.ids), False
+            if not job.ids:
+                self.rows += 1  # a new request (not one continuing after a pause or a failed step)
+            if job.generator is None and not job.greedy:
+                job.generator = torch.Generator(device=logits.device).manual_seed(int(job.settings["seed"]))
+            self.active.append(job)
+        self.batches += 1
+        return logits
+
+    def _step_failed(self, loop, error: BaseException) -> None:
+        """A step failed: every running row continues later alone; one that fails alone fails."""
+        loop.clear()
+        for job in self.active:
+            if job.retried:
+                job.finish(error=error)
+            else:
+                job.retried = True
+                self.waiting.appendleft(job)
+        self.active = []
+
+    def _choose(self, logits) -> list[int]:
+        """Each row's next token: greedy argmax or its own sampling; no end-of-turn before its min_tokens."""
+        import torch
+        from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+        eos = sorted(self.decoder.eos)
+        floor = [j.todo_min > 0 for j in self.active]
+        if eos and any(floor):
+            rows = torch.tensor([r for r, f in enumerate(floor) if f], device=logits.device)
+            logits[rows[:, None], torch.tensor(eos, device=logits.device)] = float("-inf")
+        tokens = logits.argmax(-1).tolist()
+        for row, job in enumerate(self.active):
+            if job.greedy:
+                continue
+            scores = TemperatureLogitsWarper(job.settings["temperature"])(None, logits[row : row + 1])
+            if job.settings["top_p"] < 1.0:
+                scores = TopPLogitsWarper(job.settings["top_p"])(None, scores)
+            probs = torch.softmax(scores, dim=-1)
+            tokens[row] = int(torch.multinomial(probs[0], 1, generator=job.generator))
+        return tokens
+
+    def _leave(self, loop, job: Job) -> None:
+        loop.drop(job)
+        self.active = list(loop.tags())  # the decoder moved its last row into this one's place
+        if job.paused and not job.done.is_set():
+            self.waiting.append(job)  # continues behind those who waited
+
+    def _preempt(self, loop) -> None:
+        """Every place taken and requests waiting: set aside the longest-running row past preempt_tokens."""
+        if not self.preempt_tokens or not self.waiting or len(self.active) < self.max_batch:
+            return
+        runs = [(len(j.ids) - j.run_start, j) for j in self.active]
+        ran, job = max(runs, key=lambda r: r[0])
+        if ran >= self.preempt_tokens:
+            job.paused = True
+            self.preempted += 1
+            self._leave(loop, job)
+
+    # -- a base kit's loop cannot run ------------------------------------------------------
+
+    def _run_alone(self, job: Job) -> None:
+        """One job through HF ``generate`` (a base the decode loop cannot run)."""
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        tok = self.resident.tokenizer
-        names = [self.store.adapter(j.modifier) if j.modifier else None for j in batch]
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        rows = [j.prompt_ids + j.ids for j in batch]  # a set-aside row continues from its tokens so far
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])  # left-padded
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        longest = max(j.todo_max for j in batch)
-        kwargs = {
-            "max_new_tokens": longest,
-            "pad_token_id": pad,
-            "logits_processor": LogitsProcessorList([RowFloor(batch, self.decoder.eos)]),
-            "stopping_criteria": StoppingCriteriaList([RowWatch(self, batch, width)]),
-        }
-        first = batch[0].settings
-        if first["temperature"] > 0:
-            kwargs.update(do_sample=True, temperature=first["temperature"], top_p=first["top_p"])
-            torch.manual_seed(first["seed"])
-        else:
-            kwargs["do_sample"] = False
-        device = self.resident.device
-        encoded = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-        with self.resident.lock, torch.inference_mode():
-            self._generate(encoded, names, kwargs)
-        self.batches += 1
-        self.rows += len(batch)
-
-    def _generate(self, encoded, names: list[str | None], kwargs: dict):
-        if len(set(names)) == 1 or self.resident.peft is None:  # one modifier (or the base) for all rows
-            self.resident.activate(names[0])
-            return self.resident.forward_model(names[0]).generate(**encoded, **kwargs)
-        self.resident.activate(None)  # unmerged, nothing forced: the rows choose
-        return self.resident.peft.generate(**encoded, adapter_names=[n or BASE_ROW for n in names], **kwargs)
+        try:
+            name = self.store.adapter(job.modifier) if job.modifier else None
+            ids = torch.tensor([job.prompt_ids], device=self.resident.device)
+            kwargs = {
+                "max_new_tokens": job.todo_max,
+                "pad_token_id": self.pad,
+                "logits_processor": LogitsProcessorList([RowFloor([job], self.decoder.eos)]),
+                "stopping_criteria": StoppingCriteriaList([RowWatch(self, [job], ids.shape[1])]),
+                "do_sample": not job.greedy,
+            }
+            if not job.greedy:
+                kwargs.update(temperature=job.settings["temperature"], top_p=job.settings["top_p"])
+                torch.manual_seed(job.settings["seed"])
+            with self.resident.lock, torch.inference_mode():
+                self.resident.activate(name)
+                self.resident.forward_model(name).generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+            self.batches += 1
+            self.rows += 1
+            if not job.done.is_set():
+                self._end(job, "length")
+        except BaseException as e:  # the request fails; the server goes on
+            job.finish(error=e)
 
     # -- one row, one token --------------------------------------------------------------
 
@@ -347,10 +498,6 @@ class Engine:
             return self._end(job, "length")
         if time.monotonic() > job.deadline:
             return self._time_out(job)
-        if self.preempt_tokens and job.greedy and len(job.ids) - job.run_start >= self.preempt_tokens and not self.jobs.empty():
-            job.paused = True
-            self.preempted += 1
-            return True
         return False
 
     def _emit(self, job: Job, text: str, hold: int = 0) -> None:

@@ -37,8 +37,9 @@ class ModifierStore:
             for name in names:
                 self.adapter(name)
 
-    def adapter(self, name: str) -> str:
-        """The PEFT adapter name of modifier ``name``, attaching it if it is not attached."""
+    def adapter(self, name: str, keep=()) -> str:
+        """The PEFT adapter name of modifier ``name``, attaching it if it is not attached; the
+        adapters in ``keep`` (rows in flight use them) are not evicted for it (AdapterBusy)."""
         start = time.perf_counter()
         loads = self.resident.adapter_loads
         folder = self.folders[name]
@@ -46,7 +47,7 @@ class ModifierStore:
             changed = changed_adapter(f"modifier {name!r}", folder, self.hashes.get(name))
             if changed:
                 raise KitError(changed)
-        peft_name = self.resident.attach(folder)
+        peft_name = self.resident.attach(folder, keep=keep)
         if self.resident.adapter_loads != loads:
             self.attach_seconds[name] = time.perf_counter() - start
         return peft_name
