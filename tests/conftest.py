@@ -41,6 +41,24 @@ def run_kit(args: list[str], cache: Path, cwd: Path, timeout: int = 900) -> subp
     return subprocess.run([sys.executable, "-m", "kit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def kit_in_process(args: list[str], cache: Path, cwd: Path, monkeypatch) -> subprocess.CompletedProcess:
+    """``kit.__main__.main(args)`` in this process, the environment and directory ``run_kit`` gives a
+    subprocess: for tests of what a command answers (exit status, its lines), where a new interpreter
+    (5-6 s of imports each) is not what is tested."""
+    import contextlib
+    import io
+
+    from kit.__main__ import main
+
+    for key, value in {**OFFLINE, "KIT_CACHE": str(cache)}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(cwd)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess(["kit", *args], code, out.getvalue(), err.getvalue())
+
+
 def train_once(
     cache: Path, factory, name: str, *overrides: str, into: str = "hydra.run.dir"
 ) -> tuple[Path, subprocess.CompletedProcess]:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE, run_kit
+from conftest import OFFLINE, kit_in_process, run_kit
 
 from kit.core.jobdir import is_done, read_summary, set_aside, write_summary
 
@@ -137,9 +137,10 @@ def test_row_longer_than_the_context_fails_before_training(kit_cache, tmp_path, 
         (["lora.dropout=1.5"], "lora.dropout=1.5"),
     ],
 )
-def test_out_of_range_values_exit_2_before_any_job_dir(kit_cache, tmp_path, args, needle):
+def test_out_of_range_values_exit_2_before_any_job_dir(kit_cache, tmp_path, monkeypatch, args, needle):
     run_dir, sweep_dir = tmp_path / "job", tmp_path / "sweep"
-    proc = run_kit(["train", *args, f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={sweep_dir}"], kit_cache, tmp_path)
+    argv = ["train", *args, f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={sweep_dir}"]
+    proc = kit_in_process(argv, kit_cache, tmp_path, monkeypatch)
     assert_one_line_error(proc, needle, "out of range")
     assert not run_dir.exists() and not sweep_dir.exists()
 
@@ -439,12 +440,11 @@ def zero_b(config, tensors):
         (zero_b, "lora_B"),
     ],
 )
-def test_kit_eval_refuses_an_adapter_that_is_not_the_jobs(kit_cache, tmp_path, short_job, change, needle):
+def test_kit_eval_refuses_an_adapter_that_is_not_the_jobs(kit_cache, tmp_path, monkeypatch, short_job, change, needle):
     job = damaged(short_job, tmp_path / "job", change)
     before = (job / "summary.json").read_text()
-    proc = run_kit(
-        ["eval", str(job), "eval=merge", "tasks.limit=2", "eval.base_scores=false", "logger=none"], kit_cache, tmp_path
-    )
+    args = ["eval", str(job), "eval=merge", "tasks.limit=2", "eval.base_scores=false", "logger=none"]
+    proc = kit_in_process(args, kit_cache, tmp_path, monkeypatch)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = kit_lines(proc.stderr)
     assert any(needle in ln and "adapter" in ln for ln in lines), proc.stderr[-2000:]
@@ -460,15 +460,12 @@ def zero_a(config, tensors):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["merge", "direct", "merge_in_memory", "vllm"])
-def test_every_eval_path_fails_loudly_on_an_adapter_that_changes_nothing(kit_cache, tmp_path, short_job, strategy):
+def test_every_eval_path_fails_loudly_on_an_adapter_that_changes_nothing(kit_cache, tmp_path, monkeypatch, short_job, strategy):
     """vllm: through the server's own logprobs (kit's stand-in here), before Inspect runs."""
     job = damaged(short_job, tmp_path / "job", zero_a)
     more = ["eval.vllm.server=standin"] if strategy == "vllm" else []
-    proc = run_kit(
-        ["eval", str(job), f"eval={strategy}", *more, "tasks.limit=2", "eval.base_scores=false", "logger=none"],
-        kit_cache,
-        tmp_path,
-    )
+    args = ["eval", str(job), f"eval={strategy}", *more, "tasks.limit=2", "eval.base_scores=false", "logger=none"]
+    proc = kit_in_process(args, kit_cache, tmp_path, monkeypatch)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert any("changes nothing" in ln for ln in kit_lines(proc.stderr)), proc.stderr[-2000:]
     assert not list(job.glob("kit-merged-*"))

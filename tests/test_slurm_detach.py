@@ -146,7 +146,8 @@ def test_requeued_job_restarts_under_its_run_identity(slurm_cluster, kit_cache, 
     ids = run_ids(job)
     print(json.dumps(ids, indent=1))
     rid = done["run_id"]
-    assert set(ids) == {f"{rid}-train", f"{rid}-eval", f"{rid}-verify", f"{rid}-kiteval1-eval"}, ids
+    # the export run logs the checkpoint artifact (its lineage edge: train -> export -> eval)
+    assert set(ids) == {f"{rid}-train", f"{rid}-export", f"{rid}-eval", f"{rid}-verify", f"{rid}-kiteval1-eval"}, ids
     assert any(p.startswith("attempts/1/") for p in ids[f"{rid}-train"])  # the requeued attempt: same id
     assert len(ids[f"{rid}-eval"]) == 1  # the job's own eval run, untouched by kit eval
 

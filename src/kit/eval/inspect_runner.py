@@ -137,6 +137,10 @@ def run_inspect(model, task_specs: list[str], log_dir: Path, eval_cfg, limit=Non
 def inspect_eval_one(model, plan, log_dir: Path, eval_cfg, limit, server: bool):
     from inspect_ai import eval as inspect_eval
 
+    from kit.eval.providers import batching
+
+    batching.install()  # also for Inspect's own hf/ provider (eval=merge) where kit's providers were not imported
+
     return inspect_eval(
         plan.task(inspect_spec(plan.spec)),
         model=model,

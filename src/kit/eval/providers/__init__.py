@@ -6,7 +6,10 @@ providers do, so importing kit's registry costs nothing.
 
 from inspect_ai.model import modelapi
 
+from kit.eval.providers import batching
 from kit.eval.providers.peft_api import PeftAPI
+
+batching.install()  # Inspect's hf/ and kit's peft/ batch without Inspect's 2 s + 1 s waits
 
 
 @modelapi(name="peft")
