@@ -90,7 +90,7 @@ def test_killed_job_ends_the_sweep_with_its_name_and_resume_reruns_only_it(slurm
         try:
             job = wait_for(lambda: running_task(1), 240, "sweep point #1 to run")
             time.sleep(2)  # inside kit's job by now
-            slurm("scancel", "--signal=KILL", "--full", job)  # a hard kill: no Python handler runs
+            slurm("scancel", "--signal=KILL", "--full", job)  # SLURM's cancel: SIGTERM, SIGKILL KillWait=5 s later
             killed = time.time()
             wait_for(lambda: "kit: job #1" in err.read_text(), 60, "the sweep to name the killed job")
             noticed = time.time() - killed

@@ -62,7 +62,11 @@ def run_ids(job) -> dict[str, list[str]]:
 
 def test_detached_sweep_status_collect_and_rerun_failed(slurm_cluster, kit_cache, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = submit(sweep, "4,16", kit_cache, tmp_path, "logger=none", "hydra.launcher.array_parallelism=2")
+    # four full epochs (248 steps, ~15 s of training): scancel's KILL reaches a job as SLURM's cancel does
+    # (SIGTERM, then SIGKILL KillWait=5 s later, launchers/local_slurm/slurm.conf.in), so job #1 must still
+    # be training 5 s after the kill; job #0 is still in SLURM for the refused re-run after it
+    epochs = ("trainer.max_steps_per_epoch=null", "trainer.epochs=4")
+    proc = submit(sweep, "4,16", kit_cache, tmp_path, "logger=none", "hydra.launcher.array_parallelism=2", *epochs)
     # the submitter is gone; the jobs are not done, SLURM holds them
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "this process exits now" in proc.stdout
@@ -74,19 +78,22 @@ def test_detached_sweep_status_collect_and_rerun_failed(slurm_cluster, kit_cache
     script = next((sweep / ".submitit").rglob("*_submission.sh")).read_text()
     assert "#SBATCH --array=0-1%2" in script  # one array, at most array_parallelism at once
 
+    # kill point #1 hard while it trains; #0 finishes on its own
+    wait_for(lambda: summary(sweep / "1").get("status") == "running", 600, "job #1 to run")
+    wait_for(lambda: (sweep / "1" / "metrics.jsonl").exists(), 600, "job #1 to train")
+    assert summary(sweep / "1").get("status") == "running", "job #1 ended before the kill: the test needs it longer"
+    slurm("scancel", "--signal=KILL", "--full", ids[1])
+
     # the same sweep attached, while SLURM still holds its jobs: refused, nothing submitted twice
+    attached = [q for q in QUICK[:-1] if q.partition("=")[0] not in {e.partition("=")[0] for e in epochs}] + list(epochs)
     again = run_kit(
-        ["train", "+experiment=rank_sweep", "-m", "lora.rank=4,16", f"hydra.sweep.dir={sweep}", *QUICK[:-1], "logger=none"],
+        ["train", "+experiment=rank_sweep", "-m", "lora.rank=4,16", f"hydra.sweep.dir={sweep}", *attached, "logger=none"],
         kit_cache,
         tmp_path,
         timeout=600,
     )
     assert again.returncode == 2 and "still in SLURM from an earlier submission" in again.stderr, again.stderr[-2000:]
     assert [e["submissions"] for e in json.loads((sweep / "manifest.json").read_text())["jobs"].values()] == [[i] for i in ids]
-
-    # kill point #1 hard while it runs; #0 finishes on its own
-    wait_for(lambda: summary(sweep / "1").get("status") == "running", 600, "job #1 to run")
-    slurm("scancel", "--signal=KILL", "--full", ids[1])
     wait_for(lambda: summary(sweep / "0").get("status") == "done", 600, "job #0 to finish")
     wait_for(lambda: ids[1] not in queued(), 60, "the killed job to leave the queue")
     proc, rows = status(sweep, kit_cache, tmp_path)
