@@ -147,3 +147,49 @@ def check_trains_on(model, loaded: dict) -> int:
                 "expected the nf4 base phase=compress wrote, with its block sizes"
             )
     return len(weights)
+
+
+# --- the merge guard: an adapter trained over dequant(Wq) merges into dequant(Wq) only ----------
+
+TRAINED_ON = "kit_trained_on.json"  # in an adapter folder trained on a compressed base
+
+
+def record_trained_on(adapter: Path, base: Path) -> dict | None:
+    """Write ``<adapter>/kit_trained_on.json`` when ``base`` is a compressed base (None otherwise):
+    the base's path, precision and fingerprint, which every merge of this adapter is checked against."""
+    from kit.core.identity import base_fingerprint
+
+    manifest = read_base_manifest(base)
+    if manifest is None:
+        return None
+    trained_on = {
+        "path": str(base),
+        "precision": manifest["format"],
+        "fingerprint": base_fingerprint(base),
+        "source_fingerprint": manifest["source"]["fingerprint"],  # the full-precision model it was compressed from
+    }
+    (Path(adapter) / TRAINED_ON).write_text(json.dumps(trained_on, indent=2))
+    return trained_on
+
+
+def check_merge_target(adapter: Path, target: Path) -> None:
+    """Refuse, in one line, to merge an adapter trained on a compressed base into any other base.
+
+    Trained over ``dequant(Wq)``, its merge belongs in ``dequant(Wq)``; merged into the source's full-
+    precision W it also adds ``W - dequant(Wq)``, an error it never saw (QLoRA's "merge corruption")."""
+    from kit.core.identity import base_fingerprint
+
+    path = Path(adapter) / TRAINED_ON
+    if not path.is_file():
+        return
+    trained_on = json.loads(path.read_text())
+    fingerprint = base_fingerprint(target)
+    if fingerprint == trained_on["fingerprint"]:
+        return
+    what = "its full-precision source" if fingerprint == trained_on["source_fingerprint"] else "another base"
+    raise KitError(
+        f"adapter {str(adapter)!r} was trained on the {trained_on['precision']} base {trained_on['path']!r} "
+        f"(dequant(Wq), fingerprint {trained_on['fingerprint'][:12]}); merging it into {str(target)!r} "
+        f"({base_precision(target)}, {what}, fingerprint {fingerprint[:12]}) would add the quantization error it never "
+        f"saw; expected that {trained_on['precision']} base (model.path={trained_on['path']})"
+    )
