@@ -57,23 +57,25 @@ def adapter_of(job):
 
 
 def test_qlora_trains_over_the_stored_nf4_tensors(nf4_modifier):
-    """torchtune's own training model (rebuilt from torchtune.yaml) computes with NF4 weights whose
-    parts are the compressed base's stored ones, byte for byte, and dequantize to the served base."""
+    """torchtune's training model (torchtune.yaml's builder, the base loaded as its recipe loads it)
+    computes with NF4 weights whose parts are the compressed base's stored ones, byte for byte, and
+    which dequantize to the base the modifier is scored and served on."""
     from safetensors.torch import load_file
 
-    from kit.core.model.compress import SEP, dequantized_state
-    from kit.core.model.families import family_of, read_config
-    from kit.core.model.qlora import BUILDER, nf4_weights
-    from kit.verify.reference import model_section, tune_model
+    from kit.core.model.compress import SEP, dequantized_state, read_state
+    from kit.core.model.families import _call, family_of, read_config
+    from kit.core.model.qlora import BUILDER, check_trains_on, nf4_weights
+    from kit.verify.reference import model_section
 
     compressed, job = nf4_modifier
-    sub = job / "modifiers" / "parity"
-    section = model_section(sub)
-    assert section["_component_"] == BUILDER and section["nf4_scaler_block_size"] == 16
-    model = tune_model(section, compressed / "dequantized", sub / "verify" / "torchtune_adapter.safetensors", torch.float32)
-    weights = nf4_weights(model)
-    assert len(weights) == 2 * 7  # every LoRA layer of both layers (q, k, v, o, gate, up, down)
+    args = model_section(job / "modifiers" / "parity")
+    assert args["_component_"] == BUILDER and args["nf4_scaler_block_size"] == 16
+    model = _call(args.pop("_component_"), **args)
     base = compressed / "dequantized"
+    loaded = family_of(base).hf_to_tune(read_state(base), read_config(base))
+    model.load_state_dict(loaded, strict=False)
+    assert check_trains_on(model, loaded) == 2 * 7 + 1  # every LoRA layer: q, k, v, o, gate, up, down x 2, output
+    weights = nf4_weights(model)
     served = family_of(base).hf_to_tune(dequantized_state(compressed / "compressed"), read_config(base))
     stored = load_file(compressed / "compressed" / "compressed.safetensors")
     codes = {k for k in stored if k.endswith(SEP + "quantized_data")}
