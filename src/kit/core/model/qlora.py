@@ -94,6 +94,7 @@ def qlora(*, lora_builder: str, nf4_block_size: int, nf4_scaler_block_size: int,
     model = _call(lora_builder, **args)
     group = nf4_block_size * nf4_scaler_block_size
     count = 0
+
     def quantize(w):  # as phase=compress quantized the base: the bf16 weight (kit.core.model.compress)
         return to_nf4(w.detach().to(torch.bfloat16), block_size=nf4_block_size, scaler_block_size=nf4_scaler_block_size)
 
