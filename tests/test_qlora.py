@@ -67,6 +67,9 @@ def test_qlora_trains_over_the_stored_nf4_tensors(nf4_modifier):
     from kit.core.model.qlora import BUILDER, check_trains_on, nf4_weights
     from kit.verify.reference import model_section
 
+    from kit.core.model import compress, qlora
+
+    assert (qlora.MANIFEST, qlora.NF4_SCALER_BLOCK) == (compress.MANIFEST, compress.NF4_SCALER_BLOCK)  # kept apart: torch
     compressed, job = nf4_modifier
     args = model_section(job / "modifiers" / "parity")
     assert args["_component_"] == BUILDER and args["nf4_scaler_block_size"] == 16

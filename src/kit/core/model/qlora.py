@@ -19,7 +19,9 @@ from functools import partial
 from pathlib import Path
 
 from kit.core.errors import KitError
-from kit.core.model.compress import MANIFEST, NF4_SCALER_BLOCK
+
+MANIFEST = "kit_compress.json"  # kit.core.model.compress.MANIFEST (that module imports torch)
+NF4_SCALER_BLOCK = 256  # kit.core.model.compress.NF4_SCALER_BLOCK
 
 BUILDER = "kit.core.model.qlora.qlora"
 
