@@ -62,12 +62,11 @@ def test_qlora_trains_over_the_stored_nf4_tensors(nf4_modifier):
     which dequantize to the base the modifier is scored and served on."""
     from safetensors.torch import load_file
 
+    from kit.core.model import compress, qlora
     from kit.core.model.compress import SEP, dequantized_state, read_state
     from kit.core.model.families import _call, family_of, read_config
     from kit.core.model.qlora import BUILDER, check_trains_on, nf4_weights
     from kit.verify.reference import model_section
-
-    from kit.core.model import compress, qlora
 
     assert (qlora.MANIFEST, qlora.NF4_SCALER_BLOCK) == (compress.MANIFEST, compress.NF4_SCALER_BLOCK)  # kept apart: torch
     compressed, job = nf4_modifier
