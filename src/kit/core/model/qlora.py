@@ -189,10 +189,11 @@ def check_merge_target(adapter: Path, target: Path) -> None:
     fingerprint = base_fingerprint(target)
     if fingerprint == trained_on["fingerprint"]:
         return
-    what = "its full-precision source" if fingerprint == trained_on["source_fingerprint"] else "another base"
+    source = fingerprint == trained_on["source_fingerprint"]
+    what = "its full-precision source" if source else f"another base, {base_precision(target)} precision"
     raise KitError(
         f"adapter {str(adapter)!r} was trained on the {trained_on['precision']} base {trained_on['path']!r} "
         f"(dequant(Wq), fingerprint {trained_on['fingerprint'][:12]}); merging it into {str(target)!r} "
-        f"({base_precision(target)}, {what}, fingerprint {fingerprint[:12]}) would add the quantization error it never "
+        f"({what}, fingerprint {fingerprint[:12]}) would add the quantization error it never "
         f"saw; expected that {trained_on['precision']} base (model.path={trained_on['path']})"
     )
