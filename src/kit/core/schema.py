@@ -190,6 +190,9 @@ class CompressConfig:
 
     format: CompressFormat = CompressFormat.nf4
     nf4_block_size: int = 64  # weights per NF4 block (torchtune's QLoRA uses 64)
+    # block scales per scale group (torchtune: 256); a weight is quantized only when its size is a multiple
+    # of nf4_block_size * this, so the tiny model's 64-wide layers need 16 (conf/experiment/lifecycle.yaml)
+    nf4_scaler_block_size: int = 256
     heldout_file: str = "${kit.bundled:parity_test.jsonl}"  # KL / perplexity text: prompt + response rows
     heldout_rows: int = 32  # rows of heldout_file measured (0: none, no KL/perplexity)
     dequantized: bool = False  # also write <job>/dequantized/: dequant(Wq) as a plain base (model.path=...)

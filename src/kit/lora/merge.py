@@ -6,6 +6,7 @@ from pathlib import Path
 
 from kit.core.device import resolve_device, resolve_dtype
 from kit.core.model.loader import load_model, load_tokenizer
+from kit.core.model.qlora import check_merge_target
 from kit.lora.probes import changed_by, logits, probe_ids
 from kit.lora.resident import check_fits, read_adapter
 
@@ -22,6 +23,7 @@ def merged_model(
     from peft import PeftModel
 
     _, shapes = read_adapter(adapter)  # one-line errors naming the bad file, before any work
+    check_merge_target(adapter, base)  # trained on a compressed base: merged into that base only
     device = resolve_device(device)
     model = load_model(base, dtype=resolve_dtype(dtype, device), device=device, trust_remote_code=trust_remote_code)
     check_fits(shapes, model, adapter / "adapter_model.safetensors")

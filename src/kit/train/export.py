@@ -100,6 +100,10 @@ def export_full(epoch_dir: Path, job: JobDir | Path) -> Path:
 
 
 def export(kind: str, epoch_dir: Path, job_dir: JobDir | Path, base: Path) -> Checkpoint:
+    from kit.core.model.qlora import record_trained_on
+
     job = as_job(job_dir)
     path = export_adapter(epoch_dir, job, base) if kind == "adapter" else export_full(epoch_dir, job)
+    if kind == "adapter":  # on a compressed base: what any later merge is checked against
+        record_trained_on(path, base)
     return Checkpoint(kind, path, folder_bytes(path))

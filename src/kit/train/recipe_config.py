@@ -34,8 +34,15 @@ def resolve_adapter_dtype(choice, dtype: str) -> str:
 
 
 def model_section(cfg: DictConfig, family: Family, base: Path) -> dict:
+    """The recipe's ``model``: the family's LoRA builder, or on an ``nf4`` base (a dequantized
+    ``phase=compress`` folder) kit's QLoRA builder around it (kit.core.model.qlora)."""
+    from kit.core.model.qlora import BUILDER, nf4_settings
+
     check_lora_targets(cfg.lora, base)
     component, shape = family.lora_builder(base)
+    nf4 = nf4_settings(base)
+    if nf4 is not None:
+        return {"_component_": BUILDER, "lora_builder": component, **nf4, **family.lora_section(cfg.lora), **shape}
     return {"_component_": component, **family.lora_section(cfg.lora), **shape}
 
 

@@ -123,6 +123,22 @@ def with_fp32_lora(recipe_class):
     return Recipe
 
 
+def with_nf4_check(recipe_class):
+    """The single-device recipe on an ``nf4`` base: after it builds the QLoRA model and loads the
+    base into it, every NF4 weight must compute with exactly the loaded ``dequant(Wq)``
+    (kit.core.model.qlora.check_trains_on), or training stops before its first step."""
+
+    class Recipe(recipe_class):
+        def _setup_model(self, *args, **kwargs):
+            from kit.core.model.qlora import check_trains_on
+
+            model = super()._setup_model(*args, **kwargs)
+            check_trains_on(model, kwargs["base_model_state_dict"])
+            return model
+
+    return Recipe
+
+
 def run_single_device(tt_cfg: dict, run=None) -> None:
     """Run torchtune's single-device LoRA recipe in this process; its losses also go to ``run`` (W&B)."""
     bars = EpochBars(None)
@@ -184,6 +200,8 @@ def single_device_recipe(tt_cfg: dict, run=None, bars: EpochBars | None = None):
     recipe_class = recipe_module.LoRAFinetuneRecipeSingleDevice
     if tt_cfg[ADAPTER_DTYPE] != tt_cfg["dtype"]:
         recipe_class = with_fp32_lora(recipe_class)
+    if "lora_builder" in tt_cfg["model"]:  # QLoRA (kit.core.model.qlora)
+        recipe_class = with_nf4_check(recipe_class)
     recipe = recipe_class(cfg=cfg)
     with no_dataset_bars():
         recipe.setup(cfg=cfg)

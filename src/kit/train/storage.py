@@ -53,6 +53,9 @@ def lora_numel(cfg: DictConfig, base: Path) -> int:
 
     family = family_of(base)
     section = model_section(cfg, family, base)
+    if "lora_builder" in section:  # QLoRA: the same LoRA weights; NF4 cannot be built on the meta device
+        section = {k: v for k, v in section.items() if not k.startswith("nf4_")}
+        section["_component_"] = section.pop("lora_builder")
     module, _, name = section.pop("_component_").rpartition(".")
     with torch.device("meta"):
         model = getattr(importlib.import_module(module), name)(**section)

@@ -70,7 +70,22 @@ def tune_model(section: dict, base: Path, tune_adapter: Path, dtype):
             f"{str(tune_adapter)!r} does not fit the model of torchtune.yaml (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}); expected this job's torchtune adapter"
         )
-    return model.to(dtype).eval()
+    return to_dtype(model, dtype).eval()
+
+
+def to_dtype(model, dtype):
+    """``model.to(dtype)``, except a QLoRA model's NF4 base weights (kit.core.model.qlora): torchao
+    would re-quantize them in ``dtype``, and they already compute in the activations' dtype."""
+    import torch
+
+    from kit.core.model.qlora import nf4_weights
+
+    if not nf4_weights(model):
+        return model.to(dtype)
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point() and type(tensor) in (torch.Tensor, torch.nn.Parameter):
+            tensor.data = tensor.data.to(dtype)
+    return model
 
 
 def peft_adapter_from_tune(section: dict, base: Path, tune_adapter: Path, out: Path) -> Path:

@@ -33,10 +33,14 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def quantizable(t: torch.Tensor, fmt: str, block: int) -> bool:
+NF4_SCALER_BLOCK = 256  # torchao's and torchtune's default: NF4 quantizes its block scales in groups of 256
+
+
+def quantizable(t: torch.Tensor, fmt: str, block: int, scaler_block: int = NF4_SCALER_BLOCK) -> bool:
     """2-D float weights whose rows split into whole blocks (norms, biases stay as they are); NF4
-    also quantizes its scales in blocks of 256, so a weight needs ``block * 256`` elements per group."""
-    whole = t.numel() % (block * 256) == 0 if fmt == "nf4" else t.shape[-1] % GGUF_BLOCK == 0
+    also quantizes its scales in groups of ``scaler_block``, so a weight needs ``block * scaler_block``
+    elements per group (a small model's layers need a smaller group than torchtune's 256)."""
+    whole = t.numel() % (block * scaler_block) == 0 if fmt == "nf4" else t.shape[-1] % GGUF_BLOCK == 0
     return t.ndim == 2 and t.is_floating_point() and whole
 
 
@@ -47,10 +51,10 @@ def block_size(fmt: str, nf4_block: int) -> int:
 # --- per-format quantize / dequantize: a weight -> {component: tensor} and back -----------------
 
 
-def _nf4_parts(w: torch.Tensor, block: int) -> dict[str, torch.Tensor]:
+def _nf4_parts(w: torch.Tensor, block: int, scaler_block: int = NF4_SCALER_BLOCK) -> dict[str, torch.Tensor]:
     from torchao.dtypes.nf4tensor import to_nf4
 
-    q = to_nf4(w.to(torch.bfloat16), block_size=block, scaler_block_size=256)
+    q = to_nf4(w.to(torch.bfloat16), block_size=block, scaler_block_size=scaler_block)
     return {
         "quantized_data": q.quantized_data,
         "quantized_scalers": q.quantized_scalers,
@@ -60,14 +64,14 @@ def _nf4_parts(w: torch.Tensor, block: int) -> dict[str, torch.Tensor]:
     }
 
 
-def nf4_tensor(parts: dict[str, torch.Tensor], shape: list[int], block: int):
+def nf4_tensor(parts: dict[str, torch.Tensor], shape: list[int], block: int, scaler_block: int = NF4_SCALER_BLOCK):
     """The torchao NF4Tensor torchtune's ``linear_nf4`` computes with, rebuilt from its stored parts."""
     from torchao.dtypes.nf4tensor import NF4Tensor, SubclassTensorArgs
 
     meta = SubclassTensorArgs(torch.Size(shape), (shape[1], 1), 0, torch.bfloat16, torch.device("cpu"), False)
     n_blocks = shape[0] * shape[1] // block
     return NF4Tensor(
-        meta, block, n_blocks, 256, parts["quantized_scalers"], parts["quantization_factor"],
+        meta, block, n_blocks, scaler_block, parts["quantized_scalers"], parts["quantization_factor"],
         parts["scaler_mean"].reshape(()), parts["quantized_data"], parts["nf4"],
     )  # fmt: skip
 
@@ -104,17 +108,21 @@ def _gguf_dequant(parts: dict[str, torch.Tensor], shape: list[int], fmt: str) ->
     return torch.from_numpy(dequantize(parts["blocks"].numpy(), _gguf_type(fmt)).reshape(shape).copy())
 
 
-def quantize_weight(w: torch.Tensor, fmt: str, nf4_block: int = 64) -> dict[str, torch.Tensor]:
+def quantize_weight(
+    w: torch.Tensor, fmt: str, nf4_block: int = 64, nf4_scaler_block: int = NF4_SCALER_BLOCK
+) -> dict[str, torch.Tensor]:
     if fmt == "nf4":
-        return _nf4_parts(w, nf4_block)
+        return _nf4_parts(w, nf4_block, nf4_scaler_block)
     if fmt == "int8":
         return _int8_parts(w)
     return _gguf_parts(w, check_format(fmt))
 
 
-def dequantize_weight(parts: dict[str, torch.Tensor], shape: list[int], fmt: str, nf4_block: int = 64) -> torch.Tensor:
+def dequantize_weight(
+    parts: dict[str, torch.Tensor], shape: list[int], fmt: str, nf4_block: int = 64, nf4_scaler_block: int = NF4_SCALER_BLOCK
+) -> torch.Tensor:
     if fmt == "nf4":
-        return nf4_tensor(parts, shape, nf4_block).get_original_weight().float()
+        return nf4_tensor(parts, shape, nf4_block, nf4_scaler_block).get_original_weight().float()
     if fmt == "int8":
         return _int8_dequant(parts, shape)
     return _gguf_dequant(parts, shape, check_format(fmt))
@@ -135,7 +143,7 @@ def read_state(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def compress_folder(src: Path, out: Path, fmt: str, nf4_block: int = 64) -> dict:
+def compress_folder(src: Path, out: Path, fmt: str, nf4_block: int = 64, nf4_scaler_block: int = NF4_SCALER_BLOCK) -> dict:
     """Write ``out`` (a new folder) from the model folder ``src``; returns the manifest."""
     from safetensors.torch import save_file
 
@@ -144,9 +152,10 @@ def compress_folder(src: Path, out: Path, fmt: str, nf4_block: int = 64) -> dict
     started = time.perf_counter()
     stored, shapes, dtypes = {}, {}, {}
     for name, t in read_state(src).items():
-        if quantizable(t, fmt, block):
+        if quantizable(t, fmt, block, nf4_scaler_block):
             shapes[name], dtypes[name] = list(t.shape), str(t.dtype).removeprefix("torch.")
-            stored.update({f"{name}{SEP}{k}": v.contiguous() for k, v in quantize_weight(t, fmt, nf4_block).items()})
+            parts = quantize_weight(t, fmt, nf4_block, nf4_scaler_block)
+            stored.update({f"{name}{SEP}{k}": v.contiguous() for k, v in parts.items()})
         else:
             stored[name] = t.contiguous()
     out.mkdir(parents=True, exist_ok=True)
@@ -158,6 +167,7 @@ def compress_folder(src: Path, out: Path, fmt: str, nf4_block: int = 64) -> dict
         "format": fmt,
         "method": METHODS[fmt],
         "block_size": block,
+        **({"scaler_block_size": nf4_scaler_block} if fmt == "nf4" else {}),
         "source": {"path": str(src), "fingerprint": base_fingerprint(src), "bytes": folder_bytes(src, "*.safetensors")},
         "quantized": shapes,
         "source_dtypes": dtypes,
@@ -171,7 +181,7 @@ def compress_folder(src: Path, out: Path, fmt: str, nf4_block: int = 64) -> dict
 
 
 METHODS = {
-    "nf4": "torchao NF4Tensor (to_nf4, scaler_block_size=256), as torchtune quantize_base=True",
+    "nf4": "torchao NF4Tensor (to_nf4 of the bf16 weight), as torchtune's QLoRA (quantize_base=True) computes with",
     "int8": "torchao int8 weight-only: symmetric per-row scale (choose_qparams_affine/quantize_affine)",
     "gguf_q8_0": "gguf.quants.quantize Q8_0 (32-weight blocks, fp16 scale)",
     "gguf_q4_0": "gguf.quants.quantize Q4_0 (32-weight blocks, fp16 scale)",
@@ -206,7 +216,8 @@ def dequantized_state(folder: Path) -> dict[str, torch.Tensor]:
     for name, shape in manifest["quantized"].items():
         parts = {k.split(SEP, 1)[1]: v for k, v in stored.items() if k.startswith(name + SEP)}
         dtype = getattr(torch, manifest["source_dtypes"][name])
-        state[name] = dequantize_weight(parts, shape, fmt, block if fmt == "nf4" else 64).to(dtype)
+        scaler = manifest.get("scaler_block_size", NF4_SCALER_BLOCK)
+        state[name] = dequantize_weight(parts, shape, fmt, block if fmt == "nf4" else 64, scaler).to(dtype)
     return state
 
 

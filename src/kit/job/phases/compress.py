@@ -32,7 +32,9 @@ class CompressPhase(Phase):
         settings = ctx.cfg.phase.compress
         with ctx.record("compress") as rec:
             out = ctx.job.output("compressed")
-            manifest = compress_folder(ctx.base, out, str(settings.format), int(settings.nf4_block_size))
+            manifest = compress_folder(
+                ctx.base, out, str(settings.format), int(settings.nf4_block_size), int(settings.nf4_scaler_block_size)
+            )
             block = {k: manifest[k] for k in ("format", "method", "block_size", "sha256", "bytes", "compress_s")}
             block |= {"path": str(out), "source": manifest["source"], "zstd_bytes": zstd_bytes(out / WEIGHTS)}
             block["ratio"] = manifest["source"]["bytes"] / manifest["bytes"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from kit.core.data import check_lengths, read_jsonl
+from kit.core.errors import KitError
 from kit.core.model.families import _call, check_lora_targets, family_of, read_config, weight_files
 from kit.job.phase import JobContext, Phase
 from kit.train.run import loss_line, train
@@ -33,9 +34,17 @@ class TrainPhase(Phase):
 def check_trainable(cfg: DictConfig, base: Path) -> None:
     """torchtune can train a LoRA of ``cfg.lora`` on this base: a supported family with its tokenizer
     files, LoRA targets the family allows, weight files kit may load."""
+    from kit.core.model.qlora import nf4_settings  # imports torch: only when a job is checked
+
     family_of(base).tokenizer_section(base, None)
     check_lora_targets(cfg.lora, base)
     weight_files(base, cfg.model.allow_pickle)
+    nproc = int(cfg.trainer.nproc_per_node)
+    if nproc > 1 and nf4_settings(base) is not None:  # kit's QLoRA model and its check: single device only
+        raise KitError(
+            f"trainer.nproc_per_node={nproc} on the nf4 base {str(base)!r}: QLoRA trains on one device here; "
+            "expected trainer.nproc_per_node=1"
+        )
 
 
 def check_dataset(path: str, columns: tuple[str, str], base: Path) -> int:
