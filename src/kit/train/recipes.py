@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from kit.core.errors import KitError
+from kit.core.model.qlora import is_qlora
 from kit.train.recipe_config import ADAPTER_DTYPE
 
 
@@ -200,7 +201,7 @@ def single_device_recipe(tt_cfg: dict, run=None, bars: EpochBars | None = None):
     recipe_class = recipe_module.LoRAFinetuneRecipeSingleDevice
     if tt_cfg[ADAPTER_DTYPE] != tt_cfg["dtype"]:
         recipe_class = with_fp32_lora(recipe_class)
-    if "lora_builder" in tt_cfg["model"]:  # QLoRA (kit.core.model.qlora)
+    if is_qlora(tt_cfg["model"]):
         recipe_class = with_nf4_check(recipe_class)
     recipe = recipe_class(cfg=cfg)
     with no_dataset_bars():

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from kit.core.device import DTYPES
 from kit.core.model.families import family_of, read_config
+from kit.core.model.qlora import is_qlora, plain_section
 from kit.train.recipe_config import model_section
 
 
@@ -53,9 +54,8 @@ def lora_numel(cfg: DictConfig, base: Path) -> int:
 
     family = family_of(base)
     section = model_section(cfg, family, base)
-    if "lora_builder" in section:  # QLoRA: the same LoRA weights; NF4 cannot be built on the meta device
-        section = {k: v for k, v in section.items() if not k.startswith("nf4_")}
-        section["_component_"] = section.pop("lora_builder")
+    if is_qlora(section):  # the same LoRA weights; NF4 cannot be built on the meta device
+        section = plain_section(section)
     module, _, name = section.pop("_component_").rpartition(".")
     with torch.device("meta"):
         model = getattr(importlib.import_module(module), name)(**section)

@@ -26,6 +26,17 @@ NF4_SCALER_BLOCK = 256  # kit.core.model.compress.NF4_SCALER_BLOCK
 BUILDER = "kit.core.model.qlora.qlora"
 
 
+def is_qlora(section) -> bool:
+    """A recipe ``model`` section that builds kit's QLoRA model (kit.train.recipe_config)."""
+    return section.get("_component_") == BUILDER
+
+
+def plain_section(section: dict) -> dict:
+    """The family's own LoRA section inside a QLoRA one: the same LoRA weights, no NF4 settings."""
+    plain = {k: v for k, v in section.items() if not k.startswith("nf4_") and k != "lora_builder"}
+    return {**plain, "_component_": section["lora_builder"]}
+
+
 def read_base_manifest(base: Path) -> dict | None:
     """The compress manifest of a model folder written as ``dequant(Wq)`` (None: a plain base)."""
     path = Path(base) / MANIFEST
