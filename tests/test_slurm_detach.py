@@ -22,10 +22,14 @@ QUICK = [
 ]
 
 
+def with_quick(*extra: str, detach: bool = True) -> list[str]:
+    """QUICK with ``extra`` in place of the keys it sets (and without ``launcher.detach`` for an attached run)."""
+    keys = {e.partition("=")[0] for e in extra} | (set() if detach else {"launcher.detach"})
+    return [q for q in QUICK if q.partition("=")[0] not in keys] + list(extra)
+
+
 def submit(sweep, ranks: str, kit_cache, cwd, *extra: str):
-    keys = {e.partition("=")[0] for e in extra}
-    quick = [q for q in QUICK if q.partition("=")[0] not in keys]
-    args = ["train", "+experiment=rank_sweep", "-m", f"lora.rank={ranks}", f"hydra.sweep.dir={sweep}", *quick, *extra]
+    args = ["train", "+experiment=rank_sweep", "-m", f"lora.rank={ranks}", f"hydra.sweep.dir={sweep}", *with_quick(*extra)]
     return run_kit(args, kit_cache, cwd, timeout=600)
 
 
@@ -85,7 +89,7 @@ def test_detached_sweep_status_collect_and_rerun_failed(slurm_cluster, kit_cache
     slurm("scancel", "--signal=KILL", "--full", ids[1])
 
     # the same sweep attached, while SLURM still holds its jobs: refused, nothing submitted twice
-    attached = [q for q in QUICK[:-1] if q.partition("=")[0] not in {e.partition("=")[0] for e in epochs}] + list(epochs)
+    attached = with_quick(*epochs, detach=False)
     again = run_kit(
         ["train", "+experiment=rank_sweep", "-m", "lora.rank=4,16", f"hydra.sweep.dir={sweep}", *attached, "logger=none"],
         kit_cache,
