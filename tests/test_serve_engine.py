@@ -70,19 +70,28 @@ def test_mixed_continuous_batches_equal_one_at_a_time(registry):
 
 
 def test_short_requests_join_while_a_long_one_runs(registry):
-    """The long answer keeps running; shorts admitted at the next step end long before it."""
+    """The long answer keeps running; shorts admitted at the next step end long before it. The shorts
+    are submitted from the long row's first streamed text (called by the engine's worker between steps),
+    so they arrive while it is mid-answer on any machine: a tiny model decodes 150 tokens faster than
+    another thread notices it started (CI stop 28 lost that race over HTTP)."""
     eng = engine(registry, preempt_tokens=0)
-    long = Job([5, 9, 17], "patterns", settings(150, 150))
     long_alone = eng.generate([5, 9, 17], "patterns", settings(150, 150))
-    eng.submit(long)
-    while not long.ids:
-        time.sleep(0.01)
     shorts = [Job(p, m, settings(4, 4)) for p, m, _ in REQUESTS[:3]]
-    done_at = {}
+    done_at, started_at = {}, []
     for job in shorts:
         job.on_done = lambda j=job: done_at.setdefault(id(j), len(long.ids))
-    together(eng, shorts)
-    long.done.wait(120)
+
+    def first_text(_text: str) -> None:
+        if not started_at:
+            started_at.append(len(long.ids))
+            [eng.submit(job) for job in shorts]
+
+    long = Job([5, 9, 17], "patterns", settings(150, 150), on_text=first_text)
+    eng.submit(long)
+    assert long.done.wait(120) and long.error is None, long.error
+    assert started_at and started_at[0] < 150, "the long row streamed its answer"
+    for job in shorts:
+        assert job.done.wait(120) and job.error is None, job.error
     assert long.result == long_alone
     assert max(done_at.values()) < 150, "every short answer ended while the long one was still generating"
     assert [s.result for s in shorts] == [eng.generate(p, m, settings(4, 4)) for p, m, _ in REQUESTS[:3]]
