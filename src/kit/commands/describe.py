@@ -15,7 +15,7 @@ from kit.core.cli_parser import OneLineParser
 from kit.core.config import compose, one_line
 from kit.core.errors import KitError
 from kit.core.model.families import family_of, read_config
-from kit.core.model.loader import LOADERS, loader_for, model_folder
+from kit.core.model.loader import loader_for, meta_model, model_folder
 from kit.core.model.resolve import resolve_base
 
 LORA_LAYER_TYPES = ("Linear", "Conv1D")  # module classes PEFT LoRA wraps in these models
@@ -70,17 +70,6 @@ def describe(model) -> dict:
         "lora_targets": lora_targets(model),
         "on_meta": on_meta,
     }
-
-
-def meta_model(path: Path, loader: str = "auto", trust_remote_code: bool = False):
-    """The model built from config.json with no weights: parameters live on ``meta``."""
-    import torch
-    import transformers
-
-    name = loader_for(path) if loader == "auto" else loader
-    config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
-    with torch.device("meta"):
-        return getattr(transformers, LOADERS[name]).from_config(config, trust_remote_code=trust_remote_code)
 
 
 def weights_on_disk(path: Path) -> dict:

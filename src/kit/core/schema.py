@@ -43,6 +43,7 @@ class Phase(StrEnum):  # the options of conf/phase/ (a LoRA's life); each lists 
     modifier = "modifier"
     runtime = "runtime"
     compress = "compress"
+    lifecycle = "lifecycle"
 
 
 class Check(StrEnum):  # kit.verify.CHECKS (the registry)
@@ -199,12 +200,20 @@ class CompressConfig:
 
 
 @dataclass
+class LifecycleConfig:
+    """``phase=lifecycle``: where its table projects the bytes it measured (a folder with a config.json)."""
+
+    project_to: Optional[str] = "${kit.bundled:shapes/llama3_1_8b}"  # Llama-3.1-8B's architecture (no weights)
+
+
+@dataclass
 class PhaseConfig:
-    name: Phase = MISSING  # training | modifier | runtime (runtime: python -m kit serve)
+    name: Phase = MISSING  # training | modifier | runtime (python -m kit serve) | compress | lifecycle
     pipeline: List[str] = MISSING  # the job's phases in order, by name (kit.job.phases: train, export, ...)
     merge: bool = False  # training: merge the adapter into the base -> <job>/merged, a standalone model
     modifiers: Dict[str, ModifierSpec] = field(default_factory=dict)  # modifier: name -> spec
     compress: CompressConfig = field(default_factory=CompressConfig)  # compress: format and measurement
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)  # lifecycle: its table's projection
 
 
 class RouterKind(str, Enum):

@@ -51,6 +51,8 @@ class Summary:
     verify: dict | None = None
     modifiers: dict | None = None
     compress: dict | None = None
+    served: dict | None = None  # phase serve: requests sent to the job's modifiers through kit serve
+    lifecycle: dict | None = None  # phase lifecycle: bytes and scores at every step, and their projection
     error: str | None = None
     traceback: str | None = None
     unreadable_before: str | None = None

@@ -31,6 +31,20 @@ def load_task_specs(specs: list[str]) -> None:
             )
 
 
+def first_samples(spec: str, n: int = 1) -> list[tuple[str, str]]:
+    """(input, target) of a task's first ``n`` samples, as Inspect loads them (text inputs only)."""
+    from inspect_ai._eval.loader import load_tasks
+
+    task = load_tasks([inspect_spec(spec)], {})[0]
+    out = []
+    for sample in list(task.dataset)[:n]:
+        target = sample.target if isinstance(sample.target, str) else sample.target[0]
+        if not isinstance(sample.input, str):
+            raise KitError(f"Inspect task {spec!r} has chat-message inputs; expected text inputs to serve")
+        out.append((sample.input, target))
+    return out
+
+
 def inspect_spec(spec: str) -> str:
     """The spec as Inspect 0.3.285 takes it: it globs a file or folder given without ``@name`` under
     the working directory, and pathlib refuses an absolute pattern ("Non-relative patterns are

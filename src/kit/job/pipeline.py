@@ -2,7 +2,8 @@
 
 A job dir that already holds a finished ``summary.json`` is never touched again (re-running a sweep
 resumes). The job ends ``done`` only when every phase ran and verify (when it runs) passed; a failure,
-an interruption or a failed verify each say so in the summary and never read as a result.
+an interruption or a failed verify each say so in the summary and never read as a result. A failed
+verify (``verify.required``) also stops the job: the phases after it would build on that model.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def run_phases(cfg: DictConfig, job: JobDir, base: Path, identity: RunIdentity, 
     job.write(summary)
     ctx = JobContext(cfg=cfg, job=job, base=base, identity=identity, summary=summary)
     try:
-        for phase in phases:
+        for i, phase in enumerate(phases):
+            if ctx.notes.get("status") == Status.UNVERIFIED:  # later phases would build on a model verify failed
+                summary.error = f"{summary.error}; not run: {[p.name for p in phases[i:]]}"
+                break
             if phase.applies(cfg):
                 phase.run(ctx)
         summary.status = ctx.notes.get("status", Status.DONE)

@@ -108,6 +108,17 @@ def model_folder(path) -> Path:
     return path
 
 
+def meta_model(path: Path, loader: str = "auto", trust_remote_code: bool = False):
+    """The model built from config.json with no weights: parameters live on ``meta`` (no memory used)."""
+    import torch
+    import transformers
+
+    name = loader_for(path) if loader == "auto" else loader
+    config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
+    with torch.device("meta"):
+        return getattr(transformers, LOADERS[name]).from_config(config, trust_remote_code=trust_remote_code)
+
+
 def load_model(
     path,
     *,

@@ -1,7 +1,9 @@
 """Phase ``compress`` (``phase=compress``): the base quantized into ``<job>/compressed/`` and measured.
 
-The base is ``model.path`` (a ``phase.merge=true`` job's ``merged/`` or any model folder). The
-compressed folder's manifest (``kit_compress.json``) names its source, format, block size and content
+The source is the model this job holds so far: a standalone model an earlier phase of the same job
+stored (``merged/`` in ``phase=lifecycle``), else the base (``model.path``: a ``phase.merge=true`` job's
+``merged/`` or any model folder). With ``phase.compress.dequantized`` the later phases of the job build on
+``<job>/dequantized`` (exactly the compressed weights). The compressed folder's manifest (``kit_compress.json``) names its source, format, block size and content
 hash; ``summary.json``'s ``compress`` block holds bytes (and zstd'd), load time, and next-token KL and
 perplexity of the compressed model (over exactly its dequantized weights) against the source.
 """
@@ -30,23 +32,33 @@ class CompressPhase(Phase):
 
     def run(self, ctx: JobContext) -> None:
         settings = ctx.cfg.phase.compress
+        source = compress_source(ctx)
         with ctx.record("compress") as rec:
             out = ctx.job.output("compressed")
             manifest = compress_folder(
-                ctx.base, out, str(settings.format), int(settings.nf4_block_size), int(settings.nf4_scaler_block_size)
+                source, out, str(settings.format), int(settings.nf4_block_size), int(settings.nf4_scaler_block_size)
             )
             block = {k: manifest[k] for k in ("format", "method", "block_size", "sha256", "bytes", "compress_s")}
             block |= {"path": str(out), "source": manifest["source"], "zstd_bytes": zstd_bytes(out / WEIGHTS)}
             block["ratio"] = manifest["source"]["bytes"] / manifest["bytes"]
-            block |= measure(ctx, out, settings)
+            block |= measure(ctx, source, out, settings)
             if settings.dequantized:
                 block["dequantized"] = str(write_dequantized(out, ctx.job.output("dequantized")))
             rec.update["compress"] = block
             rec.detail = compress_line(block)
         ctx.notes["compressed"] = out
+        if settings.dequantized:  # what a modifier phase after this one trains and is scored over
+            ctx.base = Path(block["dequantized"])
 
 
-def measure(ctx: JobContext, out: Path, settings) -> dict:
+def compress_source(ctx: JobContext) -> Path:
+    """A standalone model this job stored (merged, or a full checkpoint), else the job's base."""
+    if ctx.checkpoint is not None and ctx.checkpoint.kind == "full":
+        return ctx.checkpoint.path
+    return ctx.base
+
+
+def measure(ctx: JobContext, source: Path, out: Path, settings) -> dict:
     """KL and perplexity against the source on held-out rows, and the compressed model's load time."""
     from kit.core.model.compress_quality import kl_and_perplexity, timed_load
     from kit.core.model.loader import load_model, load_tokenizer
@@ -57,8 +69,7 @@ def measure(ctx: JobContext, out: Path, settings) -> dict:
     ds = ctx.cfg.dataset
     rows = read_jsonl(settings.heldout_file, (ds.prompt_column, ds.response_column))[: int(settings.heldout_rows)]
     texts = [f"{r[ds.prompt_column]} {r[ds.response_column]}" for r in rows]
-    source = load_model(ctx.base, dtype="float32", device="cpu")
-    quality = kl_and_perplexity(source, compressed, load_tokenizer(ctx.base), texts)
+    quality = kl_and_perplexity(load_model(source, dtype="float32", device="cpu"), compressed, load_tokenizer(source), texts)
     return {"load_s": load_s, **quality, "heldout": {"file": str(settings.heldout_file), "rows": len(rows)}}
 
 

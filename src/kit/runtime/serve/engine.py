@@ -197,6 +197,7 @@ class Engine:
         self.rows = 0
         self.steps = 0  # decode steps
         self.busy = False
+        self.closed = False  # close(): the worker ends (a server inside another process stops with it)
         self.cancelled = 0  # rows stopped because their client left
         self.timed_out = 0  # rows stopped at their deadline
         self.live: dict[int, Job] = {}  # submitted and not yet finished (stop_all answers them)
@@ -219,6 +220,11 @@ class Engine:
             job.finish(error=ServerStopping(drain_timeout_s))
         return len(stopped)
 
+    def close(self) -> None:
+        """End the worker once it is idle or between steps; requests still unfinished are answered 503."""
+        self.closed = True
+        self.jobs.put(Job([], None, {}, cancelled=True))  # wakes a worker waiting for work
+
     def generate(self, prompt_ids: list[int], modifier: str | None, settings: dict, timeout: float = 300.0) -> tuple:
         """Blocking: the (text, prompt_tokens, completion_tokens, finish) of one job."""
         job = self.submit(Job(prompt_ids, modifier, settings, timeout))
@@ -232,10 +238,10 @@ class Engine:
     def _work(self) -> None:
         with self.resident.lock:
             loop = self.resident.decoder()
-        while True:
+        while not self.closed:
             if loop is None:  # a base kit's loop cannot run: one request at a time through HF generate
                 job = self._take(block=True)
-                if job is not None and self._still_wanted(job):
+                if job is not None and not self.closed and self._still_wanted(job):
                     self.busy = True
                     try:
                         self._run_alone(job)
@@ -243,6 +249,8 @@ class Engine:
                         self.busy = False
                 continue
             self._collect(block=not self.active)
+            if self.closed:
+                break
             self.busy = bool(self.active or self.waiting)
             try:
                 with self.resident.lock:
@@ -251,6 +259,9 @@ class Engine:
                 self._step_failed(loop, e)
             finally:
                 self.busy = bool(self.active)
+
+        self.stop_all(0.0)
+        self.busy = False
 
     def _take(self, block: bool) -> Job | None:
         try:

@@ -295,10 +295,11 @@ class Server(uvicorn.Server):
     """uvicorn's server; SIGTERM and Ctrl-C drain (in-flight requests finish, up to the drain
     deadline) and the process then exits 0 instead of re-raising the signal."""
 
-    def __init__(self, config, banner: str = "", engine=None):
+    def __init__(self, config, banner: str = "", engine=None, signals: bool = True):
         super().__init__(config)
         self.banner = banner
         self.engine = engine  # its unfinished jobs are answered 503 when the drain deadline passes
+        self.signals = signals  # False: served from a thread of another kit process, which owns the signals
 
     async def shutdown(self, sockets=None) -> None:
         """uvicorn's drain, with the deadline kept by kit: just before it, every request still waiting
@@ -319,6 +320,9 @@ class Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self):
+        if not self.signals:  # only the main thread may set handlers
+            yield
+            return
         original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
@@ -382,7 +386,7 @@ def internal_error(e: BaseException) -> ApiError:
     return ApiError(500, message, "server_error")
 
 
-def make_server(api: FastAPI, sock, cfg, banner: str, engine=None) -> Server:
+def make_server(api: FastAPI, sock, cfg, banner: str, engine=None, signals: bool = True) -> Server:
     protocol = type("Protocol", (Protocol,), {"client_timeout": float(cfg.client_timeout_s)})
     config = uvicorn.Config(
         api,
@@ -394,6 +398,6 @@ def make_server(api: FastAPI, sock, cfg, banner: str, engine=None) -> Server:
         timeout_keep_alive=int(cfg.client_timeout_s),
         timeout_graceful_shutdown=int(cfg.drain_timeout_s),
     )
-    server = Server(config, banner, engine)
+    server = Server(config, banner, engine, signals)
     server.socket = sock
     return server
