@@ -19,7 +19,19 @@ from pathlib import Path
 from kit.core.model.compress import SEP, WEIGHTS, quantizable
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}  # config.json torch_dtype
-DTYPE_BYTES |= {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1}  # safetensors
+DTYPE_BYTES |= {
+    "F64": 8,
+    "F32": 4,
+    "BF16": 2,
+    "F16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "U16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}  # safetensors
 
 
 def header(path: Path) -> dict[str, tuple[list[int], str]]:

@@ -3,9 +3,10 @@
 The source is the model this job holds so far: a standalone model an earlier phase of the same job
 stored (``merged/`` in ``phase=lifecycle``), else the base (``model.path``: a ``phase.merge=true`` job's
 ``merged/`` or any model folder). With ``phase.compress.dequantized`` the later phases of the job build on
-``<job>/dequantized`` (exactly the compressed weights). The compressed folder's manifest (``kit_compress.json``) names its source, format, block size and content
-hash; ``summary.json``'s ``compress`` block holds bytes (and zstd'd), load time, and next-token KL and
-perplexity of the compressed model (over exactly its dequantized weights) against the source.
+``<job>/dequantized`` (exactly the compressed weights). The compressed folder's manifest
+(``kit_compress.json``) names its source, format, block size and content hash; ``summary.json``'s
+``compress`` block holds bytes (and zstd'd), load time, and next-token KL and perplexity of the
+compressed model (over exactly its dequantized weights) against the source.
 """
 
 from __future__ import annotations
