@@ -71,3 +71,35 @@ def test_unknown_strategy_and_phase_fail_in_one_line():
     cfg = compose("train", ["phase.pipeline=[train,trian]"])
     with pytest.raises(KitError, match=r"phase.pipeline names unknown phase\(s\) \['trian'\]"):
         pipeline(cfg)
+
+
+def test_a_failed_verify_stops_the_phases_that_would_build_on_it(tmp_path, monkeypatch):
+    """phase=lifecycle compresses and trains on the model verify just checked: with verify.required a
+    failed verify ends the job unverified and no later phase runs (its name is in the summary's error)."""
+    from kit.core.identity import RunIdentity
+    from kit.core.jobdir import JobDir
+    from kit.core.summary import Status
+    from kit.job import pipeline
+
+    ran = []
+
+    class Fails(Phase):
+        name = "verify"
+
+        def run(self, ctx):
+            ran.append(self.name)
+            ctx.notes["status"] = Status.UNVERIFIED
+            ctx.summary.error = "verify failed ['logits']"
+
+    class After(Phase):
+        name = "compress"
+
+        def run(self, ctx):
+            ran.append(self.name)
+
+    monkeypatch.setattr(pipeline, "pipeline", lambda cfg: [Fails(), After()])
+    cfg = compose("train", ["logger=none"])
+    summary = pipeline.run_phases(cfg, JobDir(tmp_path), tmp_path, RunIdentity("g", "n", "id"), [])
+    assert ran == ["verify"] and summary.status == Status.UNVERIFIED
+    assert summary.error == "verify failed ['logits']; not run: ['compress']"
+    assert JobDir(tmp_path).read().status == Status.UNVERIFIED
