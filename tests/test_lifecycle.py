@@ -66,6 +66,14 @@ def test_the_table_is_what_the_job_stored_scored_and_served(lifecycle):
         assert rows["compressed (nf4)"]["scores"]["parity"] == m["base_scores"]["parity"]
         assert rows[f"modifier {name}"]["scores"] == m["scores"]
 
+    # paired tests against the step before, on the same 4 samples per task, agree with the means
+    for step in ("trained + merged", "compressed (nf4)", "modifier last_digit", "modifier reverse"):
+        paired, row = rows[step]["paired"], rows[step]
+        assert set(paired) == {"parity", "last_digit", "reverse"}, step
+        for task, t in paired.items():
+            assert t["test"] == "mcnemar" and t["n"] == 4
+            assert t["diff"] == pytest.approx(row["scores"][task]["mean"] - row["before"][task]["mean"])
+
     # each step built on the one before: compressed from merged/, modifiers over dequantized/
     manifest = json.loads((job / "compressed" / "kit_compress.json").read_text())
     assert manifest["source"]["path"] == str(job / "merged")

@@ -96,10 +96,40 @@ def steps(ctx: JobContext) -> list[dict]:
                 "served": served.get(name),
             }
         )
+    add_paired(rows, ctx)
     routed = [r for r in (s.served or {}).get("requests", []) if r["model"] == "auto"]
     if routed:
         rows.append({"step": "served (model=auto)", "stored": "", "bytes": None, "scores": None, "routed": routed})
     return rows
+
+
+def step_logs(ctx: JobContext) -> list[list[str]]:
+    """Each row's Inspect logs (per-sample scores), in row order: base, merged, compressed, modifiers."""
+    trained = ctx.evaluated.info
+    modifiers = [ctx.notes["modifier_logs"][name] for name in ctx.summary.modifiers or {}]
+    # every modifier scored the compressed base on the same samples: the first one's base logs
+    return [
+        list(trained.get("base_logs") or []),
+        list(trained.get("logs") or []),
+        list(modifiers[0]["base_logs"]) if modifiers else [],
+        *[list(m["logs"]) for m in modifiers],
+    ]
+
+
+def add_paired(rows: list[dict], ctx: JobContext) -> None:
+    """``paired``: per task, the row against the step before on their shared samples (McNemar's exact
+    test on exact-match scores, kit.core.significance); base vs merged, merged vs compressed, compressed
+    base vs each modifier."""
+    from kit.core.significance import compare
+    from kit.eval.samples import sample_scores
+
+    scores = [sample_scores(logs) for logs in step_logs(ctx)]
+    before = [None, 0, 1, *[2] * (len(scores) - 3)]
+    for row, mine, prior in zip(rows, scores, before):
+        if prior is None:
+            continue
+        tests = {k: compare(v, scores[prior][k]) for k, v in mine.items() if k in scores[prior]}
+        row["paired"] = {k: {"test": t.test, "n": t.n, "diff": t.diff, "p": t.p} for k, t in tests.items() if t}
 
 
 def compressed_scores(modifiers: dict) -> dict:
@@ -159,6 +189,12 @@ def size(n: int | None) -> str:
     return f"{n} B"
 
 
+def paired_text(paired: dict | None) -> str:
+    from kit.core.significance import format_p
+
+    return ", ".join(f"{task} {t['diff']:+.2f} p={format_p(t['p'])}" for task, t in (paired or {}).items())
+
+
 def served_text(q: dict) -> str:
     task = f"{q['task'].rsplit('/', 1)[-1]} -> " if q["model"] == "auto" else ""
     return f"{task}{q['answered_by']}: {q['answer']!r} ({'right' if q['correct'] else 'wrong'})"
@@ -167,15 +203,16 @@ def served_text(q: dict) -> str:
 def markdown(rows: list[dict], projected_to: dict | None) -> str:
     at = f"at {projected_to['parameters'] / 1e9:.2f} B parameters" if projected_to else "projected"
     lines = [
-        f"| step | stored | bytes | zstd'd | scores | the step before, same samples | served | {at} |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| step | stored | bytes | zstd'd | scores | the step before, same samples | paired p | served | {at} |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         answer = "; ".join(served_text(q) for q in ([r["served"]] if r.get("served") else r.get("routed", [])))
         extra = f"; KL {r['kl']:.3g}" if r.get("kl") is not None else ""
         lines.append(
             f"| {r['step']} | {r['stored']} | {size(r['bytes'])} | {size(r.get('zstd_bytes'))} | "
-            f"{score_text(r['scores'])}{extra} | {score_text(r.get('before'))} | {answer} | {size(r.get('projected_bytes'))} |"
+            f"{score_text(r['scores'])}{extra} | {score_text(r.get('before'))} | {paired_text(r.get('paired'))} | "
+            f"{answer} | {size(r.get('projected_bytes'))} |"
         )
     return "\n".join(lines)
 

@@ -118,6 +118,8 @@ def train_modifier(ctx: JobContext, root: Path, name: str, fingerprint: str) -> 
         log_checkpoint_artifact(rec.run, checkpoint, ctx.base, kind="modifier")  # this train run made it
     with record(f"modifier {name}: eval", job_type="eval", keep=False, announce=False, **part) as rec:
         evaluated = evaluate(EvalRequest.of(own), sub.path, ctx.base, checkpoint)
+        # for later phases (lifecycle's paired tests): the logs of its scores and of its base's (maybe cached)
+        ctx.notes.setdefault("modifier_logs", {})[name] = {k: evaluated.info.get(k) or [] for k in ("logs", "base_logs")}
         log_eval(
             rec.run,
             {
