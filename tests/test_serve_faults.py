@@ -505,6 +505,35 @@ def test_chat_markers_typed_in_content_are_text_not_turns(modifier_job):
     assert sum(i in marks for i in forged) == 3  # user open, user close, the generation prompt's open
 
 
+def test_tokenizing_a_long_message_lets_other_threads_run(tiny_base):
+    """A message under the character bound but over the context is tokenized before it is refused (a
+    400,000-character one: 0.2 s on SmolLM2, whose longest token is 81 characters). Meanwhile the engine
+    thread, which gives up the GIL at every torch op, must go on: the tokenizers backend's ``encode``
+    held the GIL for the whole call, so clients beside one resending such a message waited ~15x longer.
+    Here: while one thread tokenizes, this one runs throughout (seen in at least 5 of 10 slices of the
+    tokenization); holding the GIL, it could run only just before and just after."""
+    from kit.core.model.loader import load_tokenizer
+    from kit.runtime.serve.app import content_encoder
+
+    encode, text, span = content_encoder(load_tokenizer(tiny_base)), "x" * 1_000_000, {}
+
+    def tokenize():
+        span["start"] = time.perf_counter()
+        encode(text)
+        span["end"] = time.perf_counter()
+
+    worker, seen = threading.Thread(target=tokenize), [0.0]
+    worker.start()
+    while worker.is_alive():
+        now = time.perf_counter()
+        if "start" in span and "end" not in span and now - seen[-1] > 1e-3:
+            seen.append(now)  # this thread ran while the other was tokenizing
+    worker.join()
+    start, took = span["start"], span["end"] - span["start"]
+    slices = {int(10 * (t - start) / took) for t in seen[1:]}
+    assert len(slices) >= 5, f"this thread ran in {sorted(slices)} of 10 slices of a {took:.2f} s tokenization"
+
+
 def test_a_lazily_loaded_modifier_changed_on_disk_is_refused(modifier_job, tmp_path):
     import shutil
 

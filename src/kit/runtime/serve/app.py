@@ -196,12 +196,16 @@ def content_encoder(tokenizer) -> Callable[[str], list[int]]:
     user is not the end of a turn): a copy of the fast tokenizer's backend with
     ``encode_special_tokens`` set once. Not transformers' ``split_special_tokens=True``: that flips
     the one shared backend per call, and requests tokenized in parallel then race ("Already borrowed",
-    or one request's setting applied to another's prompt)."""
+    or one request's setting applied to another's prompt).
+
+    ``encode_batch`` of one text, not ``encode``: ``encode`` holds the GIL for the whole call (0.2 s
+    for a 400,000-character message), and the engine thread, which gives up the GIL at every torch op,
+    then waits out a whole tokenization per op; ``encode_batch`` releases it while it works."""
     from tokenizers import Tokenizer
 
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.encode_special_tokens = True
-    return lambda text: backend.encode(text, add_special_tokens=False).ids
+    return lambda text: backend.encode_batch([text], add_special_tokens=False)[0].ids
 
 
 def chat_ids(tokenizer, encode_content: Callable[[str], list[int]], messages: list[tuple[str, str]]) -> list[int]:
