@@ -1,6 +1,6 @@
 """What one misbehaving client costs the others on ``kit serve``: p50/p95 latency of well-behaved clients.
 
-    .venv/bin/python bench/serve_load.py [--registry DIR | --base smollm2|FOLDER] [--clients 64] [--requests 4]
+    .venv/bin/python bench/serve_load.py [--registry DIR | --base smollm2|FOLDER] [--clients 32] [--requests 2]
 
 Without ``--registry`` it first makes the modifiers as ``bench/serve.py`` does (``--base``: synthetic
 modifiers on that base; else the bundled three trained on the tiny model).
@@ -19,6 +19,13 @@ Against one real ``kit serve`` subprocess on 127.0.0.1 (defaults, mixed batching
 
 The misbehaving clients run in a process of their own, as real clients would (not sharing the
 measuring process's GIL).
+
+A well-behaved request gets ``--request-timeout`` seconds (120): a slower one is counted in its
+scenario's errors as ``timeout``, so the run ends in bounded time even if the server stops answering;
+a progress line per scenario (elapsed, answered, p95, errors, the server's /health counters) goes to
+stderr as it ends. The run is 6 scenarios of ``--clients`` x ``--requests`` plus the idle ones: on
+SmolLM2 on 2 shared CPU cores, 4-5 requests/s (8 tokens each), so the default 32 x 2 takes ~3 minutes
+and 64 x 4 ~7 (bench/README.md).
 
 Reported: p50/p95 per scenario, the ratio of ``load+misbehaving`` p95 to ``load`` p95 (the goal:
 <= 2x) and to ``idle`` p95, what the misbehaving clients got (status codes), errors, and the
@@ -60,17 +67,30 @@ def percentiles(xs: list[float]) -> dict:
     return {"n": len(xs), "p50_s": statistics.median(xs), "p95_s": pick(0.95), "max_s": xs[-1]}
 
 
-def well_behaved(url: str, clients: int, requests: int) -> dict:
+REQUEST_TIMEOUT_S = 120.0  # a well-behaved request slower than this is counted as "timeout", not waited for
+
+
+def well_behaved(url: str, clients: int, requests: int, timeout: float = REQUEST_TIMEOUT_S) -> dict:
+    """``clients`` threads, ``requests`` each; latencies of the answered ones, and every other outcome
+    (a status code, ``timeout`` past ``timeout`` seconds, or the transport error's name) in ``errors``."""
     import httpx
 
     models = list(PROMPTS)
     times, errors = [], []
+    start_all = time.perf_counter()
 
     def one_client(c: int) -> None:
-        with httpx.Client(timeout=300) as http:
+        with httpx.Client(timeout=timeout) as http:
             for r in range(requests):
                 start = time.perf_counter()
-                resp = http.post(f"{url}/chat/completions", json=body(models[(c + r) % len(models)]))
+                try:
+                    resp = http.post(f"{url}/chat/completions", json=body(models[(c + r) % len(models)]))
+                except httpx.TimeoutException:
+                    errors.append("timeout")
+                    continue
+                except httpx.HTTPError as e:
+                    errors.append(type(e).__name__)
+                    continue
                 if resp.status_code == 200:
                     times.append(time.perf_counter() - start)
                 else:
@@ -78,7 +98,8 @@ def well_behaved(url: str, clients: int, requests: int) -> dict:
 
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(one_client, range(clients)))
-    return {**percentiles(times), "errors": errors}
+    wall = time.perf_counter() - start_all
+    return {**percentiles(times or [float("nan")]), "n": len(times), "wall_s": wall, "errors": errors}
 
 
 class Misbehaving:
@@ -99,8 +120,9 @@ class Misbehaving:
 
     def __exit__(self, *exc):
         self.stop.set()
+        deadline = time.monotonic() + 30  # all together: the parent waits for this process's report
         for t in self.threads:
-            t.join(timeout=30)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def slow(self) -> None:
         data = json.dumps(body("base")).encode()
@@ -123,10 +145,13 @@ class Misbehaving:
     def huge(self) -> None:
         import httpx
 
-        with httpx.Client(timeout=300) as http:
+        with httpx.Client(timeout=REQUEST_TIMEOUT_S) as http:
             while not self.stop.is_set():
-                r = http.post(f"{self.url}/chat/completions", json=body("base", text="x" * 400_000))
-                self.got["huge"].append(r.status_code)
+                try:
+                    r = http.post(f"{self.url}/chat/completions", json=body("base", text="x" * 400_000))
+                    self.got["huge"].append(r.status_code)
+                except httpx.HTTPError as e:
+                    self.got["huge"].append(type(e).__name__)
 
     def hang_up(self) -> None:
         import httpx
@@ -147,9 +172,12 @@ class Misbehaving:
     def long(self) -> None:
         import httpx
 
-        with httpx.Client(timeout=300) as http:
+        with httpx.Client(timeout=REQUEST_TIMEOUT_S) as http:
             while not self.stop.is_set():
-                self.got["long"].append(http.post(f"{self.url}/chat/completions", json=body("parity", 200)).status_code)
+                try:
+                    self.got["long"].append(http.post(f"{self.url}/chat/completions", json=body("parity", 200)).status_code)
+                except httpx.HTTPError as e:
+                    self.got["long"].append(type(e).__name__)
 
 
 def _closed(conn: socket.socket) -> bool:
@@ -162,6 +190,17 @@ def _closed(conn: socket.socket) -> bool:
         return True
     finally:
         conn.close()
+
+
+def health(url: str) -> dict:
+    """The server's counters (no key is set here, so /health shows them)."""
+    import httpx
+
+    try:
+        h = httpx.get(f"{url.removesuffix('/v1')}/health", timeout=10).json()
+    except httpx.HTTPError as e:
+        return {"unreachable": type(e).__name__}
+    return {k: h.get(k) for k in ("requests", "queued", "busy", "cancelled", "timed_out", "preempted")}
 
 
 def summarize(got: dict) -> dict:
@@ -196,9 +235,10 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--registry", type=Path)
     p.add_argument("--base", help="smollm2 or an HF folder: three synthetic modifiers on it (no training)")
-    p.add_argument("--clients", type=int, default=64)
-    p.add_argument("--requests", type=int, default=4)
+    p.add_argument("--clients", type=int, default=32)  # > serve.max_batch (16): queueing and preemption
+    p.add_argument("--requests", type=int, default=2)
     p.add_argument("--idle-requests", type=int, default=20)
+    p.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT_S, help="seconds; slower counts as 'timeout'")
     p.add_argument("--misbehave", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -208,21 +248,32 @@ def main() -> None:
         registry = make_registry(args, Path(tmp))
         proc, url = start_server(registry, "serve.client_timeout_s=5")
         report = {"settings": vars(args) | {"registry": str(registry)}, "load_average_before": os.getloadavg()}
+        began = time.perf_counter()
+
+        def measure(name: str, clients: int, requests: int) -> None:
+            report[name] = r = well_behaved(url, clients, requests, args.request_timeout)
+            print(  # progress, on stderr: the table comes at the end
+                f"[{time.perf_counter() - began:6.0f} s] {name}: {r['n']} answered in {r['wall_s']:.1f} s, "
+                f"p95 {r['p95_s']:.2f} s, errors {len(r['errors'])}; server {health(url)}",
+                file=sys.stderr,
+                flush=True,
+            )
+
         try:
-            well_behaved(url, 4, 2)  # warm-up
-            report["idle"] = well_behaved(url, 1, args.idle_requests)
-            report["load"] = well_behaved(url, args.clients, args.requests)
+            well_behaved(url, 4, 2, args.request_timeout)  # warm-up
+            measure("idle", 1, args.idle_requests)
+            measure("load", args.clients, args.requests)
             with Apart(url, ["slow", "huge", "hang_up", "stall"]) as bad:
                 time.sleep(3)
-                report["load+misbehaving"] = well_behaved(url, args.clients, args.requests)
+                measure("load+misbehaving", args.clients, args.requests)
             report["misbehaving_got"] = bad.got
             for kind in ("huge", "hang_up", "slow,stall"):  # which one costs what
-                with Apart(url, kind.split(",")) as bad:
+                with Apart(url, kind.split(",")):
                     time.sleep(3)
-                    report[f"load+{kind}"] = well_behaved(url, args.clients, args.requests)
+                    measure(f"load+{kind}", args.clients, args.requests)
             with Apart(url, ["long"]) as bad:
                 time.sleep(3)
-                report["load+long"] = well_behaved(url, args.clients, args.requests)
+                measure("load+long", args.clients, args.requests)
             report["long_got"] = bad.got
         finally:
             proc.terminate()
