@@ -57,8 +57,8 @@ def not_supported(why: str) -> Check:
 # llama-cpp-python 0.3.36 on PyPI is an sdist only: a C++ build of llama.cpp at install time, measured at
 # 7 min wall (396 s CPU) on the 2-core CI-sized machine, over what the CI run has left (docs/status.md).
 LLAMA_CPP = (
-    "llama.cpp (GGUF runtime): not supported; llama-cpp-python is a source build on PyPI (7 min on 2 CPUs, "
-    f"measured 2026-12-04), and kit's gguf_q8_0/gguf_q4_0 write GGML blocks into {WEIGHTS}, not .gguf files"
+    "llama.cpp (GGUF runtime): not supported; llama-cpp-python is a source build on PyPI (7 min on 2 busy CPUs, "
+    f"396 s CPU, measured 2026-12-04), and kit's gguf_q8_0/gguf_q4_0 write GGML blocks into {WEIGHTS}, not .gguf files"
 )
 
 # group -> name -> (what it is, requirements)
@@ -84,7 +84,10 @@ PLUGINS: dict[str, dict[str, tuple[str, tuple[Check, ...]]]] = {
         ),
     },
     "runtime": {  # what computes a model's forward pass in kit serve and the in-process evals
-        "pytorch": ("transformers + PEFT on torch: kit serve, eval direct/merge/merge_in_memory", (module("transformers"), PEFT)),
+        "pytorch": (
+            "torch + transformers: kit serve (its fused LoRA path), eval direct/merge/merge_in_memory (PEFT)",
+            (module("transformers"), PEFT),
+        ),
         "llama_cpp": (LLAMA_CPP, (not_supported("source build only"),)),
     },
 }
