@@ -14,6 +14,7 @@ Weights only: safetensors headers (a few bytes per tensor) are left out on both 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from kit.core.model.compress import SEP, WEIGHTS, quantizable
@@ -42,15 +43,8 @@ def header(path: Path) -> dict[str, tuple[list[int], str]]:
     return {k: (v["shape"], v["dtype"]) for k, v in meta.items() if k != "__metadata__"}
 
 
-def numel(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def tensor_bytes(shape: list[int], dtype: str) -> int:
-    return numel(shape) * DTYPE_BYTES[dtype]
+    return math.prod(shape) * DTYPE_BYTES[dtype]
 
 
 def folder_shapes(folder: Path) -> dict[str, tuple[list[int], str]]:
@@ -68,13 +62,13 @@ def bytes_per_quantized_weight(compressed: Path, source: Path) -> float:
     if not quantized:
         return 0.0
     stored = sum(tensor_bytes(*parts[name]) for name in parts if SEP in name)
-    return stored / sum(numel(shapes[name][0]) for name in quantized)
+    return stored / sum(math.prod(shapes[name][0]) for name in quantized)
 
 
 def bytes_per_lora_weight(adapter: Path) -> tuple[float, int]:
     """(bytes per LoRA weight, LoRA weights) of a PEFT adapter folder's safetensors."""
     shapes = header(adapter / "adapter_model.safetensors")
-    weights = sum(numel(s) for s, _ in shapes.values())
+    weights = sum(math.prod(s) for s, _ in shapes.values())
     return sum(tensor_bytes(s, d) for s, d in shapes.values()) / weights, weights
 
 

@@ -47,7 +47,6 @@ class CompressPhase(Phase):
                 block["dequantized"] = str(write_dequantized(out, ctx.job.output("dequantized")))
             rec.update["compress"] = block
             rec.detail = compress_line(block)
-        ctx.notes["compressed"] = out
         if settings.dequantized:  # what a modifier phase after this one trains and is scored over
             ctx.base = Path(block["dequantized"])
 

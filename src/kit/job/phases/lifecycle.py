@@ -16,10 +16,12 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from kit.core.errors import KitError
+from kit.core.model.compress import folder_bytes
 from kit.job.phase import JobContext, Phase
 
 NEEDS = ("train", "export", "merge", "evaluate", "compress", "modifiers", "serve")
 TABLE = "lifecycle.md"
+WEIGHT_FILES = "*.safetensors"  # a model folder's weights: what the table counts as its bytes
 
 
 class LifecyclePhase(Phase):
@@ -50,10 +52,6 @@ class LifecyclePhase(Phase):
         print(table, flush=True)
 
 
-def weights_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.glob("*.safetensors"))
-
-
 def steps(ctx: JobContext) -> list[dict]:
     """The table's rows, from what the phases before recorded (summary.json) and stored (the job dir)."""
     s = ctx.summary
@@ -61,11 +59,11 @@ def steps(ctx: JobContext) -> list[dict]:
     trained, before = ctx.evaluated.scores, ctx.evaluated.base_scores
     compressed_base = compressed_scores(s.modifiers or {})
     rows = [
-        {"step": "base", "stored": str(base), "bytes": weights_bytes(base), "scores": before},
+        {"step": "base", "stored": str(base), "bytes": folder_bytes(base, WEIGHT_FILES), "scores": before},
         {
             "step": "trained + merged",
             "stored": "merged/",
-            "bytes": weights_bytes(ctx.job / "merged"),
+            "bytes": folder_bytes(ctx.job / "merged", WEIGHT_FILES),
             "scores": trained,
             "before": before,
             "verify": (s.verify or {}).get("passed"),
